@@ -1,0 +1,5 @@
+"""``python -m elt`` is the ``elt`` command."""
+
+from elt.cli import main
+
+main()

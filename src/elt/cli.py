@@ -1,0 +1,327 @@
+"""The ``elt`` command line (typer + rich).
+
+Commands that run pipelines import the project; commands that only read the
+bookkeeping (status, state, dead letters) need just the database, which the
+project's ``.env`` or the embedded default provides.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from elt import secrets
+from elt.errors import EltError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="ELT pipelines that never lose a record.")
+state_app = typer.Typer(no_args_is_help=True, help="Show or reset stream watermarks.")
+dead_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or resolve rejected records.")
+app.add_typer(state_app, name="state")
+app.add_typer(dead_app, name="dead-letter")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _Ctx:
+    project: Path = Path(".")
+
+
+def _project_dir() -> Path:
+    path = _Ctx.project.expanduser().resolve()
+    return path.parent if path.suffix == ".py" else path
+
+
+def _loader() -> Any:
+    """A loader for the project's destination, for commands that only read bookkeeping."""
+    from elt.config import database_target
+    from elt.loaders.postgres import PostgresLoader
+
+    target = database_target(_project_dir())
+    loader = PostgresLoader(target.url, target.description)
+    loader.migrate()
+    return loader
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+
+
+@app.callback()
+def _main(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder (holding pipelines.py) or the module itself."),
+) -> None:
+    _Ctx.project = project
+
+
+@app.command()
+def run(
+    pipelines: list[str] = typer.Argument(None, help="Pipelines to run (default: all of the project's)."),
+    stream: list[str] = typer.Option(None, "--stream", "-s", help="Only these streams (repeatable)."),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Read every stream from the start."),
+    since: Optional[str] = typer.Option(None, "--since", help="Backfill from this cursor value; the stored watermark never moves back."),
+) -> None:
+    """Run pipelines now. Exit code: 0 success, 1 failed, 3 partial (records rejected), 4 skipped (already running)."""
+    from elt.pipeline import load_project, select
+    from elt.runner import Runner
+
+    project_dir, registry = load_project(_Ctx.project)
+    chosen = select(registry, pipelines or [])
+    if stream and len(chosen) != 1:
+        raise EltError("--stream needs exactly one pipeline: elt run PIPELINE --stream NAME")
+    worst = 0
+    for pipeline in chosen:
+        result = Runner(pipeline, project_dir=project_dir, streams=stream or None, full_refresh=full_refresh,
+                        since=since).run()
+        _print_run(result)
+        worst = max(worst, result.exit_code, key=lambda c: (c != 0, c == 1, c))
+    raise typer.Exit(worst)
+
+
+def _print_run(result: Any) -> None:
+    colour = {"success": "green", "partial": "yellow", "failed": "red", "skipped": "yellow"}[result.status]
+    table = Table(title=f"{result.pipeline}: run {result.run_id} [{colour}]{result.status}[/]", title_justify="left")
+    for column in ("stream", "extracted", "loaded", "inserted", "updated", "unchanged", "rejected", "watermark"):
+        table.add_column(column, justify="left" if column in ("stream", "watermark") else "right")
+    for name, f in result.streams.items():
+        mark = f.as_json().get("watermark", "")
+        table.add_row(name, f"{f.extracted:,}", f"{f.loaded:,}", f"{f.inserted:,}", f"{f.updated:,}",
+                      f"{f.unchanged:,}", f"{f.rejected:,}", str(mark or ""))
+    out.print(table)
+    if result.summary.error_message:
+        err.print(f"[{colour}]{secrets.redact(result.summary.error_message)}[/]")
+
+
+@app.command()
+def status(
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Only this pipeline."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many recent runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    """Recent runs, newest first."""
+    loader = _loader()
+    rows = loader.query(
+        "SELECT id, pipeline_name, status, trigger, started_at, completed_at, execution_duration_seconds,"
+        " rows_extracted, rows_loaded, rows_rejected, rows_transformed, error_message, streams"
+        " FROM pipeline.execution_log WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
+        " ORDER BY id DESC LIMIT %(n)s",
+        {"p": pipeline, "n": limit},
+    )
+    loader.close()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no runs yet: `elt run` starts one")
+        return
+    table = Table(title=f"recent runs ({loader.description})", title_justify="left")
+    for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "rejected", "error"):
+        table.add_column(column, overflow="fold")
+    colours = {"success": "green", "partial": "yellow", "failed": "red", "running": "cyan", "skipped": "yellow"}
+    for r in rows:
+        seconds = r["execution_duration_seconds"]
+        table.add_row(
+            str(r["id"]), r["pipeline_name"], f"[{colours.get(r['status'], 'white')}]{r['status']}[/]",
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}", f"{seconds:.1f}" if seconds is not None else "",
+            f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}",
+            (r["error_message"] or "")[:160],
+        )
+    out.print(table)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade elt's own schema (pipeline.*). Runs by itself before every run too."""
+    from elt.config import database_target
+    from elt.loaders.postgres import PostgresLoader
+
+    target = database_target(_project_dir())
+    loader = PostgresLoader(target.url, target.description)
+    applied = loader.migrate()
+    loader.close()
+    out.print(f"applied {', '.join(applied)}" if applied else f"up to date ({target.description})")
+
+
+@state_app.command("show")
+def state_show(
+    pipeline: Optional[str] = typer.Argument(None, help="Only this pipeline."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    """Watermarks per pipeline and stream."""
+    loader = _loader()
+    rows = loader.query(
+        "SELECT pipeline_name, stream_name, key, value, updated_at, updated_by_run FROM pipeline.state"
+        " WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s) AND key = 'watermark'"
+        " ORDER BY pipeline_name, stream_name",
+        {"p": pipeline},
+    )
+    loader.close()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="watermarks", title_justify="left")
+    for column in ("pipeline", "stream", "watermark", "kind", "updated (UTC)", "by run"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["pipeline_name"], r["stream_name"], str(r["value"].get("value")), r["value"].get("kind", ""),
+                      f"{r['updated_at']:%Y-%m-%d %H:%M:%S}", str(r["updated_by_run"] or ""))
+    out.print(table if rows else "no watermarks stored yet")
+
+
+@state_app.command("reset")
+def state_reset(
+    pipeline: str = typer.Argument(..., help="The pipeline whose state to forget."),
+    stream: list[str] = typer.Option(None, "--stream", "-s", help="Only these streams."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Forget watermarks, so the next run reads from the start (the write strategy keeps that harmless)."""
+    what = f"streams {', '.join(stream)} of {pipeline}" if stream else f"every stream of {pipeline}"
+    if not yes and not typer.confirm(f"Reset the watermark of {what}? The next run re-reads from the start."):
+        raise typer.Exit(1)
+    loader = _loader()
+    count = loader.execute(
+        "DELETE FROM pipeline.state WHERE pipeline_name = %s AND key = 'watermark'"
+        " AND (%s::text[] IS NULL OR stream_name = ANY(%s::text[]))",
+        (pipeline, stream or None, stream or None),
+    )
+    loader.close()
+    out.print(f"reset {count} watermark(s) of {what}")
+
+
+@dead_app.command("list")
+def dead_list(
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Only this pipeline."),
+    stream: Optional[str] = typer.Option(None, "--stream", help="Only this stream."),
+    include_resolved: bool = typer.Option(False, "--all", help="Include resolved ones."),
+    limit: int = typer.Option(50, "--limit", "-n"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    """Rejected records, newest first (unresolved only, unless --all)."""
+    loader = _loader()
+    rows = loader.query(
+        "SELECT id, pipeline_name, stream_name, run_id, created_at, error_message, resolved_at, resolved_by"
+        " FROM pipeline.dead_letter WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
+        " AND (%(s)s::text IS NULL OR stream_name = %(s)s) AND (%(all)s OR resolved_at IS NULL)"
+        " ORDER BY id DESC LIMIT %(n)s",
+        {"p": pipeline, "s": stream, "all": include_resolved, "n": limit},
+    )
+    loader.close()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no dead letters" + ("" if include_resolved else " waiting"))
+        return
+    table = Table(title="dead letters", title_justify="left")
+    for column in ("id", "pipeline", "stream", "run", "created (UTC)", "error", "resolved"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(str(r["id"]), r["pipeline_name"], r["stream_name"] or "", str(r["run_id"] or ""),
+                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["error_message"][:200],
+                      f"{r['resolved_at']:%Y-%m-%d} by {r['resolved_by']}" if r["resolved_at"] else "")
+    out.print(table)
+
+
+@dead_app.command("show")
+def dead_show(id: int = typer.Argument(..., help="Dead letter id (from `elt dead-letter list`).")) -> None:
+    """One rejected record in full, with its reason."""
+    loader = _loader()
+    rows = loader.query("SELECT * FROM pipeline.dead_letter WHERE id = %s", (id,))
+    loader.close()
+    if not rows:
+        raise EltError(f"no dead letter with id {id}: `elt dead-letter list --all` shows them")
+    _print_json(rows[0])
+
+
+@dead_app.command("replay")
+def dead_replay(
+    pipeline: str = typer.Argument(..., help="The pipeline whose dead letters to replay."),
+    ids: list[int] = typer.Option(None, "--id", help="Only these ids (repeatable)."),
+    stream: list[str] = typer.Option(None, "--stream", "-s", help="Only these streams."),
+    by: str = typer.Option("elt dead-letter replay", "--by", help="Recorded in resolved_by."),
+) -> None:
+    """Re-validate dead letters with the project's current code and load those that now pass."""
+    from elt.pipeline import load_project, select
+    from elt.runner import Runner
+
+    project_dir, registry = load_project(_Ctx.project)
+    (chosen,) = select(registry, [pipeline])
+    result = Runner(chosen, project_dir=project_dir, streams=stream or None, trigger="replay").replay(ids or (), by)
+    loaded = sum(f.loaded for f in result.streams.values())
+    still = sum(f.rejected for f in result.streams.values())
+    out.print(f"replay run {result.run_id}: {loaded} record(s) loaded and resolved, {still} still rejected")
+    if result.summary.error_message and result.status == "failed":
+        err.print(f"[red]{secrets.redact(result.summary.error_message)}[/]")
+    raise typer.Exit(result.exit_code)
+
+
+@dead_app.command("resolve")
+def dead_resolve(
+    ids: list[int] = typer.Argument(..., help="Dead letter ids to mark handled."),
+    by: str = typer.Option(..., "--by", help="Who handled them (recorded in resolved_by)."),
+    note: str = typer.Option("resolved without loading", "--note", help="What was done."),
+) -> None:
+    """Mark dead letters handled without loading them."""
+    loader = _loader()
+    count = loader.execute(
+        "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = %s, resolution = %s"
+        " WHERE id = ANY(%s) AND resolved_at IS NULL",
+        (by, note, ids),
+    )
+    loader.close()
+    out.print(f"resolved {count} dead letter(s)")
+    if count < len(ids):
+        err.print(f"{len(ids) - count} id(s) were unknown or already resolved")
+
+
+@app.command()
+def demo(
+    directory: Path = typer.Argument(Path("elt-demo"), help="Where to create the demo project."),
+) -> None:
+    """Create a sample project and run it end to end on the embedded database."""
+    from elt.demo import create_demo
+    from elt.pipeline import load_project
+    from elt.runner import Runner
+
+    project_dir = create_demo(directory)
+    out.print(f"created the demo project in {project_dir}")
+    _, registry = load_project(project_dir)
+    worst = 0
+    for pipeline in registry.values():
+        result = Runner(pipeline, project_dir=project_dir).run()
+        _print_run(result)
+        worst = max(worst, result.exit_code)
+    from elt.config import database_target
+
+    target = database_target(project_dir)
+    out.print(
+        f"\nThe data is in {target.description}:\n"
+        "  raw.shop_orders, raw.shop_customers   every record as received (_raw_payload)\n"
+        "  stg.shop_orders                       latest version of each order\n"
+        "  pipeline.execution_log                one row per run\n"
+        f"Next: cd {directory} && elt status   (running `elt run` again changes nothing)\n"
+        f"Connect: psql '{target.url}'"
+    )
+    raise typer.Exit(worst)
+
+
+def main() -> None:
+    """Entry point: user-facing errors print one clear line (secrets masked) and exit 2."""
+    from elt.logs import configure_logging
+
+    configure_logging()
+    try:
+        app()
+    except EltError as exc:
+        err.print(f"[red]error:[/] {secrets.redact(str(exc))}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Where settings come from: the environment, the project's ``.env`` file, defaults.
+
+One place decides which database a command talks to (``ELT_DATABASE_URL`` or the
+embedded default), so ``elt run``, ``elt status`` and the library agree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from elt import secrets
+
+_loaded_from: set[Path] = set()
+
+
+def load_dotenv_once(project_dir: Path | None = None) -> None:
+    """Load ``.env`` from the project (or current) folder; real environment variables win."""
+    folder = (project_dir or Path.cwd()).resolve()
+    if folder in _loaded_from:
+        return
+    _loaded_from.add(folder)
+    env_file = folder / ".env"
+    if env_file.is_file():
+        load_dotenv(env_file, override=False)
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A resolved database: its URL (a secret when it holds a password) and a safe description."""
+
+    url: str
+    description: str
+    embedded: bool
+
+
+def database_target(project_dir: Path | None = None) -> DatabaseTarget:
+    """``ELT_DATABASE_URL`` when set (environment or ``.env``), else the embedded PostgreSQL."""
+    load_dotenv_once(project_dir)
+    url = os.environ.get("ELT_DATABASE_URL", "").strip()
+    if url:
+        secrets.register(_password_of(url))
+        return DatabaseTarget(url=url, description=secrets.redact(url), embedded=False)
+    from elt.embedded import embedded_url
+
+    url, data_dir = embedded_url(project_dir or Path.cwd())
+    return DatabaseTarget(url=url, description=f"embedded PostgreSQL (data in {data_dir})", embedded=True)
+
+
+def _password_of(url: str) -> str | None:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None

@@ -1,0 +1,55 @@
+"""Destinations: where a pipeline loads, resolved to a loader when a run starts.
+
+``Postgres()`` with no URL means ``ELT_DATABASE_URL`` (environment or ``.env``)
+and, when that is unset, the embedded default database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from elt.config import DatabaseTarget, database_target
+from elt.errors import ConfigError
+from elt.loaders.base import Loader
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A PostgreSQL or Supabase database. ``url_env`` names the variable holding its URL."""
+
+    url_env: str = "ELT_DATABASE_URL"
+
+    def target(self, project_dir: Path | None = None) -> DatabaseTarget:
+        if self.url_env != "ELT_DATABASE_URL":
+            from elt import secrets
+            from elt.config import load_dotenv_once
+
+            load_dotenv_once(project_dir)
+            url = os.environ.get(self.url_env, "").strip()
+            if not url:
+                raise ConfigError(f"environment variable {self.url_env} is not set: put the database URL there or in .env")
+            secrets.register(url)
+            return DatabaseTarget(url=url, description=secrets.redact(url), embedded=False)
+        return database_target(project_dir)
+
+    def loader(self, project_dir: Path | None = None) -> Loader:
+        from elt.loaders.postgres import PostgresLoader
+
+        target = self.target(project_dir)
+        return PostgresLoader(target.url, target.description)
+
+
+Destination = Postgres
+
+
+def resolve(destination: Destination | str | None) -> Destination:
+    """Turn a pipeline's ``destination=`` argument into a destination object."""
+    if destination is None or destination in ("postgres", "postgresql", "supabase"):
+        return Postgres()
+    if isinstance(destination, Postgres):
+        return destination
+    raise ConfigError(
+        f"destination {destination!r} is not supported yet; use 'postgres' (or elt.Postgres(url_env=...))"
+    )

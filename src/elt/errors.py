@@ -1,0 +1,19 @@
+"""Exceptions ``elt`` raises on purpose, each saying what to do about it."""
+
+from __future__ import annotations
+
+
+class EltError(Exception):
+    """Base class: an error whose message is meant for the user as it is."""
+
+
+class ConfigError(EltError):
+    """A pipeline, stream or project is declared wrongly."""
+
+
+class ProjectNotFound(ConfigError):
+    """No pipelines module where one was expected."""
+
+
+class LoadError(EltError):
+    """The destination refused a batch."""

@@ -1,0 +1,144 @@
+"""Records as data: canonical JSON, record hashes and typed cursor values.
+
+A record is a plain ``dict`` as received. The raw layer stores it as JSON; its
+hash (of the canonical, key-sorted JSON) tells whether a row changed, which is
+how every write strategy makes a re-loaded overlap harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import hashlib
+import uuid
+from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        # Keep every digit: a JSON string is exact where a float would not be.
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot store a value of type {type(value).__name__} as JSON")
+
+
+def to_json(record: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, ISO timestamps) of ``record``."""
+    return orjson.dumps(record, default=_default, option=_OPTIONS)
+
+
+def record_hash(payload: bytes) -> str:
+    """The hash stored in ``_record_hash``: md5 of the canonical JSON (change detection, not security)."""
+    return hashlib.md5(payload, usedforsecurity=False).hexdigest()
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a Python value, as recorded in ``pipeline.schema_changes``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, (float, decimal.Decimal)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return "string"
+    return type(value).__name__
+
+
+# --- typed cursor and key values ------------------------------------------------
+
+
+class CursorTypeError(ValueError):
+    """A cursor value cannot be compared with the stream's cursor type."""
+
+
+def cursor_kind(value: Any) -> str:
+    """Classify a cursor value: ``integer``, ``number``, ``timestamp``, ``date`` or ``text``."""
+    if isinstance(value, bool):
+        return "text"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, (float, decimal.Decimal)):
+        return "number"
+    if isinstance(value, dt.datetime):
+        return "timestamp"
+    if isinstance(value, dt.date):
+        return "date"
+    if isinstance(value, str):
+        try:
+            parse_timestamp(value)
+            return "timestamp"
+        except ValueError:
+            return "text"
+    return "text"
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """Parse an ISO-8601 timestamp; a value without zone is taken as UTC."""
+    if len(text) < 10 or text[4] != "-":
+        raise ValueError(f"not an ISO-8601 timestamp: {text!r}")
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def coerce_cursor(value: Any, kind: str) -> Any:
+    """Turn a record's cursor value into a comparable Python value of ``kind``."""
+    try:
+        if kind == "integer":
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if kind == "number":
+            return decimal.Decimal(str(value))
+        if kind == "timestamp":
+            if isinstance(value, dt.datetime):
+                return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+            if isinstance(value, dt.date):
+                return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+            return parse_timestamp(str(value))
+        if kind == "date":
+            if isinstance(value, dt.datetime):
+                return value.date()
+            if isinstance(value, dt.date):
+                return value
+            return dt.date.fromisoformat(str(value))
+        return str(value)
+    except (TypeError, ValueError, decimal.InvalidOperation) as exc:
+        raise CursorTypeError(f"cursor value {value!r} is not a valid {kind}") from exc
+
+
+def key_text(value: Any) -> str:
+    """The text form of a primary-key value as stored in the raw table's key column."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() else str(int(value))
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return to_json(value).decode()

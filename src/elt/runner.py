@@ -1,0 +1,388 @@
+"""The runner: the one place that sequences a run.
+
+Open the log row, take the pipeline's lock, close abandoned rows, then per
+stream: read state, pull batches, validate, hand each to the loader (rows and
+watermark in one transaction), and finally close the log row with true
+figures. Dead-letter replays run through the same frame.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from elt import secrets
+from elt.errors import ConfigError, EltError
+from elt.extractors.base import Extractor, WriteStrategy
+from elt.loaders.base import Loader, RunSummary, StreamTarget
+from elt.logs import get_logger
+from elt.pipeline import Pipeline
+from elt.progress import LogProgress, Progress, default_progress
+from elt.records import coerce_cursor, cursor_kind
+from elt.schema import diff_fields
+from elt.state import StreamState, Watermark
+from elt.validation import prepare
+
+#: Process exit code for each run status (``elt run`` exits with the worst).
+EXIT_CODES = {"success": 0, "failed": 1, "partial": 3, "skipped": 4}
+
+
+@dataclass
+class StreamFigures:
+    extracted: int = 0
+    loaded: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    batches: int = 0
+    watermark: Any = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if v is not None}
+        if isinstance(self.watermark, Watermark):
+            data["watermark"] = self.watermark.to_json()["value"]
+        return data
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, as closed in ``pipeline.execution_log``."""
+
+    pipeline: str
+    run_id: int
+    status: str
+    summary: RunSummary
+    streams: dict[str, StreamFigures] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+
+class _Run:
+    """The counters of a run in progress."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.streams: dict[str, StreamFigures] = {}
+        self.failures: dict[str, dict[str, Any]] = {}
+        self.over_ratio: list[str] = []
+
+    def summary(self, status: str = "running") -> RunSummary:
+        figures = self.streams.values()
+        return RunSummary(
+            status=status,
+            rows_extracted=sum(f.extracted for f in figures),
+            rows_loaded=sum(f.loaded for f in figures),
+            rows_rejected=sum(f.rejected for f in figures),
+            streams={name: f.as_json() for name, f in self.streams.items()},
+        )
+
+    def close(self) -> RunSummary:
+        if self.failures or self.over_ratio:
+            status = "failed"
+        elif any(f.rejected for f in self.streams.values()):
+            status = "partial"
+        else:
+            status = "success"
+        summary = self.summary(status)
+        messages = [f"stream {name!r}: {failure['error']}" for name, failure in self.failures.items()]
+        messages += self.over_ratio
+        if status == "partial":
+            rejected = summary.rows_rejected
+            messages.append(f"{rejected} record(s) rejected to pipeline.dead_letter (see `elt dead-letter list`)")
+        if messages:
+            summary.error_message = "; ".join(messages)
+        if self.failures:
+            summary.error_detail = {"streams": self.failures}
+        return summary
+
+
+class Runner:
+    """Runs one pipeline: ``Runner(pipeline).run()``."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        project_dir: Path | None = None,
+        streams: Sequence[str] | None = None,
+        full_refresh: bool = False,
+        since: Any = None,
+        trigger: str = "cli",
+        loader: Loader | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.project_dir = project_dir
+        self.stream_names = list(streams or [])
+        self.full_refresh = full_refresh
+        self.since = since
+        self.trigger = trigger
+        self._loader = loader
+        self.progress = progress
+        self.log = get_logger(pipeline=pipeline.name)
+        for name in self.stream_names:
+            pipeline.stream(name)  # unknown names fail before anything starts
+
+    # --- the frame every run shares ----------------------------------------------
+
+    def _open_loader(self) -> Loader:
+        if self._loader is not None:
+            return self._loader
+        loader = self.pipeline.destination.loader(self.project_dir)  # type: ignore[union-attr]
+        self.log.info("database", using=loader.description)
+        return loader
+
+    @contextmanager
+    def _frame(self, trigger: str) -> Iterator[tuple[Loader, _Run | None]]:
+        """Log row + lock around a run. Yields ``(loader, None)`` when another run holds the lock."""
+        loader = self._open_loader()
+        owns_loader = self._loader is None
+        try:
+            loader.migrate()
+            run_id = loader.start_run(self.pipeline.name, trigger)
+            structlog.contextvars.bind_contextvars(pipeline=self.pipeline.name, run_id=run_id)
+            if not loader.try_lock(self.pipeline.name):
+                other = loader.running_elsewhere(self.pipeline.name, run_id)  # type: ignore[attr-defined]
+                where = (f" (run {other['run_id']} started {other['started_at']:%Y-%m-%d %H:%M:%S} UTC on"
+                         f" {other['hostname']}, pid {other['pid']})") if other else ""
+                message = f"another run of {self.pipeline.name} is in progress{where}; this run was skipped"
+                self.log.warning(message)
+                loader.finish_run(run_id, RunSummary(status="skipped", error_message=message))
+                self._skipped = RunResult(self.pipeline.name, run_id, "skipped", RunSummary("skipped", error_message=message))
+                yield loader, None
+                return
+            try:
+                abandoned = loader.mark_abandoned(self.pipeline.name, run_id)  # type: ignore[attr-defined]
+                if abandoned:
+                    self.log.warning("closed runs left 'running' by a stopped process as failed (abandoned)",
+                                     count=abandoned)
+                run = _Run(run_id)
+                try:
+                    yield loader, run
+                except BaseException as exc:
+                    # Ctrl-C, SIGTERM turned into SystemExit, or a bug in elt itself:
+                    # the log row must not be left 'running'.
+                    summary = run.summary("failed")
+                    summary.error_message = secrets.redact(
+                        "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}"
+                    )
+                    summary.error_detail = {"traceback": secrets.redact(traceback.format_exc())}
+                    loader.finish_run(run_id, summary)
+                    raise
+                else:
+                    self._summary = run.close()
+                    loader.finish_run(run_id, self._summary)
+            finally:
+                loader.unlock(self.pipeline.name)
+        finally:
+            structlog.contextvars.unbind_contextvars("pipeline", "run_id")
+            if owns_loader:
+                loader.close()
+
+    # --- a normal run ---------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        streams = [self.pipeline.stream(n) for n in self.stream_names] or list(self.pipeline.streams)
+        progress = self.progress or default_progress()
+        try:
+            with self._frame(self.trigger) as (loader, run):
+                if run is None:
+                    return self._skipped
+                self.log.info("run started", run_id=run.run_id, streams=[s.name for s in streams])
+                for extractor in streams:
+                    figures = run.streams.setdefault(extractor.name, StreamFigures())
+                    progress.start_stream(extractor.name)
+                    try:
+                        self._run_stream(loader, run, extractor, figures, progress)
+                    except Exception as exc:
+                        message = secrets.redact(str(exc) if isinstance(exc, EltError) else f"{type(exc).__name__}: {exc}")
+                        figures.error = message
+                        run.failures[extractor.name] = {
+                            "error": message, "traceback": secrets.redact(traceback.format_exc()),
+                        }
+                        self.log.error("stream failed; batches committed before the failure stay loaded",
+                                       stream=extractor.name, error=message)
+                    progress.end_stream(extractor.name, extracted=figures.extracted, loaded=figures.loaded,
+                                        rejected=figures.rejected)
+                    self._check_ratio(run, extractor, figures)
+            summary = self._summary
+            result = RunResult(self.pipeline.name, run.run_id, summary.status, summary, run.streams)
+        finally:
+            progress.close()
+        log = self.log.info if result.status == "success" else self.log.warning
+        log("run finished", run_id=result.run_id, status=result.status, extracted=summary.rows_extracted,
+            loaded=summary.rows_loaded, rejected=summary.rows_rejected, error=summary.error_message)
+        return result
+
+    def _check_ratio(self, run: _Run, extractor: Extractor, figures: StreamFigures) -> None:
+        if not figures.rejected or not figures.extracted:
+            return
+        ratio = figures.rejected / figures.extracted
+        if ratio > extractor.max_bad_ratio:
+            run.over_ratio.append(
+                f"stream {extractor.name!r} rejected {figures.rejected} of {figures.extracted} records"
+                f" ({ratio:.1%}), more than its max_bad_ratio of {extractor.max_bad_ratio:.1%}:"
+                " see `elt dead-letter list`"
+            )
+
+    def _stream_state(self, loader: Loader, extractor: Extractor, target: StreamTarget) -> tuple[StreamState, dict[str, str]]:
+        watermark, known_fields = loader.read_state(self.pipeline.name, extractor.name)
+        kind = watermark.kind if watermark else None
+        if kind is None and extractor.cursor_field:
+            kind = loader.table_cursor_kind(target.table, extractor.cursor_field)  # type: ignore[attr-defined]
+        target.cursor_kind = kind
+        state = StreamState(self.pipeline.name, extractor.name, watermark=watermark, full_refresh=self.full_refresh)
+        if extractor.cursor_field and not self.full_refresh:
+            if self.since is not None:
+                since_kind = kind or cursor_kind(self.since)
+                try:
+                    state.since = coerce_cursor(self.since, since_kind)
+                except ValueError as exc:
+                    raise ConfigError(f"stream {extractor.name!r}: --since {self.since!r}: {exc}") from None
+            elif watermark is not None:
+                state.since = watermark.minus(extractor.lookback)
+        return state, known_fields
+
+    def _run_stream(
+        self, loader: Loader, run: _Run, extractor: Extractor, figures: StreamFigures, progress: Progress
+    ) -> None:
+        log = self.log.bind(stream=extractor.name)
+        target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
+        state, known_fields = self._stream_state(loader, extractor, target)
+        committed = state.watermark
+        log.info("stream started", table=f"raw.{target.table}", strategy=extractor.strategy.value,
+                 since=str(state.since) if state.since is not None else None)
+        # The watermark may only advance with each batch when the batches come in
+        # cursor order and land in the real table (not a replace shadow).
+        per_batch = extractor.sorted_by_cursor and extractor.strategy is not WriteStrategy.REPLACE
+        deferred: Watermark | None = None
+        loader.begin_stream(target, run.run_id)
+
+        for batch in extractor.extract(state):
+            prepared = prepare(extractor, batch.records, target.cursor_kind)
+            target.cursor_kind = prepared.cursor_kind
+            high = prepared.high_water
+            if batch.high_water is not None and target.cursor_kind:
+                high = coerce_cursor(batch.high_water, target.cursor_kind)
+            new_mark: Watermark | None = None
+            if extractor.cursor_field and high is not None:
+                candidate = Watermark(high, target.cursor_kind or cursor_kind(high)).later(committed)
+                if candidate != committed:
+                    if per_batch:
+                        new_mark = committed = candidate
+                    else:
+                        deferred = candidate.later(deferred)
+            changes, known_fields = diff_fields(known_fields, prepared.fields)
+            result = loader.load_batch(target, run.run_id, prepared, new_mark, changes, known_fields)
+            for change in changes:
+                if change.change != "initial":
+                    log.warning("schema change: records keep the field in _raw_payload; update the stg model if needed",
+                                field=change.field, change=change.change, old_type=change.old_type,
+                                new_type=change.new_type)
+            for rejected in prepared.rejected[:3]:
+                log.warning("record rejected to dead_letter", reason=rejected.reason)
+            figures.batches += 1
+            figures.extracted += len(batch.records)
+            figures.loaded += result.loaded
+            figures.inserted += result.inserted
+            figures.updated += result.updated
+            figures.unchanged += result.unchanged
+            figures.rejected += result.rejected
+            figures.watermark = committed
+            progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)
+            loader.update_run(run.run_id, run.summary())  # type: ignore[attr-defined]
+
+        final = deferred.later(committed) if deferred else None
+        loader.finish_stream(target, run.run_id, final)
+        if final is not None:
+            figures.watermark = final
+
+    # --- dead-letter replay ----------------------------------------------------------
+
+    def replay(self, ids: Sequence[int] = (), resolved_by: str = "elt dead-letter replay") -> RunResult:
+        """Re-validate unresolved dead letters with today's code and load those that pass."""
+        progress = self.progress or LogProgress()
+        with self._frame("replay") as (loader, run):
+            if run is None:
+                return self._skipped
+            filters = ["pipeline_name = %s", "resolved_at IS NULL"]
+            params: list[Any] = [self.pipeline.name]
+            if ids:
+                filters.append("id = ANY(%s)")
+                params.append(list(ids))
+            if self.stream_names:
+                filters.append("stream_name = ANY(%s)")
+                params.append(self.stream_names)
+            rows = loader.query(  # type: ignore[attr-defined]
+                f"SELECT id, stream_name, source_record FROM pipeline.dead_letter WHERE {' AND '.join(filters)}"
+                " ORDER BY id", params)
+            by_stream: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_stream.setdefault(row["stream_name"], []).append(row)
+            for name, letters in by_stream.items():
+                figures = run.streams.setdefault(name, StreamFigures())
+                try:
+                    self._replay_stream(loader, run, self.pipeline.stream(name), letters, figures, resolved_by)
+                except Exception as exc:
+                    message = secrets.redact(str(exc) if isinstance(exc, EltError) else f"{type(exc).__name__}: {exc}")
+                    figures.error = message
+                    run.failures[name] = {"error": message, "traceback": secrets.redact(traceback.format_exc())}
+                progress.end_stream(name, replayed=figures.loaded, still_rejected=figures.rejected)
+        summary = self._summary
+        return RunResult(self.pipeline.name, run.run_id, summary.status, summary, run.streams)
+
+    def _replay_stream(
+        self, loader: Loader, run: _Run, extractor: Extractor, letters: list[dict[str, Any]],
+        figures: StreamFigures, resolved_by: str,
+    ) -> None:
+        if extractor.strategy is WriteStrategy.REPLACE:
+            raise ConfigError(
+                f"stream {extractor.name!r} uses replace: its next run reloads the whole source, so replay does not"
+                " apply; fix the cause, run the pipeline, then `elt dead-letter resolve` these records"
+            )
+        target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
+        _, known_fields = self._stream_state(loader, extractor, target)
+        loader.begin_stream(target, run.run_id)
+        for start in range(0, len(letters), 1000):
+            chunk = letters[start:start + 1000]
+            accepted: list[int] = []
+            merged = prepare(extractor, [], target.cursor_kind)
+            for letter in chunk:
+                one = prepare(extractor, [letter["source_record"]], target.cursor_kind)
+                target.cursor_kind = one.cursor_kind
+                if one.rows:
+                    accepted.append(letter["id"])
+                    merged.rows.extend(one.rows)
+                    for field_name, types in one.fields.items():
+                        merged.fields.setdefault(field_name, set()).update(types)
+                else:
+                    # Still bad: it stays in dead_letter as it is (no second copy).
+                    figures.rejected += 1
+            changes, known_fields = diff_fields(known_fields, merged.fields)
+            result = loader.load_batch(target, run.run_id, merged, None, changes, known_fields,
+                                       resolves=accepted, resolved_by=f"{resolved_by} (run {run.run_id})")
+            figures.extracted += len(chunk)
+            figures.loaded += result.loaded
+            figures.inserted += result.inserted
+            figures.updated += result.updated
+            figures.unchanged += result.unchanged
+
+
+def run_pipelines(pipelines: Sequence[Pipeline], **options: Any) -> list[RunResult]:
+    """Run ``pipelines`` one after another (each under its own lock and log row)."""
+    return [Runner(p, **options).run() for p in pipelines]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,107 @@
+"""Secret values: read from the environment, never shown in logs or errors.
+
+Every secret ``elt`` reads goes through :func:`from_env` (or is registered with
+:func:`register`), and :func:`redact` replaces each registered value in any text
+before it is logged or raised. The log pipeline and the command line's error
+output both call :func:`redact`, so a secret that slips into an exception
+message from a driver is still masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any
+
+_MASK = "***"
+_lock = threading.Lock()
+_values: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+# A password inside a connection URL (scheme://user:password@host) is a secret
+# whether or not anyone registered it.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]+)(?=@)")
+
+
+class Secret:
+    """A secret string. ``str()`` and ``repr()`` show ``***``; ``.value`` is the real thing."""
+
+    __slots__ = ("_value", "name")
+
+    def __init__(self, value: str, name: str = "secret") -> None:
+        self._value = value
+        self.name = name
+        register(value)
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name}={_MASK})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class MissingSecretError(RuntimeError):
+    """An environment variable that should hold a secret is not set."""
+
+
+def from_env(name: str, *, default: str | None = None) -> Secret:
+    """Read the secret in environment variable ``name`` (``.env`` included) and register it for redaction."""
+    from elt.config import load_dotenv_once
+
+    load_dotenv_once()
+    value = os.environ.get(name, default)
+    if value is None or value == "":
+        raise MissingSecretError(
+            f"environment variable {name} is not set: put it in the environment or in the project's .env file"
+        )
+    return Secret(value, name=name)
+
+
+def register(value: str | None) -> None:
+    """Mask ``value`` wherever it appears in logs and errors from now on."""
+    global _pattern
+    # Very short values would mask ordinary words; a real secret is longer.
+    if not value or len(value) < 4:
+        return
+    with _lock:
+        if value in _values:
+            return
+        _values.add(value)
+        ordered = sorted(_values, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret and URL password replaced by ``***``."""
+    if not isinstance(text, str):
+        text = str(text)
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(_MASK, text)
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+
+
+def redact_value(value: Any) -> Any:
+    """Redact strings inside ``value`` (recursing into dicts, lists and tuples)."""
+    if isinstance(value, Secret):
+        return _MASK
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v) for v in value)
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value

@@ -1,0 +1,152 @@
+"""Turn a batch of records as received into rows ready to load, and rejects.
+
+This is the runner's "validate" step, shared by normal runs and dead-letter
+replays: apply the stream's ``transform_record`` hook, check the record
+contract, the primary key, cursor and partition fields, then serialise to
+canonical JSON and hash. Nothing here talks to a database.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from elt.extractors.base import Extractor, WriteStrategy
+from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
+
+
+@dataclass
+class Rejected:
+    """A record that cannot be loaded, with the reason for ``pipeline.dead_letter``."""
+
+    record: Any
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedBatch:
+    """Rows in the raw table's column order, plus what the batch tells about the stream.
+
+    Each row is ``(*keys, cursor, partition, payload_json, record_hash)`` as text.
+    """
+
+    rows: list[tuple[str | None, ...]]
+    rejected: list[Rejected]
+    high_water: Any
+    cursor_kind: str | None
+    fields: dict[str, set[type]]
+
+
+def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg"), "type": err.get("type")}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> PreparedBatch:
+    """Validate and serialise ``records`` for ``extractor``'s stream.
+
+    ``kind`` is the cursor's known kind (from stored state), or ``None`` to
+    infer it from the first cursor value seen.
+    """
+    keys = extractor.key_fields
+    cursor = extractor.cursor_field
+    partition = extractor.partition_by if extractor.strategy is WriteStrategy.DELETE_RELOAD else None
+    contract = extractor.contract
+    transform = extractor.transform_record if type(extractor).transform_record is not Extractor.transform_record else None
+
+    rows: list[tuple[str | None, ...]] = []
+    rejected: list[Rejected] = []
+    high: Any = None
+    fields: dict[str, set[type]] = {}
+    last_shape: tuple[str, ...] = ()
+
+    for received in records:
+        record = received
+        if transform is not None:
+            try:
+                record = transform(received)
+            except Exception as exc:  # the user's hook: any failure rejects only this record
+                rejected.append(
+                    Rejected(received, f"transform_record failed: {type(exc).__name__}: {exc}",
+                             {"traceback": traceback.format_exc(limit=5)})
+                )
+                continue
+        if not isinstance(record, dict):
+            rejected.append(Rejected(received, f"record is a {type(record).__name__}, not an object (dict)"))
+            continue
+        if contract is not None:
+            try:
+                contract.model_validate(record)
+            except ValidationError as exc:
+                errors = _contract_errors(exc)
+                summary = "; ".join(f"{e['field'] or '(record)'}: {e['message']}" for e in errors[:5])
+                rejected.append(Rejected(received, f"contract {contract.__name__} rejected the record: {summary}",
+                                         {"errors": errors}))
+                continue
+
+        key_values: list[str] = []
+        missing = None
+        for name in keys:
+            value = record.get(name)
+            if value is None or value == "":
+                missing = name
+                break
+            key_values.append(key_text(value))
+        if missing is not None:
+            rejected.append(Rejected(received, f"primary key field {missing!r} is missing or empty"))
+            continue
+
+        cursor_text = None
+        if cursor is not None:
+            value = record.get(cursor)
+            if value is not None:
+                if kind is None:
+                    kind = cursor_kind(value)
+                try:
+                    typed = coerce_cursor(value, kind)
+                except CursorTypeError as exc:
+                    rejected.append(Rejected(received, f"cursor field {cursor!r}: {exc}"))
+                    continue
+                if high is None or typed > high:
+                    high = typed
+                cursor_text = typed.isoformat() if hasattr(typed, "isoformat") else str(typed)
+
+        partition_text = None
+        if partition is not None:
+            value = record.get(partition)
+            if value is None:
+                rejected.append(Rejected(received, f"partition field {partition!r} is missing"))
+                continue
+            partition_text = key_text(value)
+
+        try:
+            payload = to_json(received)
+        except TypeError as exc:
+            rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}"))
+            continue
+        if b"\\u0000" in payload:
+            rejected.append(Rejected(received, "record contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"))
+            continue
+
+        # Field shapes: only look at the types when the set of fields changed or
+        # on a sample, because this loop runs for every record of every load.
+        shape = tuple(record)
+        if shape != last_shape or len(rows) % 64 == 0:
+            last_shape = shape
+            for name, value in record.items():
+                if value is not None:
+                    seen = fields.get(name)
+                    if seen is None:
+                        fields[name] = {type(value)}
+                    else:
+                        seen.add(type(value))
+
+        rows.append((*key_values, cursor_text, partition_text, payload.decode(), record_hash(payload)))
+
+    return PreparedBatch(rows=rows, rejected=rejected, high_water=high, cursor_kind=kind, fields=fields)

@@ -1,0 +1,56 @@
+"""Session-wide fixtures: one real PostgreSQL server, a fresh database per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from elt.loaders.postgres import PostgresLoader
+from elt.logs import configure_logging
+from elt.pipeline import clear_registry
+from tests.fixtures.postgres import TestServer, iter_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestServer]:
+    yield from iter_server()
+
+
+@pytest.fixture
+def database_url(pg_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new, empty database on the test server; also set as ELT_DATABASE_URL."""
+    url = pg_server.create_database()
+    monkeypatch.setenv("ELT_DATABASE_URL", url)
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(url)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test database returning dict rows."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def loader(database_url: str) -> Iterator[PostgresLoader]:
+    loader = PostgresLoader(database_url)
+    loader.migrate()
+    try:
+        yield loader
+    finally:
+        loader.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    clear_registry()
+    configure_logging(fmt="console", force=True)
+    yield
+    clear_registry()

@@ -1,0 +1,164 @@
+"""Each write strategy against a real PostgreSQL: idempotent re-runs, updates, partitions, swaps."""
+
+from __future__ import annotations
+
+import pytest
+
+from elt import Pipeline
+from tests.helpers import list_stream, run, table_rows
+
+CONTENT = "id, _raw_payload, _record_hash"
+
+
+def orders(n: int, *, status: str = "new", start: int = 1) -> list[dict]:
+    return [
+        {"id": i, "status": status, "amount": i * 1.5, "day": f"2026-01-{1 + i % 3:02d}",
+         "updated_at": f"2026-01-01T00:00:{i % 60:02d}+00:00"}
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"write_strategy": "append"},
+        {"write_strategy": "append", "primary_key": "id"},
+        {"write_strategy": "append_dedup", "primary_key": "id", "cursor": "updated_at"},
+        {"write_strategy": "upsert", "primary_key": "id"},
+        {"write_strategy": "delete_reload", "primary_key": "id", "partition_by": "day"},
+        {"write_strategy": "replace", "primary_key": "id"},
+    ],
+    ids=["append", "append-keyed", "append_dedup", "upsert", "delete_reload", "replace"],
+)
+def test_running_twice_over_the_same_input_gives_identical_tables(loader, db, settings):
+    records = orders(250)
+    pipeline = Pipeline("shop", streams=[list_stream(records, batch_size=40, **settings)])
+
+    first = run(pipeline, loader, full_refresh=True)
+    before = table_rows(db, "raw.shop_items", "_raw_payload, _record_hash", "_record_hash")
+    second = run(pipeline, loader, full_refresh=True)
+    after = table_rows(db, "raw.shop_items", "_raw_payload, _record_hash", "_record_hash")
+
+    assert first.status == second.status == "success"
+    assert len(before) == 250
+    assert before == after
+    assert second.summary.rows_extracted == 250
+    assert second.summary.rows_loaded == 250
+
+
+def test_upsert_updates_changed_rows_and_skips_unchanged(loader, db):
+    records = orders(100)
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="upsert")])
+    run(pipeline, loader)
+    loaded_at = {r["id"]: r["_loaded_at"] for r in table_rows(db, "raw.shop_items", "id, _loaded_at")}
+
+    for r in records[:10]:
+        r["status"] = "paid"
+    records.extend(orders(5, start=101))
+    result = run(pipeline, loader)
+
+    figures = result.streams["items"]
+    assert (figures.inserted, figures.updated, figures.unchanged) == (5, 10, 90)
+    rows = table_rows(db, "raw.shop_items", "id, _raw_payload->>'status' AS status, _loaded_at")
+    assert len(rows) == 105
+    assert {r["id"] for r in rows if r["status"] == "paid"} == {str(i) for i in range(1, 11)}
+    # Unchanged rows were not rewritten.
+    assert all(r["_loaded_at"] == loaded_at[r["id"]] for r in rows if r["id"] in loaded_at and int(r["id"]) > 10)
+
+
+def test_upsert_keeps_the_last_version_of_a_key_within_one_batch(loader, db):
+    records = [{"id": 1, "v": "first"}, {"id": 2, "v": "x"}, {"id": 1, "v": "second"}]
+    run(Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="upsert")]), loader)
+    rows = table_rows(db, "raw.shop_items", "id, _raw_payload->>'v' AS v")
+    assert rows == [{"id": "1", "v": "second"}, {"id": "2", "v": "x"}]
+
+
+def test_append_dedup_view_shows_the_latest_version_per_key(loader, db):
+    records = orders(20)
+    stream = list_stream(records, primary_key="id", cursor="updated_at", write_strategy="append_dedup")
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    for r in records[:5]:
+        r["status"] = "shipped"
+        r["updated_at"] = "2026-02-01T00:00:00+00:00"
+    run(pipeline, loader)
+
+    raw_count = db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"]
+    latest = table_rows(db, "stg.shop_items", "id, _raw_payload->>'status' AS status")
+    assert raw_count == 25  # history kept: 20 first versions + 5 new ones
+    assert len(latest) == 20
+    assert sorted(r["id"] for r in latest if r["status"] == "shipped") == sorted(str(i) for i in range(1, 6))
+    comment = db.execute("SELECT obj_description('stg.shop_items'::regclass, 'pg_class') AS c").fetchone()["c"]
+    assert comment.startswith("elt:generated")
+
+
+def test_append_dedup_never_replaces_a_users_own_stg_model(loader, db):
+    db.execute("CREATE SCHEMA IF NOT EXISTS stg")
+    db.execute("CREATE TABLE stg.shop_items (id int, mine boolean)")
+    records = orders(3)
+    run(Pipeline("shop", streams=[list_stream(records, primary_key="id", cursor="updated_at")]), loader)
+    columns = [r["column_name"] for r in db.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema='stg' AND table_name='shop_items'"
+        " ORDER BY ordinal_position").fetchall()]
+    assert columns == ["id", "mine"]
+
+
+def test_delete_reload_replaces_whole_partitions_even_across_batches(loader, db):
+    records = orders(90)  # 30 rows per day, three days
+    stream = list_stream(records, primary_key="id", partition_by="day", write_strategy="delete_reload", batch_size=7)
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 90
+
+    # The source re-sends day 2 with fewer rows: the partition is replaced whole.
+    records[:] = [r for r in records if r["day"] == "2026-01-02"][:10]
+    run(pipeline, loader)
+    per_day = {r["day"]: r["n"] for r in db.execute(
+        "SELECT day, count(*) AS n FROM raw.shop_items GROUP BY day").fetchall()}
+    assert per_day == {"2026-01-01": 30, "2026-01-02": 10, "2026-01-03": 30}
+
+
+def test_replace_swaps_in_the_new_contents_and_drops_vanished_rows(loader, db):
+    records = orders(50)
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="replace", batch_size=8)])
+    run(pipeline, loader)
+    db.execute("CREATE VIEW public.items_view AS SELECT id FROM raw.shop_items")
+    records[:] = records[:20]
+    run(pipeline, loader)
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 20
+    # Views on the raw table survive the swap, and the shadow is gone.
+    assert db.execute("SELECT count(*) AS n FROM public.items_view").fetchone()["n"] == 20
+    leftovers = db.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname='raw' AND tablename LIKE 'elt_%'").fetchone()
+    assert leftovers["n"] == 0
+
+
+def test_replace_keeps_the_old_table_when_the_stream_fails(loader, db):
+    records = orders(30)
+    ok = list_stream(records, primary_key="id", write_strategy="replace", batch_size=10)
+    run(Pipeline("shop", streams=[ok]), loader)
+
+    def broken(since):
+        yield from orders(15)
+        raise RuntimeError("source went away")
+
+    from elt import extractor
+
+    bad = extractor(broken, name="items", primary_key="id", write_strategy="replace", batch_size=10)
+    result = run(Pipeline("shop", streams=[bad]), loader)
+    assert result.status == "failed"
+    assert "source went away" in result.summary.error_message
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 30
+
+
+def test_a_hostile_field_name_loads_as_data(loader, db):
+    hostile = '"; DROP TABLE pipeline.execution_log; --'
+    records = [{hostile: f"k{i}", "value": i} for i in range(5)]
+    stream = list_stream(records, name="evil'); DROP TABLE x; --", primary_key=hostile, write_strategy="upsert")
+    result = run(Pipeline("shop", streams=[stream]), loader)
+    assert result.status == "success"
+    table = db.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'raw'").fetchone()["tablename"]
+    assert table == "shop_evil'); DROP TABLE x; --"
+    keys = db.execute(f'SELECT "{hostile.replace(chr(34), chr(34) * 2)}" AS k FROM raw."{table}" ORDER BY 1').fetchall()
+    assert [k["k"] for k in keys] == [f"k{i}" for i in range(5)]
+    assert db.execute("SELECT count(*) AS n FROM pipeline.execution_log").fetchone()["n"] >= 1

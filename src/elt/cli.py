@@ -8,6 +8,7 @@ project's ``.env`` or the embedded default provides.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -69,19 +70,19 @@ def run(
 ) -> None:
     """Run pipelines now. Exit code: 0 success, 1 failed, 3 partial (records rejected), 4 skipped (already running)."""
     from elt.pipeline import load_project, select
-    from elt.runner import Runner
+    from elt.runner import Runner, worst_exit_code
 
     project_dir, registry = load_project(_Ctx.project)
     chosen = select(registry, pipelines or [])
     if stream and len(chosen) != 1:
         raise EltError("--stream needs exactly one pipeline: elt run PIPELINE --stream NAME")
-    worst = 0
+    codes: list[int] = []
     for pipeline in chosen:
         result = Runner(pipeline, project_dir=project_dir, streams=stream or None, full_refresh=full_refresh,
                         since=since).run()
         _print_run(result)
-        worst = max(worst, result.exit_code, key=lambda c: (c != 0, c == 1, c))
-    raise typer.Exit(worst)
+        codes.append(result.exit_code)
+    raise typer.Exit(worst_exit_code(codes))
 
 
 def _print_run(result: Any) -> None:
@@ -287,16 +288,16 @@ def demo(
     """Create a sample project and run it end to end on the embedded database."""
     from elt.demo import create_demo
     from elt.pipeline import load_project
-    from elt.runner import Runner
+    from elt.runner import Runner, worst_exit_code
 
     project_dir = create_demo(directory)
     out.print(f"created the demo project in {project_dir}")
     _, registry = load_project(project_dir)
-    worst = 0
+    codes: list[int] = []
     for pipeline in registry.values():
         result = Runner(pipeline, project_dir=project_dir).run()
         _print_run(result)
-        worst = max(worst, result.exit_code)
+        codes.append(result.exit_code)
     from elt.config import database_target
 
     target = database_target(project_dir)
@@ -308,7 +309,11 @@ def demo(
         f"Next: cd {directory} && elt status   (running `elt run` again changes nothing)\n"
         f"Connect: psql '{target.url}'"
     )
-    raise typer.Exit(worst)
+    raise typer.Exit(worst_exit_code(codes))
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
@@ -316,6 +321,9 @@ def main() -> None:
     from elt.logs import configure_logging
 
     configure_logging()
+    # SIGTERM (systemd stop, kill) unwinds like Ctrl-C: the batch in flight rolls
+    # back, the log row is closed as failed ("interrupted"), the lock is freed.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except EltError as exc:

@@ -34,6 +34,14 @@ from elt.validation import prepare
 EXIT_CODES = {"success": 0, "failed": 1, "partial": 3, "skipped": 4}
 
 
+def worst_exit_code(codes: Sequence[int]) -> int:
+    """The exit code of several runs: failed over partial over skipped over success."""
+    for code in (EXIT_CODES["failed"], EXIT_CODES["partial"], EXIT_CODES["skipped"]):
+        if code in codes:
+            return code
+    return 0
+
+
 @dataclass
 class StreamFigures:
     extracted: int = 0

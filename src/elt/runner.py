@@ -20,7 +20,7 @@ import structlog
 
 from elt import secrets
 from elt.errors import ConfigError, EltError
-from elt.extractors.base import Extractor, WriteStrategy
+from elt.extractors.base import Batch, Extractor, WriteStrategy
 from elt.loaders.base import Loader, RunSummary, StreamTarget
 from elt.logs import get_logger
 from elt.pipeline import Pipeline
@@ -28,7 +28,8 @@ from elt.progress import LogProgress, Progress, default_progress
 from elt.records import coerce_cursor, cursor_kind
 from elt.schema import diff_fields
 from elt.state import StreamState, Watermark
-from elt.validation import prepare
+from elt.prefetch import prefetch
+from elt.validation import PreparedBatch, prepare
 
 #: Process exit code for each run status (``elt run`` exits with the worst).
 EXIT_CODES = {"success": 0, "failed": 1, "partial": 3, "skipped": 4}
@@ -138,6 +139,8 @@ class Runner:
         self.trigger = trigger
         self._loader = loader
         self.progress = progress
+        #: Batches read and validated ahead of the one loading (memory: this many batches).
+        self.prefetch_depth = 2
         self.log = get_logger(pipeline=pipeline.name)
         for name in self.stream_names:
             pipeline.stream(name)  # unknown names fail before anything starts
@@ -277,9 +280,17 @@ class Runner:
         deferred: Watermark | None = None
         loader.begin_stream(target, run.run_id)
 
-        for batch in extractor.extract(state):
-            prepared = prepare(extractor, batch.records, target.cursor_kind)
+        def validated() -> Iterator[tuple[Batch, PreparedBatch]]:
+            kind = target.cursor_kind
+            for batch in extractor.extract(state):
+                prepared = prepare(extractor, batch.records, kind)
+                kind = prepared.cursor_kind
+                yield batch, prepared
+
+        # Reading and validating the next batch overlaps with loading this one.
+        for batch, prepared in prefetch(validated(), depth=self.prefetch_depth):
             target.cursor_kind = prepared.cursor_kind
+            target.watermark = committed
             high = prepared.high_water
             if batch.high_water is not None and target.cursor_kind:
                 high = coerce_cursor(batch.high_water, target.cursor_kind)

@@ -37,6 +37,7 @@ class PreparedBatch:
     rows: list[tuple[str | None, ...]]
     rejected: list[Rejected]
     high_water: Any
+    low_water: Any
     cursor_kind: str | None
     fields: dict[str, set[type]]
 
@@ -63,6 +64,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     rows: list[tuple[str | None, ...]] = []
     rejected: list[Rejected] = []
     high: Any = None
+    low: Any = None
     fields: dict[str, set[type]] = {}
     last_shape: tuple[str, ...] = ()
 
@@ -115,6 +117,8 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                     continue
                 if high is None or typed > high:
                     high = typed
+                if low is None or typed < low:
+                    low = typed
                 cursor_text = typed.isoformat() if hasattr(typed, "isoformat") else str(typed)
 
         partition_text = None
@@ -149,4 +153,4 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
 
         rows.append((*key_values, cursor_text, partition_text, payload.decode(), record_hash(payload)))
 
-    return PreparedBatch(rows=rows, rejected=rejected, high_water=high, cursor_kind=kind, fields=fields)
+    return PreparedBatch(rows=rows, rejected=rejected, high_water=high, low_water=low, cursor_kind=kind, fields=fields)

@@ -66,6 +66,8 @@ class StreamTarget:
     table: str
     extractor: Extractor
     cursor_kind: str | None = None
+    #: The watermark committed before the batch being loaded (records above it are new).
+    watermark: Watermark | None = None
 
 
 class Loader(ABC):

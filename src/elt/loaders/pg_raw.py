@@ -161,10 +161,27 @@ class RawTable:
         parts += [sql.SQL("s._payload, now(), %(batch_id)s, %(run_id)s, s._hash")]
         return sql.SQL(", ").join(parts)
 
-    def write_sql(self, into_shadow: bool = False) -> list[sql.Composed]:
+    def direct_copy(self) -> tuple[sql.Composed, list[int]]:
+        """COPY straight into the raw table, and which fields of a prepared row it takes.
+
+        The fast path for batches that are new to the table: one pass instead of
+        stage + INSERT. The unique index still guards it; a conflict sends the
+        batch down the stage path instead.
+        """
+        positions = {f"_k{i}": i for i in range(len(self.keys))}
+        positions.update({"_cursor": len(self.keys), "_partition": len(self.keys) + 1})
+        picks = [positions[stage] for _, _, stage in self.data_columns()]
+        picks += [len(self.keys) + 2, len(self.keys) + 3]  # payload, hash
+        names = [c for c, _, _ in self.data_columns()] + ["_raw_payload", "_record_hash", "_batch_id", "_run_id"]
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
+        return statement, picks
+
+    def write_sql(self, into_shadow: bool = False, unique_keys: bool = False) -> list[sql.Composed]:
         """The statements that move ``_elt_stage`` into the raw table (or the replace shadow).
 
-        The last statement returns one row: (inserted, updated).
+        ``unique_keys`` says the batch holds each key once, so no DISTINCT ON
+        (a sort of every row) is needed. The last statement returns one row:
+        (inserted, updated).
         """
         target = self.shadow if into_shadow else self.ident
         conflict = self.conflict_columns
@@ -187,7 +204,9 @@ class RawTable:
             # of a lookback overlap and re-runs leave the table as it was.
             statements.append(
                 sql.SQL(
-                    "WITH ins AS (INSERT INTO {t} ({cols}) SELECT {sel} FROM _elt_stage s ORDER BY s._ord"
+                    # A fresh temp table is read back in COPY order, so rows keep
+                    # their arrival order in _row_seq without a sort.
+                    "WITH ins AS (INSERT INTO {t} ({cols}) SELECT {sel} FROM _elt_stage s"
                     " ON CONFLICT (_record_hash) DO NOTHING RETURNING 1)"
                     " SELECT count(*), 0 FROM ins"
                 ).format(t=target, cols=columns, sel=select)
@@ -206,17 +225,20 @@ class RawTable:
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
             for c in ("_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash")
         ]
+        source = (
+            sql.SQL("_elt_stage s") if unique_keys else
+            sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM _elt_stage s ORDER BY {keys}, s._ord DESC) s").format(keys=stage_keys)
+        )
         statements.append(
             sql.SQL(
                 "WITH ins AS (INSERT INTO {t} AS r ({cols})"
-                " SELECT {sel} FROM (SELECT DISTINCT ON ({keys}) * FROM _elt_stage s ORDER BY {keys}, s._ord DESC) s"
-                " ORDER BY s._ord"
+                " SELECT {sel} FROM {source}"
                 " ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
                 " WHERE r._record_hash IS DISTINCT FROM EXCLUDED._record_hash"
                 " RETURNING (xmax = 0) AS inserted)"
                 " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
             ).format(
-                t=target, cols=columns, sel=select, keys=stage_keys,
+                t=target, cols=columns, sel=select, source=source,
                 conflict=sql.SQL(", ").join(map(sql.Identifier, conflict)), updates=sql.SQL(", ").join(updates),
             )
         )

@@ -74,6 +74,7 @@ class PostgresLoader(Loader):
         self._meta = connect(url, autocommit=True)
         self._data: psycopg.Connection[Any] | None = None
         self._tables: dict[tuple[str, str], RawTable] = {}
+        self._empty_at_start: dict[tuple[str, str], bool] = {}
         self.log = get_logger()
 
     @property
@@ -207,7 +208,25 @@ class PostgresLoader(Loader):
         return KIND_OF_TYPE.get(data_type) if data_type else None
 
     def begin_stream(self, target: StreamTarget, run_id: int) -> None:
-        self._tables.pop((target.pipeline, target.stream), None)
+        key = (target.pipeline, target.stream)
+        self._tables.pop(key, None)
+        exists = self._meta.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = 'raw' AND tablename = %s", (target.table,)).fetchone()
+        empty = True
+        if exists:
+            row = self._meta.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+                sql.Identifier("raw", target.table))).fetchone()
+            empty = bool(row and row[0])
+        self._empty_at_start[key] = empty
+
+    def _likely_new(self, target: StreamTarget, table: RawTable, batch: PreparedBatch) -> bool:
+        """Whether a batch is probably absent from the table, so the direct COPY is worth trying."""
+        if table.strategy not in (WriteStrategy.APPEND, WriteStrategy.APPEND_DEDUP):
+            return False
+        if self._empty_at_start.get((target.pipeline, target.stream)):
+            return True
+        mark = target.watermark
+        return mark is not None and batch.low_water is not None and batch.low_water > mark.value
 
     def _raw_table(self, target: StreamTarget, run_id: int) -> RawTable:
         """Create (or check and extend) the raw table on the stream's first batch."""
@@ -299,17 +318,10 @@ class PostgresLoader(Loader):
         conn = self.data
         try:
             with conn.cursor() as cur:
-                if batch.rows:
-                    cur.execute(table.stage_sql())
-                    with cur.copy(table.copy_sql()) as copy:
-                        for row in batch.rows:
-                            copy.write_row(row)
-                    into_shadow = table.strategy is WriteStrategy.REPLACE
-                    for statement in table.write_sql(into_shadow=into_shadow):
-                        cur.execute(statement, params)
-                    counts = cur.fetchone()
-                    assert counts is not None
-                    result.inserted, result.updated = int(counts[0]), int(counts[1])
+                if batch.rows and self._likely_new(target, table, batch) and self._copy_direct(cur, table, batch, params):
+                    result.inserted = len(batch.rows)
+                elif batch.rows:
+                    result.inserted, result.updated = self._copy_staged(cur, table, batch, params)
                     result.unchanged = len(batch.rows) - result.inserted - result.updated
                 if batch.rejected:
                     self._insert_dead_letters(cur, target, run_id, batch_id, batch)
@@ -337,6 +349,38 @@ class PostgresLoader(Loader):
                 f" written: {secrets.redact(str(exc)).strip()}"
             ) from exc
         return result
+
+    def _copy_direct(self, cur: psycopg.Cursor[Any], table: RawTable, batch: PreparedBatch, params: dict[str, Any]) -> bool:
+        """COPY straight into the raw table; False (and nothing written) if a record was already there."""
+        statement, picks = table.direct_copy()
+        tail = (params["batch_id"], params["run_id"])
+        cur.execute("SAVEPOINT elt_direct")
+        try:
+            with cur.copy(statement) as copy:
+                for row in batch.rows:
+                    copy.write_row(tuple(row[i] for i in picks) + tail)
+        except psycopg.errors.UniqueViolation:
+            # Part of the batch is stored already (an overlap re-read, a re-run):
+            # the staged path skips exactly those records.
+            cur.execute("ROLLBACK TO SAVEPOINT elt_direct")
+            return False
+        cur.execute("RELEASE SAVEPOINT elt_direct")
+        return True
+
+    def _copy_staged(self, cur: psycopg.Cursor[Any], table: RawTable, batch: PreparedBatch, params: dict[str, Any]) -> tuple[int, int]:
+        """COPY into a temporary stage, then one INSERT ... SELECT with the strategy's conflict rule."""
+        cur.execute(table.stage_sql())
+        with cur.copy(table.copy_sql()) as copy:
+            for row in batch.rows:
+                copy.write_row(row)
+        width = len(table.keys)
+        unique_keys = bool(width) and len({row[:width] for row in batch.rows}) == len(batch.rows)
+        into_shadow = table.strategy is WriteStrategy.REPLACE
+        for statement in table.write_sql(into_shadow=into_shadow, unique_keys=unique_keys):
+            cur.execute(statement, params)
+        counts = cur.fetchone()
+        assert counts is not None
+        return int(counts[0]), int(counts[1])
 
     def _insert_dead_letters(
         self, cur: psycopg.Cursor[Any], target: StreamTarget, run_id: int, batch_id: str, batch: PreparedBatch

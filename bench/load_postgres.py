@@ -42,7 +42,7 @@ NOTES = ["Lieferung an Hintertür — bitte klingeln", "Café crème x2, sans su
          "Zamówienie dla Łukasza — zadzwoń przed", "Please leave with the neighbour at no. 12"]
 STATUSES = ["pending", "paid", "shipped", "delivered", "refunded"]
 CURRENCIES = ["AUD", "NZD", "EUR", "USD", "GBP"]
-EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def orders(count: int, *, start_id: int = 1, seed: int = 7, version: int = 0) -> Iterator[dict[str, Any]]:

@@ -27,10 +27,10 @@ def test_invalid_records_go_to_dead_letter_and_the_run_is_partial_within_ratio(l
     assert result.exit_code == 3
     assert (result.summary.rows_extracted, result.summary.rows_loaded, result.summary.rows_rejected) == (20, 18, 2)
     letters = table_rows(db, "pipeline.dead_letter", "stream_name, source_record, error_message, run_id", "id")
-    assert [l["source_record"] for l in letters] == [{"id": 19, "amount": "lots"}, {"amount": 3}]
+    assert [letter["source_record"] for letter in letters] == [{"id": 19, "amount": "lots"}, {"amount": 3}]
     assert "contract Order rejected the record: amount" in letters[0]["error_message"]
     assert "contract Order rejected the record: id: Field required" in letters[1]["error_message"]
-    assert {l["run_id"] for l in letters} == {result.run_id}
+    assert {letter["run_id"] for letter in letters} == {result.run_id}
     log = db.execute("SELECT * FROM pipeline.execution_log WHERE id = %s", (result.run_id,)).fetchone()
     assert log["status"] == "partial" and log["rows_rejected"] == 2 and log["completed_at"] is not None
     assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 18
@@ -147,7 +147,8 @@ def test_new_and_changed_fields_are_recorded_in_schema_changes(loader, db):
     records[:] = [{"id": 1, "amount": "5.00", "coupon": "XMAS"}, {"id": 2, "amount": 2.5}]
     run(pipeline, loader)
     changes = table_rows(db, "pipeline.schema_changes", "field_name, change, old_type, new_type", "id")
-    assert {(c["field_name"], c["change"]) for c in changes if c["change"] == "initial"} == {("id", "initial"), ("amount", "initial")}
+    initial = {(c["field_name"], c["change"]) for c in changes if c["change"] == "initial"}
+    assert initial == {("id", "initial"), ("amount", "initial")}
     later = [(c["field_name"], c["change"], c["old_type"], c["new_type"]) for c in changes if c["change"] != "initial"]
     assert ("coupon", "added", None, "string") in later
     assert ("amount", "type_changed", "integer", "number|string") in later

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -56,7 +56,9 @@ def _print_json(data: Any) -> None:
 
 @app.callback()
 def _main(
-    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder (holding pipelines.py) or the module itself."),
+    project: Path = typer.Option(
+        Path("."), "--project", "-p", help="Project folder (holding pipelines.py) or the module itself."
+    ),
 ) -> None:
     _Ctx.project = project
 
@@ -66,7 +68,9 @@ def run(
     pipelines: list[str] = typer.Argument(None, help="Pipelines to run (default: all of the project's)."),
     stream: list[str] = typer.Option(None, "--stream", "-s", help="Only these streams (repeatable)."),
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Read every stream from the start."),
-    since: Optional[str] = typer.Option(None, "--since", help="Backfill from this cursor value; the stored watermark never moves back."),
+    since: str | None = typer.Option(
+        None, "--since", help="Backfill from this cursor value; the stored watermark never moves back."
+    ),
 ) -> None:
     """Run pipelines now. Exit code: 0 success, 1 failed, 3 partial (records rejected), 4 skipped (already running)."""
     from elt.pipeline import load_project, select
@@ -101,7 +105,7 @@ def _print_run(result: Any) -> None:
 
 @app.command()
 def status(
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Only this pipeline."),
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many recent runs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
@@ -151,7 +155,7 @@ def migrate() -> None:
 
 @state_app.command("show")
 def state_show(
-    pipeline: Optional[str] = typer.Argument(None, help="Only this pipeline."),
+    pipeline: str | None = typer.Argument(None, help="Only this pipeline."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Watermarks per pipeline and stream."""
@@ -197,8 +201,8 @@ def state_reset(
 
 @dead_app.command("list")
 def dead_list(
-    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Only this pipeline."),
-    stream: Optional[str] = typer.Option(None, "--stream", help="Only this stream."),
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Only this pipeline."),
+    stream: str | None = typer.Option(None, "--stream", help="Only this stream."),
     include_resolved: bool = typer.Option(False, "--all", help="Include resolved ones."),
     limit: int = typer.Option(50, "--limit", "-n"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
@@ -306,9 +310,10 @@ def demo(
         "  raw.shop_orders, raw.shop_customers   every record as received (_raw_payload)\n"
         "  stg.shop_orders                       latest version of each order\n"
         "  pipeline.execution_log                one row per run\n"
-        f"Next: cd {directory} && elt status   (running `elt run` again changes nothing)\n"
-        f"Connect: psql '{target.url}'"
+        f"Next: cd {directory} && elt status   (running `elt run` again changes nothing)"
     )
+    if target.embedded:
+        out.print("The embedded server runs while an elt command runs; set ELT_DATABASE_URL to use your own server.")
     raise typer.Exit(worst_exit_code(codes))
 
 

@@ -99,7 +99,7 @@ def parse_timestamp(text: str) -> dt.datetime:
         raise ValueError(f"not an ISO-8601 timestamp: {text!r}")
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value
 
 
@@ -114,9 +114,9 @@ def coerce_cursor(value: Any, kind: str) -> Any:
             return decimal.Decimal(str(value))
         if kind == "timestamp":
             if isinstance(value, dt.datetime):
-                return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+                return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             if isinstance(value, dt.date):
-                return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+                return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
             return parse_timestamp(str(value))
         if kind == "date":
             if isinstance(value, dt.datetime):

@@ -24,11 +24,11 @@ from elt.extractors.base import Batch, Extractor, WriteStrategy
 from elt.loaders.base import Loader, RunSummary, StreamTarget
 from elt.logs import get_logger
 from elt.pipeline import Pipeline
+from elt.prefetch import prefetch
 from elt.progress import LogProgress, Progress, default_progress
 from elt.records import coerce_cursor, cursor_kind
 from elt.schema import diff_fields
 from elt.state import StreamState, Watermark
-from elt.prefetch import prefetch
 from elt.validation import PreparedBatch, prepare
 
 #: Process exit code for each run status (``elt run`` exits with the worst).
@@ -164,7 +164,7 @@ class Runner:
             run_id = loader.start_run(self.pipeline.name, trigger)
             structlog.contextvars.bind_contextvars(pipeline=self.pipeline.name, run_id=run_id)
             if not loader.try_lock(self.pipeline.name):
-                other = loader.running_elsewhere(self.pipeline.name, run_id)  # type: ignore[attr-defined]
+                other = loader.running_elsewhere(self.pipeline.name, run_id)
                 where = (f" (run {other['run_id']} started {other['started_at']:%Y-%m-%d %H:%M:%S} UTC on"
                          f" {other['hostname']}, pid {other['pid']})") if other else ""
                 message = f"another run of {self.pipeline.name} is in progress{where}; this run was skipped"
@@ -174,7 +174,7 @@ class Runner:
                 yield loader, None
                 return
             try:
-                abandoned = loader.mark_abandoned(self.pipeline.name, run_id)  # type: ignore[attr-defined]
+                abandoned = loader.mark_abandoned(self.pipeline.name, run_id)
                 if abandoned:
                     self.log.warning("closed runs left 'running' by a stopped process as failed (abandoned)",
                                      count=abandoned)
@@ -251,7 +251,7 @@ class Runner:
         watermark, known_fields = loader.read_state(self.pipeline.name, extractor.name)
         kind = watermark.kind if watermark else None
         if kind is None and extractor.cursor_field:
-            kind = loader.table_cursor_kind(target.table, extractor.cursor_field)  # type: ignore[attr-defined]
+            kind = loader.table_cursor_kind(target.table, extractor.cursor_field)
         target.cursor_kind = kind
         state = StreamState(self.pipeline.name, extractor.name, watermark=watermark, full_refresh=self.full_refresh)
         if extractor.cursor_field and not self.full_refresh:
@@ -320,7 +320,7 @@ class Runner:
             figures.rejected += result.rejected
             figures.watermark = committed
             progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)
-            loader.update_run(run.run_id, run.summary())  # type: ignore[attr-defined]
+            loader.update_run(run.run_id, run.summary())
 
         final = deferred.later(committed) if deferred else None
         loader.finish_stream(target, run.run_id, final)
@@ -343,7 +343,7 @@ class Runner:
             if self.stream_names:
                 filters.append("stream_name = ANY(%s)")
                 params.append(self.stream_names)
-            rows = loader.query(  # type: ignore[attr-defined]
+            rows = loader.query(
                 f"SELECT id, stream_name, source_record FROM pipeline.dead_letter WHERE {' AND '.join(filters)}"
                 " ORDER BY id", params)
             by_stream: dict[str, list[dict[str, Any]]] = {}
@@ -404,4 +404,4 @@ def run_pipelines(pipelines: Sequence[Pipeline], **options: Any) -> list[RunResu
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

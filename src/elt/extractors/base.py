@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -31,7 +31,7 @@ from elt.errors import ConfigError
 from elt.state import StreamState
 
 
-class WriteStrategy(str, Enum):
+class WriteStrategy(StrEnum):
     """How a batch is written to its raw table (see DESIGN.md, "Write strategies")."""
 
     APPEND = "append"

@@ -84,8 +84,28 @@ class Loader(ABC):
         """Open a ``running`` execution-log row and return its id (the run id)."""
 
     @abstractmethod
+    def update_run(self, run_id: int, summary: RunSummary) -> None:
+        """Write a running run's figures so far (for `elt status` during long runs)."""
+
+    @abstractmethod
     def finish_run(self, run_id: int, summary: RunSummary) -> None:
         """Close the run's log row with its status and figures."""
+
+    @abstractmethod
+    def running_elsewhere(self, pipeline: str, run_id: int) -> dict[str, Any] | None:
+        """The other open run of ``pipeline`` (id, start, host, pid), for the skipped-run message."""
+
+    @abstractmethod
+    def mark_abandoned(self, pipeline: str, run_id: int) -> int:
+        """Close ``running`` rows left by dead processes as failed; call while holding the lock."""
+
+    @abstractmethod
+    def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:
+        """The cursor kind an existing raw table stores, or None."""
+
+    @abstractmethod
+    def query(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        """Read bookkeeping rows as dicts."""
 
     @abstractmethod
     def try_lock(self, pipeline: str) -> bool:

@@ -16,6 +16,9 @@ from psycopg import sql
 from elt.errors import ConfigError
 from elt.extractors.base import Extractor, WriteStrategy
 
+#: A statement psycopg can execute.
+Statement = sql.SQL | sql.Composed
+
 # PostgreSQL type of a cursor column for each cursor kind (see records.cursor_kind).
 CURSOR_TYPES = {"integer": "bigint", "number": "numeric", "timestamp": "timestamptz", "date": "date", "text": "text"}
 KIND_OF_TYPE = {
@@ -98,8 +101,8 @@ class RawTable:
 
     # --- DDL ----------------------------------------------------------------------
 
-    def create_sql(self) -> sql.Composed:
-        columns = [
+    def create_sql(self) -> Statement:
+        columns: list[sql.Composable] = [
             sql.SQL("{} {}{}").format(sql.Identifier(c), sql.SQL(t), sql.SQL(" NOT NULL" if c in self.keys else ""))
             for c, t, _ in self.data_columns()
         ]
@@ -114,12 +117,12 @@ class RawTable:
         ]
         return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.ident, sql.SQL(", ").join(columns))
 
-    def index_sql(self, table: sql.Composable | None = None, table_name: str | None = None) -> list[sql.Composed]:
+    def index_sql(self, table: sql.Composable | None = None, table_name: str | None = None) -> list[Statement]:
         """The unique index the strategy's ON CONFLICT needs (plus a key index for dedup views)."""
         table = table or self.ident
         name = table_name or self.name
         unique = self.conflict_columns
-        statements = [
+        statements: list[Statement] = [
             sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
                 sql.Identifier(_short(name, "uq_" + ("key" if unique == self.keys else "hash"))),
                 table,
@@ -134,9 +137,9 @@ class RawTable:
             )
         return statements
 
-    def stage_sql(self) -> sql.Composed:
+    def stage_sql(self) -> Statement:
         # One temporary table per batch transaction: the COPY target.
-        columns = [sql.SQL("{} text").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys))]
+        columns: list[sql.Composable] = [sql.SQL("{} text").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys))]
         columns += [
             sql.SQL("_cursor {}").format(sql.SQL(self.cursor_type)),
             sql.SQL("_partition text"),
@@ -146,7 +149,7 @@ class RawTable:
         ]
         return sql.SQL("CREATE TEMP TABLE _elt_stage ({}) ON COMMIT DROP").format(sql.SQL(", ").join(columns))
 
-    def copy_sql(self) -> sql.Composed:
+    def copy_sql(self) -> Statement:
         names = [f"_k{i}" for i in range(len(self.keys))] + ["_cursor", "_partition", "_payload", "_hash"]
         return sql.SQL("COPY _elt_stage ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, names)))
 
@@ -157,11 +160,11 @@ class RawTable:
         return sql.SQL(", ").join(map(sql.Identifier, names))
 
     def _select_list(self) -> sql.Composable:
-        parts = [sql.SQL("s.{}").format(sql.Identifier(stage)) for _, _, stage in self.data_columns()]
+        parts: list[sql.Composable] = [sql.SQL("s.{}").format(sql.Identifier(stage)) for _, _, stage in self.data_columns()]
         parts += [sql.SQL("s._payload, now(), %(batch_id)s, %(run_id)s, s._hash")]
         return sql.SQL(", ").join(parts)
 
-    def direct_copy(self) -> tuple[sql.Composed, list[int]]:
+    def direct_copy(self) -> tuple[Statement, list[int]]:
         """COPY straight into the raw table, and which fields of a prepared row it takes.
 
         The fast path for batches that are new to the table: one pass instead of
@@ -176,7 +179,7 @@ class RawTable:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
         return statement, picks
 
-    def write_sql(self, into_shadow: bool = False, unique_keys: bool = False) -> list[sql.Composed]:
+    def write_sql(self, into_shadow: bool = False, unique_keys: bool = False) -> list[Statement]:
         """The statements that move ``_elt_stage`` into the raw table (or the replace shadow).
 
         ``unique_keys`` says the batch holds each key once, so no DISTINCT ON
@@ -187,7 +190,7 @@ class RawTable:
         conflict = self.conflict_columns
         columns = self._target_columns()
         select = self._select_list()
-        statements: list[sql.Composed] = []
+        statements: list[Statement] = []
 
         if self.strategy is WriteStrategy.DELETE_RELOAD and not into_shadow:
             # Partitions this run already wrote in an earlier batch stay: a
@@ -217,7 +220,7 @@ class RawTable:
         # row whose hash is unchanged is not rewritten (no dead tuple, no new
         # _loaded_at), so re-running an unchanged batch changes nothing.
         stage_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys)))
-        updates = [
+        updates: list[sql.Composable] = [
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
             for c, _, _ in self.data_columns() if c not in self.keys
         ]
@@ -244,7 +247,7 @@ class RawTable:
         )
         return statements
 
-    def swap_sql(self) -> list[sql.Composed]:
+    def swap_sql(self) -> list[Statement]:
         """Replace the raw table's contents with the shadow's, in the caller's transaction.
 
         TRUNCATE + INSERT rather than a rename, so views built on the raw
@@ -260,10 +263,10 @@ class RawTable:
             sql.SQL("DROP TABLE {}").format(self.shadow),
         ]
 
-    def dedup_view_sql(self) -> list[sql.Composed]:
+    def dedup_view_sql(self) -> list[Statement]:
         """The generated ``stg`` view of an ``append_dedup`` stream: the latest version per key."""
         keys = sql.SQL(", ").join(map(sql.Identifier, self.keys))
-        order = [keys]
+        order: list[sql.Composable] = [keys]
         if self.cursor:
             order.append(sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(self.cursor)))
         order.append(sql.SQL("_row_seq DESC"))

@@ -367,7 +367,9 @@ class PostgresLoader(Loader):
         cur.execute("RELEASE SAVEPOINT elt_direct")
         return True
 
-    def _copy_staged(self, cur: psycopg.Cursor[Any], table: RawTable, batch: PreparedBatch, params: dict[str, Any]) -> tuple[int, int]:
+    def _copy_staged(
+        self, cur: psycopg.Cursor[Any], table: RawTable, batch: PreparedBatch, params: dict[str, Any]
+    ) -> tuple[int, int]:
         """COPY into a temporary stage, then one INSERT ... SELECT with the strategy's conflict rule."""
         cur.execute(table.stage_sql())
         with cur.copy(table.copy_sql()) as copy:

@@ -50,6 +50,15 @@ def _loader() -> Any:
     return loader
 
 
+def _query(statement: str, params: Any = ()) -> tuple[list[dict[str, Any]], str]:
+    """Read bookkeeping rows; returns them and a description of the database."""
+    loader = _loader()
+    try:
+        return loader.query(statement, params), loader.description
+    finally:
+        loader.close()
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
 
@@ -110,22 +119,20 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Recent runs, newest first."""
-    loader = _loader()
-    rows = loader.query(
+    rows, where = _query(
         "SELECT id, pipeline_name, status, trigger, started_at, completed_at, execution_duration_seconds,"
         " rows_extracted, rows_loaded, rows_rejected, rows_transformed, error_message, streams"
         " FROM pipeline.execution_log WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
         " ORDER BY id DESC LIMIT %(n)s",
         {"p": pipeline, "n": limit},
     )
-    loader.close()
     if as_json:
         _print_json(rows)
         return
     if not rows:
         out.print("no runs yet: `elt run` starts one")
         return
-    table = Table(title=f"recent runs ({loader.description})", title_justify="left")
+    table = Table(title=f"recent runs ({where})", title_justify="left")
     for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "rejected", "error"):
         table.add_column(column, overflow="fold")
     colours = {"success": "green", "partial": "yellow", "failed": "red", "running": "cyan", "skipped": "yellow"}
@@ -159,14 +166,12 @@ def state_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Watermarks per pipeline and stream."""
-    loader = _loader()
-    rows = loader.query(
+    rows, where = _query(
         "SELECT pipeline_name, stream_name, key, value, updated_at, updated_by_run FROM pipeline.state"
         " WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s) AND key = 'watermark'"
         " ORDER BY pipeline_name, stream_name",
         {"p": pipeline},
     )
-    loader.close()
     if as_json:
         _print_json(rows)
         return
@@ -208,15 +213,13 @@ def dead_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Rejected records, newest first (unresolved only, unless --all)."""
-    loader = _loader()
-    rows = loader.query(
+    rows, where = _query(
         "SELECT id, pipeline_name, stream_name, run_id, created_at, error_message, resolved_at, resolved_by"
         " FROM pipeline.dead_letter WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
         " AND (%(s)s::text IS NULL OR stream_name = %(s)s) AND (%(all)s OR resolved_at IS NULL)"
         " ORDER BY id DESC LIMIT %(n)s",
         {"p": pipeline, "s": stream, "all": include_resolved, "n": limit},
     )
-    loader.close()
     if as_json:
         _print_json(rows)
         return
@@ -236,9 +239,7 @@ def dead_list(
 @dead_app.command("show")
 def dead_show(id: int = typer.Argument(..., help="Dead letter id (from `elt dead-letter list`).")) -> None:
     """One rejected record in full, with its reason."""
-    loader = _loader()
-    rows = loader.query("SELECT * FROM pipeline.dead_letter WHERE id = %s", (id,))
-    loader.close()
+    rows, _ = _query("SELECT * FROM pipeline.dead_letter WHERE id = %s", (id,))
     if not rows:
         raise EltError(f"no dead letter with id {id}: `elt dead-letter list --all` shows them")
     _print_json(rows[0])
@@ -279,7 +280,6 @@ def dead_resolve(
         " WHERE id = ANY(%s) AND resolved_at IS NULL",
         (by, note, ids),
     )
-    loader.close()
     out.print(f"resolved {count} dead letter(s)")
     if count < len(ids):
         err.print(f"{len(ids) - count} id(s) were unknown or already resolved")

@@ -21,7 +21,7 @@ import structlog
 from elt import secrets
 from elt.errors import ConfigError, EltError
 from elt.extractors.base import Batch, Extractor, WriteStrategy
-from elt.loaders.base import Loader, RunSummary, StreamTarget
+from elt.loaders.base import Loader, LoadResult, RunSummary, StreamTarget
 from elt.logs import get_logger
 from elt.pipeline import Pipeline
 from elt.prefetch import prefetch
@@ -54,6 +54,13 @@ class StreamFigures:
     batches: int = 0
     watermark: Any = None
     error: str | None = None
+
+    def add(self, result: LoadResult) -> None:
+        self.batches += 1
+        self.loaded += result.loaded
+        self.inserted += result.inserted
+        self.updated += result.updated
+        self.unchanged += result.unchanged
 
     def as_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -311,12 +318,8 @@ class Runner:
                                 new_type=change.new_type)
             for rejected in prepared.rejected[:3]:
                 log.warning("record rejected to dead_letter", reason=rejected.reason)
-            figures.batches += 1
+            figures.add(result)
             figures.extracted += len(batch.records)
-            figures.loaded += result.loaded
-            figures.inserted += result.inserted
-            figures.updated += result.updated
-            figures.unchanged += result.unchanged
             figures.rejected += result.rejected
             figures.watermark = committed
             progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)
@@ -391,11 +394,8 @@ class Runner:
             changes, known_fields = diff_fields(known_fields, merged.fields)
             result = loader.load_batch(target, run.run_id, merged, None, changes, known_fields,
                                        resolves=accepted, resolved_by=f"{resolved_by} (run {run.run_id})")
+            figures.add(result)
             figures.extracted += len(chunk)
-            figures.loaded += result.loaded
-            figures.inserted += result.inserted
-            figures.updated += result.updated
-            figures.unchanged += result.unchanged
 
 
 def run_pipelines(pipelines: Sequence[Pipeline], **options: Any) -> list[RunResult]:

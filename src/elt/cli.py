@@ -26,8 +26,9 @@ dead_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or resolve re
 app.add_typer(state_app, name="state")
 app.add_typer(dead_app, name="dead-letter")
 
-out = Console()
-err = Console(stderr=True)
+# Piped output (cron mail, CI logs) gets wide tables instead of rich's 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class _Ctx:

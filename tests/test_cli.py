@@ -282,3 +282,26 @@ def test_demo_runs_on_the_embedded_default_and_a_second_run_changes_nothing(tmp_
                            if os.geteuid() == 0 else [str(pg_ctl), "-D", str(pgdata), "stop", "-m", "fast"],
                            capture_output=True, timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_the_database_url_comes_from_the_projects_env_file_and_stream_selects(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", '''
+        from elt import Pipeline, extractor
+
+        @extractor(primary_key="id")
+        def items():
+            yield {"id": 1}
+
+        @extractor(primary_key="id")
+        def other():
+            yield {"id": 2}
+
+        Pipeline("shop", streams=[items, other])
+    ''')
+    (project / ".env").write_text(f"ELT_DATABASE_URL={database_url}\n")
+    result = run_elt(["run", "shop", "--stream", "other"], cwd=project, database_url=None)
+    assert result.returncode == 0, result.stderr
+    assert count(db, "raw.shop_other") == 1 and count(db, "raw.shop_items") == 0
+    both = run_elt(["run", "--stream", "other"], cwd=project, database_url="")  # empty var: .env still used
+    assert both.returncode == 0, both.stderr
+    assert [r["status"] for r in db.execute("SELECT status FROM pipeline.execution_log").fetchall()] == ["success"] * 2

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 from elt import secrets
 
@@ -25,7 +25,11 @@ def load_dotenv_once(project_dir: Path | None = None) -> None:
     _loaded_from.add(folder)
     env_file = folder / ".env"
     if env_file.is_file():
-        load_dotenv(env_file, override=False)
+        # Real environment variables win, but an empty one (VAR= in a unit
+        # file or crontab) does not hide the .env value.
+        for key, value in dotenv_values(env_file).items():
+            if value is not None and not os.environ.get(key):
+                os.environ[key] = value
 
 
 @dataclass(frozen=True)

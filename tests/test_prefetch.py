@@ -45,8 +45,7 @@ def test_the_producer_stops_when_the_consumer_stops():
 
     def endless():
         try:
-            for i in range(10**9):
-                yield i
+            yield from range(10**9)
         finally:
             stopped.set()
 

@@ -40,14 +40,13 @@ def _project_dir() -> Path:
     return path.parent if path.suffix == ".py" else path
 
 
-def _loader() -> Any:
-    """A loader for the project's destination, for commands that only read bookkeeping."""
-    from elt.config import database_target
-    from elt.loaders.postgres import PostgresLoader
+def _loader(*, migrate: bool = True) -> Any:
+    """A loader for the project's destination, for commands that only read or edit bookkeeping."""
+    from elt.destinations import Postgres
 
-    target = database_target(_project_dir())
-    loader = PostgresLoader(target.url, target.description)
-    loader.migrate()
+    loader = Postgres().loader(_project_dir())
+    if migrate:
+        loader.migrate()
     return loader
 
 
@@ -151,14 +150,12 @@ def status(
 @app.command()
 def migrate() -> None:
     """Create or upgrade elt's own schema (pipeline.*). Runs by itself before every run too."""
-    from elt.config import database_target
-    from elt.loaders.postgres import PostgresLoader
-
-    target = database_target(_project_dir())
-    loader = PostgresLoader(target.url, target.description)
-    applied = loader.migrate()
-    loader.close()
-    out.print(f"applied {', '.join(applied)}" if applied else f"up to date ({target.description})")
+    loader = _loader(migrate=False)
+    try:
+        applied = loader.migrate()
+    finally:
+        loader.close()
+    out.print(f"applied {', '.join(applied)}" if applied else f"up to date ({loader.description})")
 
 
 @state_app.command("show")

@@ -41,13 +41,17 @@ class DatabaseTarget:
     embedded: bool
 
 
-def database_target(project_dir: Path | None = None) -> DatabaseTarget:
-    """``ELT_DATABASE_URL`` when set (environment or ``.env``), else the embedded PostgreSQL."""
+def database_target(project_dir: Path | None = None, env_var: str = "ELT_DATABASE_URL") -> DatabaseTarget:
+    """The URL in ``env_var`` (environment or ``.env``); for ``ELT_DATABASE_URL`` unset, the embedded PostgreSQL."""
     load_dotenv_once(project_dir)
-    url = os.environ.get("ELT_DATABASE_URL", "").strip()
+    url = os.environ.get(env_var, "").strip()
     if url:
         secrets.register(_password_of(url))
         return DatabaseTarget(url=url, description=secrets.redact(url), embedded=False)
+    if env_var != "ELT_DATABASE_URL":
+        from elt.errors import ConfigError
+
+        raise ConfigError(f"environment variable {env_var} is not set: put the database URL there or in .env")
     from elt.embedded import embedded_url
 
     url, data_dir = embedded_url(project_dir or Path.cwd())

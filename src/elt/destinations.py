@@ -6,7 +6,6 @@ and, when that is unset, the embedded default database.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +21,7 @@ class Postgres:
     url_env: str = "ELT_DATABASE_URL"
 
     def target(self, project_dir: Path | None = None) -> DatabaseTarget:
-        if self.url_env != "ELT_DATABASE_URL":
-            from elt import secrets
-            from elt.config import load_dotenv_once
-
-            load_dotenv_once(project_dir)
-            url = os.environ.get(self.url_env, "").strip()
-            if not url:
-                raise ConfigError(f"environment variable {self.url_env} is not set: put the database URL there or in .env")
-            secrets.register(url)
-            return DatabaseTarget(url=url, description=secrets.redact(url), embedded=False)
-        return database_target(project_dir)
+        return database_target(project_dir, self.url_env)
 
     def loader(self, project_dir: Path | None = None) -> Loader:
         from elt.loaders.postgres import PostgresLoader

@@ -44,27 +44,6 @@ def record_hash(payload: bytes) -> str:
     return hashlib.md5(payload, usedforsecurity=False).hexdigest()
 
 
-def json_type(value: Any) -> str:
-    """The JSON type name of a Python value, as recorded in ``pipeline.schema_changes``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, (float, decimal.Decimal)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return "string"
-    return type(value).__name__
-
-
 # --- typed cursor and key values ------------------------------------------------
 
 

@@ -8,7 +8,6 @@ figures. Dead-letter replays run through the same frame.
 
 from __future__ import annotations
 
-import datetime as dt
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,13 +84,29 @@ class RunResult:
 
 
 class _Run:
-    """The counters of a run in progress."""
+    """The counters of a run in progress, and how it closed."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, pipeline: str, run_id: int) -> None:
+        self.pipeline = pipeline
         self.run_id = run_id
         self.streams: dict[str, StreamFigures] = {}
         self.failures: dict[str, dict[str, Any]] = {}
         self.over_ratio: list[str] = []
+        #: Set when another run held the lock: the message logged for the skip.
+        self.skipped: str | None = None
+        #: What was written to the log row when the run closed.
+        self.closed: RunSummary | None = None
+
+    def fail(self, stream: str, exc: Exception) -> str:
+        """Record a stream's failure (message and traceback, secrets masked); return the message."""
+        message = secrets.redact(str(exc) if isinstance(exc, EltError) else f"{type(exc).__name__}: {exc}")
+        self.streams.setdefault(stream, StreamFigures()).error = message
+        self.failures[stream] = {"error": message, "traceback": secrets.redact(traceback.format_exc())}
+        return message
+
+    def result(self) -> RunResult:
+        assert self.closed is not None
+        return RunResult(self.pipeline, self.run_id, self.closed.status, self.closed, self.streams)
 
     def summary(self, status: str = "running") -> RunSummary:
         figures = self.streams.values()
@@ -162,8 +177,8 @@ class Runner:
         return loader
 
     @contextmanager
-    def _frame(self, trigger: str) -> Iterator[tuple[Loader, _Run | None]]:
-        """Log row + lock around a run. Yields ``(loader, None)`` when another run holds the lock."""
+    def _frame(self, trigger: str) -> Iterator[tuple[Loader, _Run]]:
+        """Log row + lock around a run. The run yielded has ``skipped`` set when another run holds the lock."""
         loader = self._open_loader()
         owns_loader = self._loader is None
         try:
@@ -176,16 +191,18 @@ class Runner:
                          f" {other['hostname']}, pid {other['pid']})") if other else ""
                 message = f"another run of {self.pipeline.name} is in progress{where}; this run was skipped"
                 self.log.warning(message)
-                loader.finish_run(run_id, RunSummary(status="skipped", error_message=message))
-                self._skipped = RunResult(self.pipeline.name, run_id, "skipped", RunSummary("skipped", error_message=message))
-                yield loader, None
+                run = _Run(self.pipeline.name, run_id)
+                run.skipped = message
+                run.closed = RunSummary(status="skipped", error_message=message)
+                loader.finish_run(run_id, run.closed)
+                yield loader, run
                 return
             try:
                 abandoned = loader.mark_abandoned(self.pipeline.name, run_id)
                 if abandoned:
                     self.log.warning("closed runs left 'running' by a stopped process as failed (abandoned)",
                                      count=abandoned)
-                run = _Run(run_id)
+                run = _Run(self.pipeline.name, run_id)
                 try:
                     yield loader, run
                 except BaseException as exc:
@@ -199,8 +216,8 @@ class Runner:
                     loader.finish_run(run_id, summary)
                     raise
                 else:
-                    self._summary = run.close()
-                    loader.finish_run(run_id, self._summary)
+                    run.closed = run.close()
+                    loader.finish_run(run_id, run.closed)
             finally:
                 loader.unlock(self.pipeline.name)
         finally:
@@ -215,8 +232,8 @@ class Runner:
         progress = self.progress or default_progress()
         try:
             with self._frame(self.trigger) as (loader, run):
-                if run is None:
-                    return self._skipped
+                if run.skipped:
+                    return run.result()
                 self.log.info("run started", run_id=run.run_id, streams=[s.name for s in streams])
                 for extractor in streams:
                     figures = run.streams.setdefault(extractor.name, StreamFigures())
@@ -224,20 +241,16 @@ class Runner:
                     try:
                         self._run_stream(loader, run, extractor, figures, progress)
                     except Exception as exc:
-                        message = secrets.redact(str(exc) if isinstance(exc, EltError) else f"{type(exc).__name__}: {exc}")
-                        figures.error = message
-                        run.failures[extractor.name] = {
-                            "error": message, "traceback": secrets.redact(traceback.format_exc()),
-                        }
+                        message = run.fail(extractor.name, exc)
                         self.log.error("stream failed; batches committed before the failure stay loaded",
                                        stream=extractor.name, error=message)
                     progress.end_stream(extractor.name, extracted=figures.extracted, loaded=figures.loaded,
                                         rejected=figures.rejected)
                     self._check_ratio(run, extractor, figures)
-            summary = self._summary
-            result = RunResult(self.pipeline.name, run.run_id, summary.status, summary, run.streams)
+            result = run.result()
         finally:
             progress.close()
+        summary = result.summary
         log = self.log.info if result.status == "success" else self.log.warning
         log("run finished", run_id=result.run_id, status=result.status, extracted=summary.rows_extracted,
             loaded=summary.rows_loaded, rejected=summary.rows_rejected, error=summary.error_message)
@@ -336,8 +349,8 @@ class Runner:
         """Re-validate unresolved dead letters with today's code and load those that pass."""
         progress = self.progress or LogProgress()
         with self._frame("replay") as (loader, run):
-            if run is None:
-                return self._skipped
+            if run.skipped:
+                return run.result()
             filters = ["pipeline_name = %s", "resolved_at IS NULL"]
             params: list[Any] = [self.pipeline.name]
             if ids:
@@ -357,12 +370,9 @@ class Runner:
                 try:
                     self._replay_stream(loader, run, self.pipeline.stream(name), letters, figures, resolved_by)
                 except Exception as exc:
-                    message = secrets.redact(str(exc) if isinstance(exc, EltError) else f"{type(exc).__name__}: {exc}")
-                    figures.error = message
-                    run.failures[name] = {"error": message, "traceback": secrets.redact(traceback.format_exc())}
+                    run.fail(name, exc)
                 progress.end_stream(name, replayed=figures.loaded, still_rejected=figures.rejected)
-        summary = self._summary
-        return RunResult(self.pipeline.name, run.run_id, summary.status, summary, run.streams)
+        return run.result()
 
     def _replay_stream(
         self, loader: Loader, run: _Run, extractor: Extractor, letters: list[dict[str, Any]],
@@ -378,30 +388,16 @@ class Runner:
         loader.begin_stream(target, run.run_id)
         for start in range(0, len(letters), 1000):
             chunk = letters[start:start + 1000]
-            accepted: list[int] = []
-            merged = prepare(extractor, [], target.cursor_kind)
-            for letter in chunk:
-                one = prepare(extractor, [letter["source_record"]], target.cursor_kind)
-                target.cursor_kind = one.cursor_kind
-                if one.rows:
-                    accepted.append(letter["id"])
-                    merged.rows.extend(one.rows)
-                    for field_name, types in one.fields.items():
-                        merged.fields.setdefault(field_name, set()).update(types)
-                else:
-                    # Still bad: it stays in dead_letter as it is (no second copy).
-                    figures.rejected += 1
-            changes, known_fields = diff_fields(known_fields, merged.fields)
-            result = loader.load_batch(target, run.run_id, merged, None, changes, known_fields,
+            prepared = prepare(extractor, [letter["source_record"] for letter in chunk], target.cursor_kind)
+            target.cursor_kind = prepared.cursor_kind
+            still_bad = {rejected.index for rejected in prepared.rejected}
+            accepted = [letter["id"] for i, letter in enumerate(chunk) if i not in still_bad]
+            # Records still bad stay in dead_letter as they are (no second copy).
+            figures.rejected += len(still_bad)
+            prepared.rejected = []
+            changes, known_fields = diff_fields(known_fields, prepared.fields)
+            result = loader.load_batch(target, run.run_id, prepared, None, changes, known_fields,
                                        resolves=accepted, resolved_by=f"{resolved_by} (run {run.run_id})")
             figures.add(result)
             figures.extracted += len(chunk)
 
-
-def run_pipelines(pipelines: Sequence[Pipeline], **options: Any) -> list[RunResult]:
-    """Run ``pipelines`` one after another (each under its own lock and log row)."""
-    return [Runner(p, **options).run() for p in pipelines]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -25,6 +25,8 @@ class Rejected:
     record: Any
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
+    #: Position of the record in the list given to :func:`prepare`.
+    index: int = -1
 
 
 @dataclass
@@ -68,7 +70,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     fields: dict[str, set[type]] = {}
     last_shape: tuple[str, ...] = ()
 
-    for received in records:
+    for index, received in enumerate(records):
         record = received
         if transform is not None:
             try:
@@ -76,11 +78,11 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
             except Exception as exc:  # the user's hook: any failure rejects only this record
                 rejected.append(
                     Rejected(received, f"transform_record failed: {type(exc).__name__}: {exc}",
-                             {"traceback": traceback.format_exc(limit=5)})
+                             {"traceback": traceback.format_exc(limit=5)}, index=index)
                 )
                 continue
         if not isinstance(record, dict):
-            rejected.append(Rejected(received, f"record is a {type(record).__name__}, not an object (dict)"))
+            rejected.append(Rejected(received, f"record is a {type(record).__name__}, not an object (dict)", index=index))
             continue
         if contract is not None:
             try:
@@ -89,7 +91,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                 errors = _contract_errors(exc)
                 summary = "; ".join(f"{e['field'] or '(record)'}: {e['message']}" for e in errors[:5])
                 rejected.append(Rejected(received, f"contract {contract.__name__} rejected the record: {summary}",
-                                         {"errors": errors}))
+                                         {"errors": errors}, index=index))
                 continue
 
         key_values: list[str] = []
@@ -101,7 +103,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                 break
             key_values.append(key_text(value))
         if missing is not None:
-            rejected.append(Rejected(received, f"primary key field {missing!r} is missing or empty"))
+            rejected.append(Rejected(received, f"primary key field {missing!r} is missing or empty", index=index))
             continue
 
         cursor_text = None
@@ -113,7 +115,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                 try:
                     typed = coerce_cursor(value, kind)
                 except CursorTypeError as exc:
-                    rejected.append(Rejected(received, f"cursor field {cursor!r}: {exc}"))
+                    rejected.append(Rejected(received, f"cursor field {cursor!r}: {exc}", index=index))
                     continue
                 if high is None or typed > high:
                     high = typed
@@ -125,17 +127,18 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
         if partition is not None:
             value = record.get(partition)
             if value is None:
-                rejected.append(Rejected(received, f"partition field {partition!r} is missing"))
+                rejected.append(Rejected(received, f"partition field {partition!r} is missing", index=index))
                 continue
             partition_text = key_text(value)
 
         try:
             payload = to_json(received)
         except TypeError as exc:
-            rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}"))
+            rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}", index=index))
             continue
         if b"\\u0000" in payload:
-            rejected.append(Rejected(received, "record contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"))
+            rejected.append(Rejected(
+                received, "record contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store", index=index))
             continue
 
         # Field shapes: only look at the types when the set of fields changed or

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -64,7 +64,6 @@ class Batch:
 
     records: list[dict[str, Any]]
     high_water: Any = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Extractor:

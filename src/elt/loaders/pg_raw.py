@@ -137,20 +137,23 @@ class RawTable:
             )
         return statements
 
-    def stage_sql(self) -> Statement:
-        # One temporary table per batch transaction: the COPY target.
-        columns: list[sql.Composable] = [sql.SQL("{} text").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys))]
-        columns += [
-            sql.SQL("_cursor {}").format(sql.SQL(self.cursor_type)),
-            sql.SQL("_partition text"),
-            sql.SQL("_payload jsonb"),
-            sql.SQL("_hash text"),
-            sql.SQL("_ord bigint GENERATED ALWAYS AS IDENTITY"),
+    def stage_columns(self) -> list[tuple[str, str]]:
+        """The stage's columns, in the order of a prepared row (see validation.PreparedBatch)."""
+        return [(f"_k{i}", "text") for i in range(len(self.keys))] + [
+            ("_cursor", self.cursor_type), ("_partition", "text"), ("_payload", "jsonb"), ("_hash", "text"),
         ]
+
+    def stage_sql(self) -> Statement:
+        # One temporary table per batch transaction: the COPY target. _ord is
+        # the arrival order within the batch (the last version of a key wins).
+        columns: list[sql.Composable] = [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in self.stage_columns()
+        ]
+        columns.append(sql.SQL("_ord bigint GENERATED ALWAYS AS IDENTITY"))
         return sql.SQL("CREATE TEMP TABLE _elt_stage ({}) ON COMMIT DROP").format(sql.SQL(", ").join(columns))
 
     def copy_sql(self) -> Statement:
-        names = [f"_k{i}" for i in range(len(self.keys))] + ["_cursor", "_partition", "_payload", "_hash"]
+        names = [name for name, _ in self.stage_columns()]
         return sql.SQL("COPY _elt_stage ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, names)))
 
     # --- the write strategies -------------------------------------------------------
@@ -171,10 +174,8 @@ class RawTable:
         stage + INSERT. The unique index still guards it; a conflict sends the
         batch down the stage path instead.
         """
-        positions = {f"_k{i}": i for i in range(len(self.keys))}
-        positions.update({"_cursor": len(self.keys), "_partition": len(self.keys) + 1})
-        picks = [positions[stage] for _, _, stage in self.data_columns()]
-        picks += [len(self.keys) + 2, len(self.keys) + 3]  # payload, hash
+        position = {name: i for i, (name, _) in enumerate(self.stage_columns())}
+        picks = [position[stage] for _, _, stage in self.data_columns()] + [position["_payload"], position["_hash"]]
         names = [c for c, _, _ in self.data_columns()] + ["_raw_payload", "_record_hash", "_batch_id", "_run_id"]
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
         return statement, picks

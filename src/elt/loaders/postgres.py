@@ -210,13 +210,14 @@ class PostgresLoader(Loader):
     def begin_stream(self, target: StreamTarget, run_id: int) -> None:
         key = (target.pipeline, target.stream)
         self._tables.pop(key, None)
-        exists = self._meta.execute(
-            "SELECT 1 FROM pg_tables WHERE schemaname = 'raw' AND tablename = %s", (target.table,)).fetchone()
-        empty = True
-        if exists:
-            row = self._meta.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
-                sql.Identifier("raw", target.table))).fetchone()
-            empty = bool(row and row[0])
+        empty = False
+        # Only the append strategies use this (to try the direct COPY first).
+        if target.extractor.strategy in (WriteStrategy.APPEND, WriteStrategy.APPEND_DEDUP):
+            empty = True
+            if self._existing_columns(target.table):
+                row = self._meta.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+                    sql.Identifier("raw", target.table))).fetchone()
+                empty = bool(row and row[0])
         self._empty_at_start[key] = empty
 
     def _likely_new(self, target: StreamTarget, table: RawTable, batch: PreparedBatch) -> bool:
@@ -376,7 +377,10 @@ class PostgresLoader(Loader):
             for row in batch.rows:
                 copy.write_row(row)
         width = len(table.keys)
-        unique_keys = bool(width) and len({row[:width] for row in batch.rows}) == len(batch.rows)
+        # Only a keyed conflict rule cares whether a key repeats within the batch.
+        unique_keys = (
+            table.conflict_columns == table.keys and len({row[:width] for row in batch.rows}) == len(batch.rows)
+        )
         into_shadow = table.strategy is WriteStrategy.REPLACE
         for statement in table.write_sql(into_shadow=into_shadow, unique_keys=unique_keys):
             cur.execute(statement, params)
@@ -409,18 +413,13 @@ class PostgresLoader(Loader):
         )
 
     def finish_stream(self, target: StreamTarget, run_id: int, watermark: Watermark | None) -> None:
-        table = self._tables.get((target.pipeline, target.stream))
         conn = self.data
         try:
             with conn.cursor() as cur:
-                if table is not None and table.strategy is WriteStrategy.REPLACE:
-                    for statement in table.swap_sql():
-                        cur.execute(statement)
-                elif table is None and target.extractor.strategy is WriteStrategy.REPLACE:
-                    # The source returned nothing at all: a full refresh of an empty
-                    # source empties the table, which is what replace means.
-                    table = self._raw_table(target, run_id)
-                    for statement in table.swap_sql():
+                if target.extractor.strategy is WriteStrategy.REPLACE:
+                    # Also when the source returned nothing (no batch created the
+                    # shadow yet): a full refresh of an empty source empties the table.
+                    for statement in self._raw_table(target, run_id).swap_sql():
                         cur.execute(statement)
                 if watermark is not None:
                     self._write_state(cur, target.pipeline, target.stream, "watermark", watermark.to_json(), run_id)

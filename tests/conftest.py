@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from elt.loaders.postgres import PostgresLoader
 from elt.logs import configure_logging
 from elt.pipeline import clear_registry
+from elt.testing import FakeApi
 from tests.fixtures.postgres import TestServer, iter_server
 
 
@@ -46,6 +47,13 @@ def loader(database_url: str) -> Iterator[PostgresLoader]:
         yield loader
     finally:
         loader.close()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    """A real HTTP server on 127.0.0.1 with no routes yet; stopped after the test."""
+    with FakeApi() as api:
+        yield api
 
 
 @pytest.fixture(autouse=True)

@@ -3,14 +3,36 @@
 Public API::
 
     from elt import Pipeline, Extractor, Cursor, Batch, extractor, from_env
+    from elt import RestExtractor, StartingAfterPaginator, BearerAuth, RateLimit
 
 Everything not re-exported here is private and may change.
 """
 
 from elt.destinations import Postgres
 from elt.errors import ConfigError, EltError, LoadError
-from elt.extractors.base import Batch, Cursor, Extractor, WriteStrategy
-from elt.extractors.function import extractor
+from elt.extractors import (
+    ApiKeyAuth,
+    BasicAuth,
+    Batch,
+    BearerAuth,
+    Cursor,
+    CursorPaginator,
+    Extractor,
+    LinkHeaderPaginator,
+    NextUrlPaginator,
+    OAuth2ClientCredentials,
+    OffsetPaginator,
+    Page,
+    PageNumberPaginator,
+    Paginator,
+    RateLimit,
+    RestExtractor,
+    SinglePage,
+    SourceError,
+    StartingAfterPaginator,
+    WriteStrategy,
+    extractor,
+)
 from elt.pipeline import Pipeline
 from elt.runner import EXIT_CODES, Runner, RunResult
 from elt.secrets import Secret, from_env
@@ -20,17 +42,33 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EXIT_CODES",
+    "ApiKeyAuth",
+    "BasicAuth",
     "Batch",
+    "BearerAuth",
     "ConfigError",
     "Cursor",
+    "CursorPaginator",
     "EltError",
     "Extractor",
+    "LinkHeaderPaginator",
     "LoadError",
+    "NextUrlPaginator",
+    "OAuth2ClientCredentials",
+    "OffsetPaginator",
+    "Page",
+    "PageNumberPaginator",
+    "Paginator",
     "Pipeline",
     "Postgres",
+    "RateLimit",
+    "RestExtractor",
     "RunResult",
     "Runner",
     "Secret",
+    "SinglePage",
+    "SourceError",
+    "StartingAfterPaginator",
     "StreamState",
     "Watermark",
     "WriteStrategy",

@@ -126,7 +126,11 @@ class _Run:
         else:
             status = "success"
         summary = self.summary(status)
-        messages = [f"stream {name!r}: {failure['error']}" for name, failure in self.failures.items()]
+        # Errors raised by extractors usually name their stream already; say it once.
+        messages = [
+            error if error.startswith(f"stream {name!r}") else f"stream {name!r}: {error}"
+            for name, error in ((name, failure["error"]) for name, failure in self.failures.items())
+        ]
         messages += self.over_ratio
         if status == "partial":
             rejected = summary.rows_rejected

@@ -14,6 +14,8 @@ import re
 import threading
 from typing import Any
 
+from elt.errors import EltError
+
 _MASK = "***"
 _lock = threading.Lock()
 _values: set[str] = set()
@@ -25,17 +27,25 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P
 
 
 class Secret:
-    """A secret string. ``str()`` and ``repr()`` show ``***``; ``.value`` is the real thing."""
+    """A secret string. ``str()`` and ``repr()`` show ``***``; ``.value`` is the real thing.
 
-    __slots__ = ("_value", "name")
+    A secret made by :func:`from_env` before its variable is set reads the
+    environment again when first used, and raises :class:`MissingSecretError` then.
+    """
 
-    def __init__(self, value: str, name: str = "secret") -> None:
+    __slots__ = ("_value", "name", "_env")
+
+    def __init__(self, value: str | None, name: str = "secret", *, env: str | None = None) -> None:
         self._value = value
         self.name = name
+        self._env = env
         register(value)
 
     @property
     def value(self) -> str:
+        if self._value is None:
+            self._value = _read_env(self._env or self.name, None)
+            register(self._value)
         return self._value
 
     def __str__(self) -> str:
@@ -45,27 +55,40 @@ class Secret:
         return f"Secret({self.name}={_MASK})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and other.value == self.value
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash(self.name)
 
 
-class MissingSecretError(RuntimeError):
+class MissingSecretError(EltError):
     """An environment variable that should hold a secret is not set."""
 
 
 def from_env(name: str, *, default: str | None = None) -> Secret:
-    """Read the secret in environment variable ``name`` (``.env`` included) and register it for redaction."""
+    """The secret in environment variable ``name`` (``.env`` included), masked in every log and error.
+
+    Declaring a secret never fails: a variable that is not set raises
+    :class:`MissingSecretError` when the secret is first used, so a project
+    whose other pipelines do not need it still imports and runs.
+    """
     from elt.config import load_dotenv_once
 
     load_dotenv_once()
-    value = os.environ.get(name, default)
-    if value is None or value == "":
+    value = os.environ.get(name) or default
+    return Secret(value, name=name, env=name)
+
+
+def _read_env(name: str, default: str | None) -> str:
+    from elt.config import load_dotenv_once
+
+    load_dotenv_once()
+    value = os.environ.get(name) or default
+    if not value:
         raise MissingSecretError(
             f"environment variable {name} is not set: put it in the environment or in the project's .env file"
         )
-    return Secret(value, name=name)
+    return value
 
 
 def register(value: str | None) -> None:

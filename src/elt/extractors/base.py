@@ -48,10 +48,14 @@ class Cursor:
     ``lookback`` catches rows whose transaction committed after later cursor
     values were read: a ``timedelta`` for timestamps, a number for numeric
     cursors. The write strategy makes the re-read overlap harmless.
+
+    ``param`` names the request parameter that carries the start value to the
+    source (``updated_since``), for extractors that build requests (REST).
     """
 
     field: str
     lookback: dt.timedelta | int | float | None = None
+    param: str | None = None
 
 
 @dataclass
@@ -105,17 +109,27 @@ class Extractor:
         raise NotImplementedError(f"{type(self).__name__} must implement records() or extract()")
 
     def extract(self, state: StreamState) -> Iterator[Batch]:
-        """Yield batches of at most ``batch_size`` records (lazily: memory stays bounded)."""
+        """Yield batches of at most ``batch_size`` records (lazily: memory stays bounded).
+
+        When the source fails part-way, the records already read are yielded as
+        a last batch before the error propagates: they load, the watermark
+        covers exactly them, and the next run carries on from there.
+        """
         size = max(1, int(self.batch_size))
         pending: list[dict[str, Any]] = []
-        for item in self.records(state):
-            if isinstance(item, dict):
-                pending.append(item)
-            else:
-                pending.extend(item)
-            while len(pending) >= size:
-                yield Batch(pending[:size])
-                pending = pending[size:]
+        try:
+            for item in self.records(state):
+                if isinstance(item, dict):
+                    pending.append(item)
+                else:
+                    pending.extend(item)
+                while len(pending) >= size:
+                    yield Batch(pending[:size])
+                    pending = pending[size:]
+        except Exception:
+            if pending:
+                yield Batch(pending)
+            raise
         if pending:
             yield Batch(pending)
 

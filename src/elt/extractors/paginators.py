@@ -1,0 +1,303 @@
+"""Paginators: how a REST stream asks for the next page, and when it stops.
+
+A paginator is a small, stateless object declared on a
+:class:`~elt.extractors.rest.RestExtractor`. It describes the first page and,
+given the response to one page, returns the next :class:`Page` or ``None``
+when the stream is complete. Every paginator stops on an empty page; the
+extractor itself refuses to request the same page twice (a loop) and to pass
+``max_pages``.
+
+Write your own by subclassing :class:`Paginator` and overriding
+:meth:`Paginator.next_page` (and :meth:`Paginator.first_page` when the first
+request needs parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+
+from elt.errors import ConfigError
+
+_MISSING = object()
+
+
+def dig(body: Any, path: str, default: Any = _MISSING) -> Any:
+    """The value at dotted ``path`` in a JSON body (``""`` is the body itself).
+
+    Raises ``KeyError`` naming the missing part unless a ``default`` is given.
+    """
+    value = body
+    if not path:
+        return value
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            if default is not _MISSING:
+                return default
+            raise KeyError(part)
+    return value
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page to request.
+
+    ``params`` are the query parameters the paginator adds; ``url`` replaces the
+    stream's own URL (next-URL and ``Link`` styles, whose URL already carries
+    every parameter); ``token`` is what identifies the page in error messages.
+    """
+
+    number: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+    token: Any = None
+
+
+class Paginator:
+    """Base class. The default is a single page (no pagination).
+
+    ``max_pages`` stops a stream that has requested that many pages with an
+    error (its pages so far stay loaded) rather than paging for ever; raise it
+    when the source really is that large.
+    """
+
+    #: Records per page, when the paginator sets the page size (used for the sync estimate).
+    page_size: int | None = None
+
+    def __init__(self, *, max_pages: int | None = None) -> None:
+        if max_pages is not None and max_pages < 1:
+            raise ConfigError(f"{type(self).__name__}: max_pages must be at least 1, got {max_pages}")
+        self.max_pages = max_pages
+
+    def first_page(self) -> Page:
+        return Page()
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        """The page after ``page``, or ``None`` when ``page`` was the last."""
+        return None
+
+    def total_records(self, body: Any) -> int | None:
+        """How many records the whole stream has, when the first response says so."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SinglePage(Paginator):
+    """The endpoint returns everything in one response::
+
+        paginator = SinglePage()
+    """
+
+
+def _flag(body: Any, path: str | None) -> bool | None:
+    """A boolean like ``has_more`` at ``path``; ``None`` when not configured or absent."""
+    if not path:
+        return None
+    value = dig(body, path, None)
+    return None if value is None else bool(value)
+
+
+def _count(body: Any, path: str | None) -> int | None:
+    if not path:
+        return None
+    value = dig(body, path, None)
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class PageNumberPaginator(Paginator):
+    """``?page=1``, ``?page=2``, ... until a page is empty or short, or the last page is reached::
+
+        paginator = PageNumberPaginator(param="page", size_param="per_page", page_size=100,
+                                        total_pages_path="meta.total_pages")
+
+    Stops on: an empty page; a page with fewer than ``page_size`` records (when
+    set); ``total_pages_path`` reached; ``has_more_path`` false.
+    """
+
+    def __init__(
+        self, *, param: str = "page", start: int = 1, size_param: str | None = None, page_size: int | None = None,
+        total_pages_path: str | None = None, total_path: str | None = None, has_more_path: str | None = None,
+        max_pages: int | None = None,
+    ) -> None:
+        super().__init__(max_pages=max_pages)
+        self.param, self.start, self.size_param, self.page_size = param, start, size_param, page_size
+        self.total_pages_path, self.total_path, self.has_more_path = total_pages_path, total_path, has_more_path
+
+    def first_page(self) -> Page:
+        params: dict[str, Any] = {self.param: self.start}
+        if self.size_param and self.page_size:
+            params[self.size_param] = self.page_size
+        return Page(1, params, token=self.start)
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        if not records or _flag(body, self.has_more_path) is False:
+            return None
+        if self.page_size and len(records) < self.page_size:
+            return None
+        total_pages = _count(body, self.total_pages_path)
+        if total_pages is not None and page.number >= total_pages:
+            return None
+        number = self.start + page.number
+        return replace(page, number=page.number + 1, params={**page.params, self.param: number}, token=number)
+
+    def total_records(self, body: Any) -> int | None:
+        total = _count(body, self.total_path)
+        pages = _count(body, self.total_pages_path)
+        if total is None and pages is not None and self.page_size:
+            total = pages * self.page_size
+        return total
+
+
+class OffsetPaginator(Paginator):
+    """``?offset=0&limit=100``, ``?offset=100&limit=100``, ... ::
+
+        paginator = OffsetPaginator(limit=100, total_path="total")
+
+    Stops on: an empty page; a page shorter than ``limit``; ``offset`` past the
+    total at ``total_path``; ``has_more_path`` false.
+    """
+
+    def __init__(
+        self, *, limit: int = 100, offset_param: str = "offset", limit_param: str = "limit",
+        total_path: str | None = None, has_more_path: str | None = None, max_pages: int | None = None,
+    ) -> None:
+        super().__init__(max_pages=max_pages)
+        if limit < 1:
+            raise ConfigError(f"OffsetPaginator: limit must be at least 1, got {limit}")
+        self.page_size = limit
+        self.offset_param, self.limit_param = offset_param, limit_param
+        self.total_path, self.has_more_path = total_path, has_more_path
+
+    def first_page(self) -> Page:
+        return Page(1, {self.offset_param: 0, self.limit_param: self.page_size}, token=0)
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        limit = self.page_size or 0
+        if not records or len(records) < limit or _flag(body, self.has_more_path) is False:
+            return None
+        offset = int(page.params.get(self.offset_param, 0)) + len(records)
+        total = _count(body, self.total_path)
+        if total is not None and offset >= total:
+            return None
+        return replace(page, number=page.number + 1, params={**page.params, self.offset_param: offset}, token=offset)
+
+    def total_records(self, body: Any) -> int | None:
+        return _count(body, self.total_path)
+
+
+class CursorPaginator(Paginator):
+    """An opaque token in the body is sent back for the next page::
+
+        paginator = CursorPaginator(token_path="meta.next_cursor", param="cursor")
+
+    Stops when the token is missing, null or empty, or ``has_more_path`` is false.
+    """
+
+    def __init__(
+        self, *, token_path: str = "next_cursor", param: str = "cursor", has_more_path: str | None = None,
+        total_path: str | None = None, max_pages: int | None = None,
+    ) -> None:
+        super().__init__(max_pages=max_pages)
+        self.token_path, self.param, self.has_more_path, self.total_path = token_path, param, has_more_path, total_path
+
+    def token(self, body: Any, records: list[dict[str, Any]]) -> Any:
+        return dig(body, self.token_path, None)
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        if not records or _flag(body, self.has_more_path) is False:
+            return None
+        token = self.token(body, records)
+        if token is None or token == "":
+            return None
+        return replace(page, number=page.number + 1, params={**page.params, self.param: token}, token=token)
+
+    def total_records(self, body: Any) -> int | None:
+        return _count(body, self.total_path)
+
+
+class StartingAfterPaginator(CursorPaginator):
+    """Stripe style: the last record's id is sent as ``starting_after`` while ``has_more`` is true::
+
+        paginator = StartingAfterPaginator(limit=100)   # ?limit=100&starting_after=ch_123
+
+    Stops when ``has_more`` is false or the page is empty.
+    """
+
+    def __init__(
+        self, *, param: str = "starting_after", id_field: str = "id", has_more_path: str = "has_more",
+        limit: int | None = None, limit_param: str = "limit", max_pages: int | None = None,
+    ) -> None:
+        super().__init__(param=param, has_more_path=has_more_path, max_pages=max_pages)
+        self.id_field, self.page_size, self.limit_param = id_field, limit, limit_param
+
+    def first_page(self) -> Page:
+        return Page(1, {self.limit_param: self.page_size} if self.page_size else {})
+
+    def token(self, body: Any, records: list[dict[str, Any]]) -> Any:
+        last = records[-1]
+        if not isinstance(last, dict) or self.id_field not in last:
+            raise KeyError(self.id_field)
+        return last[self.id_field]
+
+
+class NextUrlPaginator(Paginator):
+    """The body carries the full URL of the next page::
+
+        paginator = NextUrlPaginator(next_url_path="links.next")
+
+    Relative URLs are resolved against the current page's URL. Stops when the
+    URL is missing, null or empty.
+    """
+
+    def __init__(self, *, next_url_path: str = "next", total_path: str | None = None, max_pages: int | None = None) -> None:
+        super().__init__(max_pages=max_pages)
+        self.next_url_path, self.total_path = next_url_path, total_path
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        url = dig(body, self.next_url_path, None)
+        if not records or not url:
+            return None
+        absolute = str(response.request.url.join(str(url)))
+        return Page(page.number + 1, {}, url=absolute, token=absolute)
+
+    def total_records(self, body: Any) -> int | None:
+        return _count(body, self.total_path)
+
+
+class LinkHeaderPaginator(Paginator):
+    """RFC 5988 ``Link: <https://api.example.com/items?page=2>; rel="next"`` (GitHub style)::
+
+        paginator = LinkHeaderPaginator()            # follows rel="next"
+
+    Stops when the response has no link with relation ``rel``.
+    """
+
+    def __init__(self, *, rel: str = "next", page_size: int | None = None, max_pages: int | None = None) -> None:
+        super().__init__(max_pages=max_pages)
+        self.rel, self.page_size = rel, page_size
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        url = response.links.get(self.rel, {}).get("url")
+        if not records or not url:
+            return None
+        absolute = str(response.request.url.join(url))
+        return Page(page.number + 1, {}, url=absolute, token=absolute)
+
+
+def pages_for(total: int | None, page_size: int | None) -> int | None:
+    """How many pages ``total`` records take at ``page_size`` per page."""
+    if total is None or not page_size:
+        return None
+    return max(1, math.ceil(total / page_size))

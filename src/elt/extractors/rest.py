@@ -1,0 +1,382 @@
+"""``RestExtractor``: a REST API stream declared in a few class attributes.
+
+A new API is a short subclass::
+
+    class Charges(RestExtractor):
+        name = "charges"
+        base_url = "https://api.stripe.com/v1"
+        path = "/charges"
+        records_path = "data"
+        primary_key = "id"
+        cursor = Cursor("created", param="created[gte]")
+        paginator = StartingAfterPaginator(limit=100)
+        auth = BearerAuth(from_env("STRIPE_KEY"))
+        rate_limit = RateLimit(per_second=25)
+
+Override the hooks when an API needs more: :meth:`request_params`,
+:meth:`parse_response`, :meth:`transform_record`, :meth:`should_retry`,
+:meth:`format_cursor`. A child stream names its ``parent`` and takes each
+parent record's fields into its ``path`` (``/customers/{id}/orders``).
+
+Every request waits for the rate limit, then retries transient failures (429,
+5xx, timeouts, dropped connections) with exponential backoff and jitter,
+honouring ``Retry-After`` and ``X-RateLimit-Reset``. A failure that outlasts
+the retries stops the stream with the URL (secrets masked), the status and the
+start of the body; the pages read before it are loaded and the watermark
+covers exactly them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from elt.errors import ConfigError, EltError
+from elt.extractors.auth import Auth
+from elt.extractors.base import Extractor
+from elt.extractors.paginators import Page, Paginator, SinglePage, dig, pages_for
+from elt.extractors.ratelimit import RateLimit
+from elt.logs import get_logger
+from elt.secrets import redact
+from elt.state import StreamState
+
+#: Statuses worth another try: rate limited, or the server (or a proxy in front of it) failing.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class SourceError(EltError):
+    """The source answered with an error, an unusable body, or not at all."""
+
+
+class PaginationError(SourceError):
+    """The paginator would loop, or passed ``max_pages``."""
+
+
+@dataclass
+class _Retry(Exception):
+    """A transient failure; carries what the wait and the final error message need."""
+
+    reason: str
+    response: httpx.Response | None = None
+
+
+class RestExtractor(Extractor):
+    """A stream read from a JSON REST endpoint, page by page."""
+
+    #: Scheme and host (and any common prefix): ``https://api.example.com/v1``.
+    base_url: ClassVar[str] = ""
+    #: The endpoint, appended to ``base_url``; ``{field}`` placeholders take a parent record's fields.
+    path: ClassVar[str] = ""
+    #: Dotted path of the record list in the body (``data``, ``result.items``); empty for a top-level list.
+    records_path: ClassVar[str] = ""
+    paginator: ClassVar[Paginator] = SinglePage()
+    auth: ClassVar[httpx.Auth | None] = None
+    rate_limit: ClassVar[RateLimit | None] = None
+    #: Query parameters sent with every request.
+    params: ClassVar[Mapping[str, Any]] = {}
+    headers: ClassVar[Mapping[str, str]] = {}
+    #: Seconds to wait for the server to connect, send or answer.
+    timeout: ClassVar[float] = 30.0
+    #: Retries after the first attempt of a request (so ``max_retries + 1`` attempts in all).
+    max_retries: ClassVar[int] = 5
+    #: First backoff in seconds; it doubles per retry (with full jitter) up to ``max_backoff``.
+    backoff: ClassVar[float] = 1.0
+    max_backoff: ClassVar[float] = 60.0
+    #: A ``Retry-After`` longer than this fails the stream instead of blocking the run.
+    max_retry_after: ClassVar[float] = 600.0
+    #: The parent stream of a child stream (``/customers/{id}/orders``): its records fill ``path``.
+    parent: ClassVar[type[RestExtractor] | None] = None
+    #: Fields copied from the parent record into each child record: ``{"customer_id": "id"}``.
+    parent_fields: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        if self.parent is not None and "sorted_by_cursor" not in settings:
+            # Records of different parents interleave: the watermark advances when the stream completes.
+            self.sorted_by_cursor = False
+        self.log = get_logger(stream=self.name)
+
+    def _check(self) -> None:
+        super()._check()
+        label = f"stream {self.name!r}"
+        if not self.base_url:
+            raise ConfigError(f"{label}: set base_url (scheme and host of the API, e.g. https://api.example.com/v1)")
+        if not isinstance(self.paginator, Paginator):
+            raise ConfigError(f"{label}: paginator must be a Paginator instance, got {self.paginator!r}")
+        if self.parent is not None and not (isinstance(self.parent, type) and issubclass(self.parent, RestExtractor)):
+            raise ConfigError(f"{label}: parent must be a RestExtractor subclass, got {self.parent!r}")
+
+    # --- hooks ------------------------------------------------------------------
+
+    def request_params(self, state: StreamState, page: Page) -> dict[str, Any]:
+        """Query parameters of one page: ``params``, the cursor's start value, then the paginator's."""
+        params = dict(self.params)
+        param = getattr(self.cursor, "param", None)
+        if param and state.since is not None:
+            params[param] = self.format_cursor(state.since)
+        params.update(page.params)
+        return params
+
+    def format_cursor(self, since: Any) -> str:
+        """The watermark as the API wants it in ``cursor.param`` (ISO 8601 for timestamps)."""
+        return since.isoformat() if hasattr(since, "isoformat") else str(since)
+
+    def parse_response(self, response: httpx.Response) -> list[dict[str, Any]]:
+        """The records of one response: the list at ``records_path``."""
+        body = self.json(response)
+        try:
+            records = dig(body, self.records_path)
+        except KeyError as missing:
+            raise SourceError(
+                f"stream {self.name!r}: the response of {self._show(response.request.url)} has no {missing.args[0]!r}"
+                f" on the way to records_path {self.records_path!r}; keys present: {_keys(body)}."
+                " Check records_path against the API's documentation"
+            ) from None
+        if not isinstance(records, list):
+            where = f"at records_path {self.records_path!r}" if self.records_path else "at the top of the body"
+            raise SourceError(
+                f"stream {self.name!r}: expected a list of records {where} in the response of"
+                f" {self._show(response.request.url)}, found {type(records).__name__}"
+            )
+        return records
+
+    def should_retry(self, response: httpx.Response) -> bool:
+        """Whether a response is a transient failure worth another attempt."""
+        return response.status_code in RETRY_STATUSES
+
+    # --- reading ----------------------------------------------------------------
+
+    def records(self, state: StreamState) -> Iterator[list[dict[str, Any]]]:
+        return self._records(state, estimate=state.since is None)
+
+    def _records(self, state: StreamState, *, estimate: bool) -> Iterator[list[dict[str, Any]]]:
+        with self.client() as client:
+            if self.parent is None:
+                yield from self._pages(client, state, self.path, estimate=estimate)
+                return
+            parent = self.parent()
+            # Every parent, every run: a child of a parent that did not change may still have changed.
+            parent_state = StreamState(state.pipeline, parent.name, full_refresh=True)
+            for item in parent._records(parent_state, estimate=False):
+                for record in [item] if isinstance(item, dict) else item:
+                    path = self._child_path(record)
+                    extra = {child: record.get(field) for child, field in self.parent_fields.items()}
+                    for page in self._pages(client, state, path, estimate=False):
+                        if extra:
+                            page = [{**extra, **r} for r in page]
+                        yield page
+
+    def client(self) -> httpx.Client:
+        """The HTTP client of one extraction (closed when it ends)."""
+        return httpx.Client(
+            auth=self.auth, headers=dict(self.headers), timeout=self.timeout, follow_redirects=True,
+        )
+
+    def json(self, response: httpx.Response) -> Any:
+        """The decoded body (decoded once per response)."""
+        cached = getattr(response, "_elt_json", _UNSET)
+        if cached is not _UNSET:
+            return cached
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            excerpt = response.content[:200].decode("utf-8", "replace")
+            expected = f"a JSON body with the records at {self.records_path!r}" if self.records_path else "a JSON list"
+            raise SourceError(
+                f"stream {self.name!r}: the response of {self._show(response.request.url)} is not valid JSON ({exc});"
+                f" expected {expected}. It starts: {redact(excerpt)!r}"
+            ) from None
+        response._elt_json = body  # type: ignore[attr-defined]
+        return body
+
+    def _child_path(self, record: dict[str, Any]) -> str:
+        try:
+            return self.path.format_map({k: urllib.parse.quote(str(v), safe="") for k, v in record.items()})
+        except KeyError as missing:
+            raise ConfigError(
+                f"stream {self.name!r}: path {self.path!r} needs field {missing.args[0]!r}, which parent"
+                f" {self.parent.name if self.parent else ''!r} records do not have"
+            ) from None
+
+    def _pages(self, client: httpx.Client, state: StreamState, path: str, *, estimate: bool) -> Iterator[list[dict[str, Any]]]:
+        paginator = self.paginator
+        url = self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
+        page: Page | None = paginator.first_page()
+        seen: dict[tuple[str, tuple[tuple[str, str], ...]], Page] = {}
+        while page is not None:
+            if paginator.max_pages is not None and page.number > paginator.max_pages:
+                raise PaginationError(
+                    f"stream {self.name!r}: stopped at max_pages={paginator.max_pages} of {type(paginator).__name__}"
+                    f" ({self._show(url)}); the pages read so far are loaded. Raise max_pages if the source is that big"
+                )
+            target = page.url or url
+            params = dict(page.params) if page.url else self.request_params(state, page)
+            identity = (target, tuple(sorted((str(k), str(v)) for k, v in params.items())))
+            if identity in seen:
+                raise PaginationError(
+                    f"stream {self.name!r}: {type(paginator).__name__} was handed the same next page twice"
+                    f" (token {redact(str(page.token))!r}, pages {seen[identity].number} and {page.number}) at"
+                    f" {self._show(target)}; stopped instead of looping. The pages read so far are loaded;"
+                    " check the paginator's settings against the API"
+                )
+            seen[identity] = page
+            started = time.monotonic()
+            response = self._request(client, target, params)
+            records = self.parse_response(response)
+            if estimate and page.number == 1:
+                self._log_estimate(paginator, response, len(records), time.monotonic() - started)
+            try:
+                next_page = paginator.next_page(page, response, self.json(response), records)
+            except KeyError as missing:
+                raise SourceError(
+                    f"stream {self.name!r}: {type(paginator).__name__} found no {missing.args[0]!r} in the response of"
+                    f" {self._show(response.request.url)}; check its settings"
+                ) from None
+            if records:
+                yield records
+            page = next_page
+
+    def _request(self, client: httpx.Client, url: str, params: dict[str, Any]) -> httpx.Response:
+        """GET one page: rate limit, send, retry transient failures, fail clearly on the rest."""
+        attempts = max(0, int(self.max_retries)) + 1
+        for attempt in range(1, attempts + 1):
+            if self.rate_limit is not None:
+                self.rate_limit.acquire()
+            try:
+                # No params at all (not {}): httpx would drop the query of a next-page URL.
+                response = client.get(url, params=params or None)
+                if self.should_retry(response):
+                    raise _Retry(f"HTTP {response.status_code} {response.reason_phrase}", response)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                failure = _Retry(f"{type(exc).__name__}: {exc}")
+                shown = self._show(httpx.URL(url, params=params or None))
+            except _Retry as exc:
+                failure = exc
+                shown = self._show(exc.response.request.url if exc.response is not None else url)
+            else:
+                if response.is_error:
+                    raise self._http_error(response)
+                return response
+            wait = self._wait(attempt, failure.response)
+            if attempt == attempts or wait is None:
+                if wait is None and failure.response is not None:
+                    asked = _retry_after(failure.response)
+                    raise SourceError(
+                        f"stream {self.name!r}: GET {shown} answered {failure.reason} and asked to wait {asked:.0f} s,"
+                        f" longer than max_retry_after={self.max_retry_after:g}; the pages read so far are loaded."
+                        " Run again later or raise max_retry_after"
+                    )
+                raise SourceError(
+                    f"stream {self.name!r}: GET {shown} failed after {attempt} attempts: {failure.reason}"
+                    f"{_excerpt(failure.response)}; the pages read so far are loaded"
+                )
+            self.log.warning("request failed; retrying", url=shown, error=failure.reason, attempt=attempt,
+                             of=attempts, wait_s=round(wait, 2))
+            if failure.response is not None and failure.response.status_code == 429 and self.rate_limit is not None:
+                # Everyone sharing this API's budget backs off, not just this stream.
+                self.rate_limit.defer(wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, attempt: int, response: httpx.Response | None) -> float | None:
+        """Seconds before the next attempt: the server's word if it gave one, else backoff with full jitter.
+
+        ``None`` when the server asks for longer than ``max_retry_after``.
+        """
+        asked = _retry_after(response) if response is not None else None
+        if asked is not None:
+            return asked if asked <= self.max_retry_after else None
+        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)
+
+    def _http_error(self, response: httpx.Response) -> SourceError:
+        hint = ""
+        if response.status_code in (401, 403):
+            hint = f" ({self.auth.hint() if isinstance(self.auth, Auth) else 'check the credentials'})"
+        elif response.status_code == 404:
+            hint = " (check base_url and path)"
+        return SourceError(
+            f"stream {self.name!r}: GET {self._show(response.request.url)} answered HTTP {response.status_code}"
+            f" {response.reason_phrase}{hint}{_excerpt(response)}; not retried (a client error will not fix itself)"
+        )
+
+    def _log_estimate(self, paginator: Paginator, response: httpx.Response, first_page: int, seconds: float) -> None:
+        """Log how long a full sync will take: pages x seconds per page."""
+        per_page = paginator.page_size or first_page or None
+        total = paginator.total_records(self.json(response))
+        pages = pages_for(total, per_page)
+        # A page costs the slower of the limiter's spacing and the server's answer time.
+        pace = max(seconds, self.rate_limit.interval if self.rate_limit else 0.0)
+        limit = f"{self.rate_limit.rate:.3g} requests/s" if self.rate_limit else "no rate limit"
+        if pages is not None:
+            self.log.info(
+                f"full sync estimate: {pages:,} pages x {pace:.2f} s/page ≈ {_duration(pages * pace)}"
+                f" for {total:,} records ({limit}, {per_page} records/page)",
+                pages=pages, seconds_per_page=round(pace, 3), total_records=total,
+            )
+        else:
+            self.log.info(
+                f"full sync: the API gives no total; each page of {per_page or 'unknown'} records takes about"
+                f" {pace:.2f} s ({limit})", seconds_per_page=round(pace, 3),
+            )
+
+    def _show(self, url: httpx.URL | str) -> str:
+        return redact(str(url))
+
+
+_UNSET = object()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait: ``Retry-After`` (seconds or HTTP date), else a rate-limit reset."""
+    value = response.headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return max(0.0, when.timestamp() - time.time())
+    for header in ("X-RateLimit-Reset", "X-Rate-Limit-Reset", "RateLimit-Reset"):
+        value = response.headers.get(header)
+        if not value:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        # GitHub and Twitter send an epoch time; the IETF draft and others send seconds to wait.
+        return max(0.0, number - time.time()) if number > 1_000_000_000 else number
+    return None
+
+
+def _excerpt(response: httpx.Response | None) -> str:
+    if response is None:
+        return ""
+    text = response.text[:300].strip()
+    return f": {redact(text)!r}" if text else ""
+
+
+def _keys(body: Any) -> str:
+    if isinstance(body, dict):
+        return ", ".join(repr(k) for k in list(body)[:10]) or "none"
+    return f"none (the body is a {type(body).__name__})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -101,7 +101,7 @@ class RestExtractor(Extractor):
         super().__init__(**settings)
         if self.parent is not None and "sorted_by_cursor" not in settings:
             # Records of different parents interleave: the watermark advances when the stream completes.
-            self.sorted_by_cursor = False
+            self.sorted_by_cursor = False  # type: ignore[misc]
         self.log = get_logger(stream=self.name)
 
     def _check(self) -> None:

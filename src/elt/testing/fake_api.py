@@ -99,8 +99,8 @@ class FakeApi:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("FakeApi is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def start(self) -> FakeApi:
         api = self

@@ -107,9 +107,90 @@ def _print_run(result: Any) -> None:
         mark = f.as_json().get("watermark", "")
         table.add_row(name, f"{f.extracted:,}", f"{f.loaded:,}", f"{f.inserted:,}", f"{f.updated:,}",
                       f"{f.unchanged:,}", f"{f.rejected:,}", str(mark or ""))
-    out.print(table)
+    if result.streams:
+        out.print(table)
+    if result.models is not None:
+        _print_models(result.models)
     if result.summary.error_message:
         err.print(f"[{colour}]{secrets.redact(result.summary.error_message)}[/]")
+
+
+def _print_models(build: Any) -> None:
+    table = Table(title="models", title_justify="left")
+    for column in ("model", "status", "rows", "seconds", "action / error"):
+        table.add_column(column, justify="right" if column in ("rows", "seconds") else "left", overflow="fold")
+    colours = {"success": "green", "failed": "red", "skipped": "yellow"}
+    for r in build.models.values():
+        note = r.action if r.status == "success" else str(r.error)
+        if r.warnings:
+            note += " (warnings: " + "; ".join(r.warnings) + ")"
+        table.add_row(r.relation, f"[{colours[r.status]}]{r.status}[/]", f"{r.rows:,}", f"{r.seconds:.2f}", note)
+    out.print(table)
+
+
+@app.command()
+def transform(
+    select: list[str] = typer.Option(
+        None, "--select", "-s", help="Models to build: NAME, NAME+ (with what reads it), +NAME (with what it reads)."
+    ),
+    layer: list[str] = typer.Option(None, "--layer", "-l", help="Every model of a layer (stg, mart, rpt) and its dependents."),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Rebuild incremental models from scratch."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the SQL in build order; build nothing."),
+    threads: int = typer.Option(4, "--threads", help="Independent models built at once."),
+) -> None:
+    """Build the project's SQL models (sql/stg, sql/mart, sql/rpt) in dependency order, with their data tests."""
+    from elt.pipeline import Pipeline
+    from elt.runner import Runner
+    from elt.transforms import Builder, project_graph
+
+    project_dir, registry = _project_or_models()
+    if dry_run:
+        graph = project_graph(project_dir, registry.values())
+        out.print(Builder("", graph).dry_run(graph.select(select or [], layer or [])), markup=False, highlight=False)
+        return
+    first = next(iter(registry.values()), None) or Pipeline("transforms", streams=[])
+    result = Runner(first, project_dir=project_dir, full_refresh=full_refresh).transform(select or [], layer or [], threads)
+    _print_run(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _project_or_models() -> tuple[Path, dict[str, Any]]:
+    """The project's pipelines; a folder with only sql/ models (no pipelines.py) is a project too."""
+    from elt.errors import ProjectNotFound
+    from elt.pipeline import load_project
+
+    try:
+        return load_project(_Ctx.project)
+    except ProjectNotFound:
+        if (_project_dir() / "sql").is_dir():
+            return _project_dir(), {}
+        raise
+
+
+@app.command()
+def stage(
+    stream: str = typer.Argument(..., help="The stream, as NAME or PIPELINE.NAME."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a starter sql/stg/<source>_<entity>.sql for a stream: typed columns, latest row per key."""
+    from elt.pipeline import load_project
+    from elt.transforms.stage import write_starter
+
+    project_dir, registry = load_project(_Ctx.project)
+    pipeline_name, _, name = stream.rpartition(".")
+    matches = [(p, s) for p in registry.values() for s in p.streams
+               if s.name == name and (not pipeline_name or p.name == pipeline_name)]
+    if not matches:
+        raise EltError(f"no stream {stream!r} in this project; `elt state show` lists them")
+    if len(matches) > 1:
+        raise EltError(f"stream {name!r} is in several pipelines ({', '.join(p.name for p, _ in matches)}); use PIPELINE.{name}")
+    pipeline, extractor = matches[0]
+    loader = pipeline.destination.loader(project_dir)  # type: ignore[union-attr]
+    try:
+        path = write_starter(project_dir, pipeline.name, extractor, loader, force=force)
+    finally:
+        loader.close()
+    out.print(f"wrote {path.relative_to(project_dir)}; edit it, then `elt transform --select {path.stem}`")
 
 
 @app.command()

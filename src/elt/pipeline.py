@@ -38,6 +38,9 @@ class Pipeline:
     every: str | None = None
     after: Sequence[str] = ()
     description: str = ""
+    #: Models built after the loads: ``True`` (default) every model reading this pipeline's
+    #: tables and their dependents; a list of selectors (``"mart.revenue+"``); ``False`` none.
+    transforms: bool | Sequence[str] = True
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,7 +88,10 @@ def registered() -> dict[str, Pipeline]:
 
 
 def clear_registry() -> None:
+    from elt.transforms.models import clear_transforms
+
     _registry.clear()
+    clear_transforms()
 
 
 def load_project(project: Path | str | None = None) -> tuple[Path, dict[str, Pipeline]]:

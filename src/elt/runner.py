@@ -28,7 +28,11 @@ from elt.progress import LogProgress, Progress, default_progress
 from elt.records import coerce_cursor, cursor_kind
 from elt.schema import diff_fields
 from elt.state import StreamState, Watermark
+from elt.transforms.build import BuildResult
 from elt.validation import PreparedBatch, prepare
+
+#: The name `elt transform` runs are logged under in ``pipeline.execution_log``.
+TRANSFORM_RUN = "transforms"
 
 #: Process exit code for each run status (``elt run`` exits with the worst).
 EXIT_CODES = {"success": 0, "failed": 1, "partial": 3, "skipped": 4}
@@ -77,6 +81,8 @@ class RunResult:
     status: str
     summary: RunSummary
     streams: dict[str, StreamFigures] = field(default_factory=dict)
+    #: The models built in this run, when it built any.
+    models: BuildResult | None = None
 
     @property
     def exit_code(self) -> int:
@@ -96,6 +102,8 @@ class _Run:
         self.skipped: str | None = None
         #: What was written to the log row when the run closed.
         self.closed: RunSummary | None = None
+        #: The models built after the loads, when the pipeline has any.
+        self.transforms: BuildResult | None = None
 
     def fail(self, stream: str, exc: Exception) -> str:
         """Record a stream's failure (message and traceback, secrets masked); return the message."""
@@ -106,7 +114,7 @@ class _Run:
 
     def result(self) -> RunResult:
         assert self.closed is not None
-        return RunResult(self.pipeline, self.run_id, self.closed.status, self.closed, self.streams)
+        return RunResult(self.pipeline, self.run_id, self.closed.status, self.closed, self.streams, self.transforms)
 
     def summary(self, status: str = "running") -> RunSummary:
         figures = self.streams.values()
@@ -115,13 +123,18 @@ class _Run:
             rows_extracted=sum(f.extracted for f in figures),
             rows_loaded=sum(f.loaded for f in figures),
             rows_rejected=sum(f.rejected for f in figures),
+            rows_transformed=self.transforms.rows_transformed if self.transforms else 0,
             streams={name: f.as_json() for name, f in self.streams.items()},
         )
 
     def close(self) -> RunSummary:
+        model_failures = self.transforms.failures if self.transforms else {}
         if self.failures or self.over_ratio:
             status = "failed"
-        elif any(f.rejected for f in self.streams.values()):
+        elif model_failures and not self.streams and len(model_failures) == len(self.transforms.models):  # type: ignore[union-attr]
+            status = "failed"  # a transform-only run that built nothing
+        elif model_failures or any(f.rejected for f in self.streams.values()):
+            # The data is loaded; what is missing is downstream of it.
             status = "partial"
         else:
             status = "success"
@@ -132,13 +145,18 @@ class _Run:
             for name, error in ((name, failure["error"]) for name, failure in self.failures.items())
         ]
         messages += self.over_ratio
-        if status == "partial":
+        messages += [f"model {relation}: {error}" for relation, error in model_failures.items()]
+        if status == "partial" and summary.rows_rejected:
             rejected = summary.rows_rejected
             messages.append(f"{rejected} record(s) rejected to pipeline.dead_letter (see `elt dead-letter list`)")
         if messages:
             summary.error_message = "; ".join(messages)
+        detail: dict[str, Any] = {}
         if self.failures:
-            summary.error_detail = {"streams": self.failures}
+            detail["streams"] = self.failures
+        if self.transforms:
+            detail["models"] = self.transforms.as_json()
+        summary.error_detail = detail or None
         return summary
 
 
@@ -181,32 +199,36 @@ class Runner:
         return loader
 
     @contextmanager
-    def _frame(self, trigger: str) -> Iterator[tuple[Loader, _Run]]:
-        """Log row + lock around a run. The run yielded has ``skipped`` set when another run holds the lock."""
+    def _frame(self, trigger: str, name: str | None = None) -> Iterator[tuple[Loader, _Run]]:
+        """Log row + lock around a run of ``name`` (default: the pipeline's name).
+
+        The run yielded has ``skipped`` set when another run holds the lock.
+        """
+        name = name or self.pipeline.name
         loader = self._open_loader()
         owns_loader = self._loader is None
         try:
             loader.migrate()
-            run_id = loader.start_run(self.pipeline.name, trigger)
-            structlog.contextvars.bind_contextvars(pipeline=self.pipeline.name, run_id=run_id)
-            if not loader.try_lock(self.pipeline.name):
-                other = loader.running_elsewhere(self.pipeline.name, run_id)
+            run_id = loader.start_run(name, trigger)
+            structlog.contextvars.bind_contextvars(pipeline=name, run_id=run_id)
+            if not loader.try_lock(name):
+                other = loader.running_elsewhere(name, run_id)
                 where = (f" (run {other['run_id']} started {other['started_at']:%Y-%m-%d %H:%M:%S} UTC on"
                          f" {other['hostname']}, pid {other['pid']})") if other else ""
-                message = f"another run of {self.pipeline.name} is in progress{where}; this run was skipped"
+                message = f"another run of {name} is in progress{where}; this run was skipped"
                 self.log.warning(message)
-                run = _Run(self.pipeline.name, run_id)
+                run = _Run(name, run_id)
                 run.skipped = message
                 run.closed = RunSummary(status="skipped", error_message=message)
                 loader.finish_run(run_id, run.closed)
                 yield loader, run
                 return
             try:
-                abandoned = loader.mark_abandoned(self.pipeline.name, run_id)
+                abandoned = loader.mark_abandoned(name, run_id)
                 if abandoned:
                     self.log.warning("closed runs left 'running' by a stopped process as failed (abandoned)",
                                      count=abandoned)
-                run = _Run(self.pipeline.name, run_id)
+                run = _Run(name, run_id)
                 try:
                     yield loader, run
                 except BaseException as exc:
@@ -223,7 +245,7 @@ class Runner:
                     run.closed = run.close()
                     loader.finish_run(run_id, run.closed)
             finally:
-                loader.unlock(self.pipeline.name)
+                loader.unlock(name)
         finally:
             structlog.contextvars.unbind_contextvars("pipeline", "run_id")
             if owns_loader:
@@ -251,6 +273,7 @@ class Runner:
                     progress.end_stream(extractor.name, extracted=figures.extracted, loaded=figures.loaded,
                                         rejected=figures.rejected)
                     self._check_ratio(run, extractor, figures)
+                self._transform(run, loader, [s.name for s in streams])
             result = run.result()
         finally:
             progress.close()
@@ -259,6 +282,39 @@ class Runner:
         log("run finished", run_id=result.run_id, status=result.status, extracted=summary.rows_extracted,
             loaded=summary.rows_loaded, rejected=summary.rows_rejected, error=summary.error_message)
         return result
+
+    def _transform(self, run: _Run, loader: Loader, streams: list[str]) -> None:
+        """Build the models downstream of what this run loaded (or the pipeline's own selection)."""
+        from elt.pipeline import registered
+        from elt.transforms import Builder, project_graph
+        from elt.transforms.models import registered_transforms
+        from elt.transforms.project import stream_tables
+
+        wanted = self.pipeline.transforms
+        project_dir = self.project_dir or Path.cwd()
+        if not wanted or not ((project_dir / "sql").is_dir() or registered_transforms()):
+            return
+        try:
+            graph = project_graph(project_dir, registered().values() or [self.pipeline])
+            if wanted is True:
+                failed = [s for s in streams if s in run.failures]
+                ok = [s for s in streams if s not in run.failures]
+                selected = graph.reading(stream_tables(self.pipeline, ok))
+                blocked = selected & graph.reading(stream_tables(self.pipeline, failed))
+                if blocked:
+                    self.log.warning("models reading a failed stream are not built this run", models=sorted(blocked))
+                selected -= blocked
+            else:
+                selected = graph.select(list(wanted))
+            if not selected:
+                return
+            url = getattr(loader, "url", None)
+            if url is None:
+                raise ConfigError("this destination cannot build SQL models yet")
+            self.log.info("building models", count=len(selected))
+            run.transforms = Builder(url, graph, full_refresh=self.full_refresh).run(selected)
+        except Exception as exc:  # a broken graph (cycle, missing model) fails the run, with the loads kept
+            run.fail("transforms", exc)
 
     def _check_ratio(self, run: _Run, extractor: Extractor, figures: StreamFigures) -> None:
         if not figures.rejected or not figures.extracted:
@@ -346,6 +402,25 @@ class Runner:
         loader.finish_stream(target, run.run_id, final)
         if final is not None:
             figures.watermark = final
+
+    # --- transforms alone (`elt transform`) ----------------------------------------------
+
+    def transform(self, selectors: Sequence[str] = (), layers: Sequence[str] = (), threads: int = 4) -> RunResult:
+        """Build the selected models (all by default), logged as a run of ``transforms``."""
+        from elt.pipeline import registered
+        from elt.transforms import Builder, project_graph
+
+        project_dir = self.project_dir or Path.cwd()
+        graph = project_graph(project_dir, registered().values() or [self.pipeline])
+        selected = graph.select(selectors, layers)
+        with self._frame("transform", name=TRANSFORM_RUN) as (loader, run):
+            if run.skipped:
+                return run.result()
+            url = getattr(loader, "url", None)
+            if url is None:
+                raise ConfigError("this destination cannot build SQL models yet")
+            run.transforms = Builder(url, graph, threads=threads, full_refresh=self.full_refresh).run(selected)
+        return run.result()
 
     # --- dead-letter replay ----------------------------------------------------------
 

@@ -30,7 +30,7 @@ GENERATED_VIEW_MARK = "elt:generated"
 MAX_IDENTIFIER = 63
 
 
-def _short(name: str, suffix: str) -> str:
+def short_identifier(name: str, suffix: str) -> str:
     # Index names must stay within 63 bytes however long the table name is.
     return f"elt_{hashlib.md5(name.encode()).hexdigest()[:12]}_{suffix}"
 
@@ -72,7 +72,7 @@ class RawTable:
 
     @property
     def shadow_name(self) -> str:
-        return _short(self.name, "shadow")
+        return short_identifier(self.name, "shadow")
 
     @property
     def shadow(self) -> sql.Composable:
@@ -124,7 +124,7 @@ class RawTable:
         unique = self.conflict_columns
         statements: list[Statement] = [
             sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                sql.Identifier(_short(name, "uq_" + ("key" if unique == self.keys else "hash"))),
+                sql.Identifier(short_identifier(name, "uq_" + ("key" if unique == self.keys else "hash"))),
                 table,
                 sql.SQL(", ").join(map(sql.Identifier, unique)),
             )
@@ -132,7 +132,7 @@ class RawTable:
         if self.strategy is WriteStrategy.APPEND_DEDUP:
             statements.append(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, _row_seq)").format(
-                    sql.Identifier(_short(name, "key")), table, sql.SQL(", ").join(map(sql.Identifier, self.keys))
+                    sql.Identifier(short_identifier(name, "key")), table, sql.SQL(", ").join(map(sql.Identifier, self.keys))
                 )
             )
         return statements

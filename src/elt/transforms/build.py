@@ -1,0 +1,154 @@
+"""Building a selection of models: dependency order, bounded parallelism, failures isolated.
+
+A model starts when every selected model it reads has been built. One that
+fails (SQL error or failing data test) is rolled back, and every model
+downstream of it is skipped with the reason; independent models carry on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from elt import secrets
+from elt.errors import EltError
+from elt.logs import get_logger
+from elt.transforms.datatests import DataTestResult, run_checks
+from elt.transforms.graph import Graph
+from elt.transforms.materialize import CREATE_KIND, build, create_schemas
+from elt.transforms.models import Model
+
+
+class DataTestFailed(EltError):
+    """A model's data test failed; the model was not replaced."""
+
+
+@dataclass
+class ModelResult:
+    relation: str
+    path: str
+    status: str  # success | failed | skipped
+    rows: int = 0
+    seconds: float = 0.0
+    action: str = ""
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildResult:
+    """The outcome of one ``elt transform`` (or a pipeline's transform step), model by model."""
+
+    models: dict[str, ModelResult] = field(default_factory=dict)
+
+    @property
+    def rows_transformed(self) -> int:
+        return sum(r.rows for r in self.models.values())
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return {r.relation: str(r.error) for r in self.models.values() if r.status != "success"}
+
+    @property
+    def status(self) -> str:
+        return "success" if not self.failures else "failed"
+
+    def as_json(self) -> dict[str, Any]:
+        return {r.relation: {k: v for k, v in r.__dict__.items() if v not in (None, [], "")} for r in self.models.values()}
+
+
+class Builder:
+    """Builds models of ``graph`` against the PostgreSQL database at ``url``."""
+
+    def __init__(self, url: str, graph: Graph, *, threads: int = 4, full_refresh: bool = False) -> None:
+        self.url, self.graph = url, graph
+        self.threads = max(1, threads)
+        self.full_refresh = full_refresh
+        self.log = get_logger()
+
+    def plan(self, selected: Iterable[str]) -> list[Model]:
+        return self.graph.order(selected)
+
+    def dry_run(self, selected: Iterable[str]) -> str:
+        """The SQL of each selected model, in build order, as `elt transform --dry-run` prints it."""
+        parts = []
+        for model in self.plan(selected):
+            config = model.config
+            extra = f", unique_key {', '.join(config.unique_key)}" if config.unique_key else ""
+            tests = f"\n-- tests: {', '.join(t.text for t in config.tests)}" if config.tests else ""
+            parts.append(f"-- {model.path} -> {model.relation} ({config.materialized}{extra}){tests}\n"
+                         f"CREATE {CREATE_KIND[config.materialized]} {model.relation} AS\n{model.sql};\n")
+        return "\n".join(parts)
+
+    def run(self, selected: Iterable[str]) -> BuildResult:
+        order = self.plan(selected)
+        if order:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                create_schemas(conn, {m.schema for m in order})
+        chosen = {m.relation for m in order}
+        waiting = {m.relation: {d for d in m.depends_on if d in chosen} for m in order}
+        result = BuildResult()
+        running: dict[Future[ModelResult], str] = {}
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="elt-model") as pool:
+            while waiting or running:
+                for model in order:
+                    relation = model.relation
+                    if relation not in waiting or len(running) >= self.threads:
+                        continue
+                    failed = sorted(d for d in waiting[relation] if d in result.models and result.models[d].status != "success")
+                    if failed:
+                        del waiting[relation]
+                        reason = f"skipped: upstream {', '.join(failed)} failed"
+                        result.models[relation] = ModelResult(relation, model.path, "skipped", error=reason)
+                        self.log.warning("model skipped", model=relation, reason=reason)
+                        continue
+                    if all(d in result.models for d in waiting[relation]):
+                        del waiting[relation]
+                        running[pool.submit(self._build_one, model)] = relation
+                if not running:
+                    continue  # only skips happened this pass; look again
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    result.models[running.pop(future)] = outcome
+        # Keep the build order in the result, not the completion order.
+        result.models = {m.relation: result.models[m.relation] for m in order}
+        return result
+
+    def _build_one(self, model: Model) -> ModelResult:
+        started = time.monotonic()
+        outcome = ModelResult(model.relation, model.path, "success")
+        try:
+            with psycopg.connect(self.url, autocommit=False, application_name=f"elt-transform {model.relation}") as conn:
+                with conn.cursor() as cur:
+                    def check(relation: str) -> list[DataTestResult]:
+                        results = run_checks(cur, model.config.tests, relation)
+                        failed = [r for r in results if not r.passed and not r.test.warn]
+                        for warned in (r for r in results if not r.passed and r.test.warn):
+                            outcome.warnings.append(warned.describe(model.relation))
+                        if failed:
+                            raise DataTestFailed("; ".join(r.describe(model.relation) for r in failed)
+                                                 + f"; {model.relation} was not replaced")
+                        return results
+
+                    built = build(cur, model, full_refresh=self.full_refresh, check=check)
+                conn.commit()
+            outcome.rows, outcome.action = built.rows, built.action
+        except Exception as exc:  # any failure stays with this model; the rest of the build goes on
+            outcome.status = "failed"
+            message = str(exc).strip() if isinstance(exc, (EltError, psycopg.Error)) else f"{type(exc).__name__}: {exc}"
+            outcome.error = secrets.redact(f"{model.path}: {message}" if not message.startswith(model.path) else message)
+        outcome.seconds = round(time.monotonic() - started, 3)
+        log = self.log.bind(model=model.relation, seconds=outcome.seconds)
+        for warning in outcome.warnings:
+            log.warning("data test failed (warn only)", detail=warning)
+        if outcome.status == "success":
+            log.info(f"model {outcome.action}", rows=outcome.rows)
+        else:
+            log.error("model failed; models that read it are skipped", error=outcome.error)
+        return outcome

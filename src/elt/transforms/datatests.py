@@ -1,0 +1,75 @@
+"""Data tests: SQL that counts the rows breaking a rule, run against a model as it is built.
+
+Each test is one query returning the number of offending rows (or 1 for a
+table-level failure such as no rows at all, or stale data). Zero passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from elt.transforms.models import DataTest, parse_duration
+
+
+@dataclass
+class DataTestResult:
+    test: DataTest
+    failures: int
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0
+
+    def describe(self, relation: str) -> str:
+        what = {
+            "unique": "duplicate key groups", "not_null": "null rows", "accepted_values": "rows with other values",
+            "relationships": "rows without a match", "row_count": "too few rows", "freshness": "data too old",
+        }[self.test.kind]
+        return f"test {self.test.text} on {relation} failed: {self.failures} {what}"
+
+
+def _ident(dotted: str) -> sql.Identifier:
+    return sql.Identifier(*dotted.split("."))
+
+
+def check_sql(test: DataTest, relation: str) -> sql.Composed:
+    """The query counting what breaks ``test`` in ``relation`` (``schema.name``)."""
+    table = _ident(relation)
+    cols = [sql.Identifier(c) for c in test.columns]
+    if test.kind == "unique":
+        return sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {notnull} GROUP BY {cols} HAVING count(*) > 1) AS dup"
+        ).format(t=table, cols=sql.SQL(", ").join(cols),
+                 notnull=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols))
+    if test.kind == "not_null":
+        return sql.SQL("SELECT count(*) FROM {t} WHERE {cond}").format(
+            t=table, cond=sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(c) for c in cols))
+    if test.kind == "accepted_values":
+        return sql.SQL("SELECT count(*) FROM {t} WHERE {c} IS NOT NULL AND {c}::text <> ALL({values})").format(
+            t=table, c=cols[0], values=sql.Literal(list(test.args)))
+    if test.kind == "relationships":
+        schema, other, column = test.args[0].split(".")
+        return sql.SQL(
+            "SELECT count(*) FROM {t} AS child WHERE child.{c} IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM {o} AS parent WHERE parent.{pc} = child.{c})"
+        ).format(t=table, c=cols[0], o=sql.Identifier(schema, other), pc=sql.Identifier(column))
+    if test.kind == "row_count":
+        return sql.SQL("SELECT (count(*) <= {n})::int FROM {t}").format(t=table, n=sql.Literal(int(test.args[0])))
+    if test.kind == "freshness":
+        seconds = parse_duration(test.args[0])
+        # No rows at all is as stale as old rows: both mean the data stopped arriving.
+        return sql.SQL(
+            "SELECT (coalesce(max({c})::timestamptz < now() - make_interval(secs => {s}), true))::int FROM {t}"
+        ).format(t=table, c=cols[0], s=sql.Literal(seconds))
+    raise ValueError(f"unknown test kind {test.kind!r}")
+
+
+def run_checks(cursor: Any, tests: tuple[DataTest, ...], relation: str) -> list[DataTestResult]:
+    results = []
+    for test in tests:
+        cursor.execute(check_sql(test, relation))
+        results.append(DataTestResult(test, int(cursor.fetchone()[0])))
+    return results

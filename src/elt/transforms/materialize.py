@@ -1,0 +1,254 @@
+"""Materialisations: how a model's SELECT becomes a view, table, materialised view or incremental table.
+
+Each model builds inside one transaction, so readers never see a half-built
+relation and a failed build (or a failed data test) leaves the last good
+version in place:
+
+- a rebuild creates ``<name>__elt_new``, runs the data tests against it, then
+  swaps it in: drop the old relation, rename the new one, and re-create the
+  views that read the old one (with their comments, indexes and grants) --
+  all before COMMIT;
+- an ``incremental`` model merges the rows at or past its watermark into the
+  existing table by ``unique_key`` (full rebuild with ``--full-refresh``);
+- an unchanged ``materialized_view`` is refreshed (``CONCURRENTLY`` when it has
+  a unique index, so readers are not blocked); an unchanged ``view`` is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from elt.errors import EltError
+from elt.loaders.pg_raw import short_identifier
+from elt.transforms.datatests import DataTestResult
+from elt.transforms.models import Model
+
+#: Start of the COMMENT on every relation a model builds (the loader leaves these alone).
+MODEL_MARK = "elt:model"
+_KINDS = {"v": "VIEW", "r": "TABLE", "m": "MATERIALIZED VIEW", "p": "TABLE"}
+CREATE_KIND = {"view": "VIEW", "table": "TABLE", "incremental": "TABLE", "materialized_view": "MATERIALIZED VIEW"}
+
+Check = Callable[[str], list[DataTestResult]]
+
+
+class ModelError(EltError):
+    """A model could not be built as declared."""
+
+
+@dataclass
+class Built:
+    rows: int
+    tests: list[DataTestResult]
+    action: str
+
+
+def fingerprint(model: Model) -> str:
+    """Changes when the SQL or the settings that shape the relation change."""
+    text = "\n".join([model.sql, model.config.materialized, ",".join(model.config.unique_key)])
+    return hashlib.md5(text.encode()).hexdigest()[:12]
+
+
+def build(cur: Any, model: Model, *, full_refresh: bool, check: Check) -> Built:
+    """Build ``model`` with the cursor's connection (in a transaction the caller commits).
+
+    The model's schema must exist (see :func:`create_schemas`).
+    """
+    # Two builds of one model (a cron run and `elt transform`) take turns.
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:model:{model.relation}"])
+    existing = _existing(cur, model.schema, model.name)
+    kind = model.config.materialized
+    unchanged = existing is not None and existing["comment"] == _comment(model)
+    if not full_refresh and existing is not None:
+        if kind == "incremental" and existing["relkind"] in ("r", "p"):
+            return _merge(cur, model, check)
+        if kind == "materialized_view" and existing["relkind"] == "m" and unchanged:
+            return _refresh(cur, model, check)
+        if kind == "view" and existing["relkind"] == "v" and unchanged:
+            return Built(0, check(model.relation), "kept (unchanged)")
+    return _rebuild(cur, model, existing, check)
+
+
+def create_schemas(conn: Any, schemas: set[str]) -> None:
+    """Create the layers' schemas once, before models build in parallel (concurrent CREATE SCHEMA races)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('elt:schemas'))")
+        for schema in sorted(schemas):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Check) -> Built:
+    kind = model.config.materialized
+    temp = f"{model.name}__elt_new"
+    if len(temp.encode()) > 63:
+        temp = short_identifier(model.relation, "new")
+    target = sql.Identifier(model.schema, temp)
+    cur.execute(sql.SQL("CREATE {kind} {t} AS {body}").format(
+        kind=sql.SQL(CREATE_KIND[kind]), t=target, body=sql.SQL(model.sql)))  # type: ignore[arg-type]
+    rows = max(cur.rowcount, 0) if kind != "view" else 0
+    # Tested before it replaces anything: a failing test keeps the last good version.
+    tests = check(f"{model.schema}.{temp}")
+    key_index = short_identifier(model.relation, "key")
+    if model.config.unique_key and kind != "view":
+        cur.execute("SAVEPOINT elt_key")
+        try:
+            cur.execute(sql.SQL("CREATE UNIQUE INDEX {i} ON {t} ({cols})").format(
+                i=sql.Identifier(key_index + "_new"), t=target,
+                cols=sql.SQL(", ").join(map(sql.Identifier, model.config.unique_key))))
+        except Exception as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT elt_key")
+            raise ModelError(
+                f"{model.path}: unique_key ({', '.join(model.config.unique_key)}) is not unique in the new"
+                f" {model.relation}: {str(exc).splitlines()[0]}. Deduplicate in the SELECT, or fix unique_key"
+            ) from None
+    grants: list[tuple[str, str]] = []
+    dependents: list[dict[str, Any]] = []
+    if existing is not None:
+        # Swaps take turns: two models sharing a dependent view would otherwise deadlock
+        # dropping it. Only this short step is serialised; the builds above run in parallel.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('elt:swap'))")
+        grants = _grants(cur, existing["oid"])
+        dependents = _dependents(cur, existing["oid"])
+        cur.execute(sql.SQL("DROP {kind} {t} CASCADE").format(
+            kind=sql.SQL(_KINDS[existing["relkind"]]), t=sql.Identifier(model.schema, model.name)))
+    create_kind = sql.SQL(CREATE_KIND[kind])
+    cur.execute(sql.SQL("ALTER {kind} {t} RENAME TO {n}").format(kind=create_kind, t=target, n=sql.Identifier(model.name)))
+    if model.config.unique_key and kind != "view":
+        cur.execute(sql.SQL("ALTER INDEX {i} RENAME TO {n}").format(
+            i=sql.Identifier(model.schema, key_index + "_new"), n=sql.Identifier(key_index)))
+    relation = sql.Identifier(model.schema, model.name)
+    cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(kind=create_kind, t=relation, c=sql.Literal(_comment(model))))
+    _grant(cur, relation, grants)
+    for dependent in dependents:
+        _recreate(cur, dependent)
+    action = "created" if existing is None else f"rebuilt ({len(dependents)} dependent views kept)" if dependents else "rebuilt"
+    return Built(rows, tests, action)
+
+
+def _merge(cur: Any, model: Model, check: Check) -> Built:
+    """Merge rows at or past the watermark into the existing table, by unique_key."""
+    target = sql.Identifier(model.schema, model.name)
+    cur.execute(sql.SQL("SELECT * FROM ({body}) AS m LIMIT 0").format(body=sql.SQL(model.sql)))  # type: ignore[arg-type]
+    columns = [d.name for d in cur.description]
+    cur.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+        " ORDER BY attnum", [f'"{model.schema}"."{model.name}"'])
+    stored = [r[0] for r in cur.fetchall()]
+    if columns != stored:
+        raise ModelError(
+            f"{model.path}: the SELECT's columns ({', '.join(columns)}) differ from {model.relation}'s"
+            f" ({', '.join(stored)}); rebuild it with `elt transform --full-refresh --select {model.relation}`"
+        )
+    keys = list(model.config.unique_key)
+    rest = [c for c in columns if c not in keys]
+    mark = sql.Identifier(str(model.config.watermark))
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    if rest:
+        excluded = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in rest)
+        current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in rest)
+        # Rows that come back identical are not rewritten (and not counted).
+        action: sql.Composable = sql.SQL("DO UPDATE SET ({cols}) = ROW({ex}) WHERE ({cur}) IS DISTINCT FROM ({ex})").format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, rest)), ex=excluded, cur=current)
+    else:
+        action = sql.SQL("DO NOTHING")
+    cur.execute(sql.SQL(
+        # `>=` re-reads the newest watermark value on purpose: rows sharing it may have arrived since.
+        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM ({body}) AS m"
+        " WHERE m.{mark} >= (SELECT max({mark}) FROM {t}) OR NOT EXISTS (SELECT 1 FROM {t})"
+        " ON CONFLICT ({keys}) {action}"
+    ).format(t=target, cols=cols, body=sql.SQL(model.sql), mark=mark,  # type: ignore[arg-type]
+             keys=sql.SQL(", ").join(map(sql.Identifier, keys)), action=action))
+    rows = max(cur.rowcount, 0)
+    return Built(rows, check(model.relation), "merged")
+
+
+def _refresh(cur: Any, model: Model, check: Check) -> Built:
+    target = sql.Identifier(model.schema, model.name)
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = %s::regclass AND indisunique AND indpred IS NULL)",
+        [f'"{model.schema}"."{model.name}"'])
+    concurrently = bool(cur.fetchone()[0])
+    # CONCURRENTLY needs a unique index and lets readers keep reading during the refresh.
+    cur.execute(sql.SQL("REFRESH MATERIALIZED VIEW {c} {t}").format(
+        c=sql.SQL("CONCURRENTLY" if concurrently else ""), t=target))
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
+    rows = int(cur.fetchone()[0])
+    return Built(rows, check(model.relation), "refreshed concurrently" if concurrently else "refreshed")
+
+
+def _comment(model: Model) -> str:
+    return f"{MODEL_MARK} {model.path} sha={fingerprint(model)}"
+
+
+def _existing(cur: Any, schema: str, name: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT c.oid, c.relkind, obj_description(c.oid, 'pg_class') FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+        " AND c.relkind IN ('r', 'p', 'v', 'm')", [schema, name])
+    row = cur.fetchone()
+    return None if row is None else {"oid": row[0], "relkind": row[1], "comment": row[2]}
+
+
+def _dependents(cur: Any, oid: int) -> list[dict[str, Any]]:
+    """Views and materialised views reading ``oid`` (directly or not), dependencies first, as they are defined now."""
+    # Definitions are printed with every name schema-qualified, so they re-create exactly.
+    cur.execute("SELECT current_setting('search_path')")
+    search_path = cur.fetchone()[0]
+    cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+    cur.execute(
+        """
+        WITH RECURSIVE deps(oid, depth) AS (
+            SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %(oid)s AND r.ev_class <> %(oid)s
+            UNION ALL
+            SELECT r.ev_class, deps.depth + 1 FROM deps
+              JOIN pg_depend d ON d.refobjid = deps.oid AND d.classid = 'pg_rewrite'::regclass
+              JOIN pg_rewrite r ON r.oid = d.objid
+             WHERE r.ev_class <> deps.oid AND deps.depth < 50   -- bounded even if the catalog surprises us
+        )
+        SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid) AS definition,
+               obj_description(c.oid, 'pg_class') AS comment,
+               array(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid) AS indexes,
+               max(deps.depth) AS depth
+          FROM deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+         GROUP BY c.oid, n.nspname, c.relname, c.relkind
+         ORDER BY depth, c.oid
+        """,
+        {"oid": oid},
+    )
+    columns = [d.name for d in cur.description]
+    found = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    for dependent in found:
+        dependent["grants"] = _grants(cur, dependent["oid"])
+    cur.execute("SELECT set_config('search_path', %s, true)", [search_path])
+    return found
+
+
+def _recreate(cur: Any, dependent: dict[str, Any]) -> None:
+    kind = sql.SQL(_KINDS[dependent["relkind"]])
+    name = sql.Identifier(dependent["nspname"], dependent["relname"])
+    cur.execute(sql.SQL("CREATE {kind} {name} AS {definition}").format(
+        kind=kind, name=name, definition=sql.SQL(dependent["definition"].rstrip().rstrip(";"))))
+    for index in dependent["indexes"] or []:
+        cur.execute(index)
+    if dependent["comment"]:
+        cur.execute(sql.SQL("COMMENT ON {kind} {name} IS {c}").format(kind=kind, name=name, c=sql.Literal(dependent["comment"])))
+    _grant(cur, name, dependent["grants"])
+
+
+def _grants(cur: Any, oid: int) -> list[tuple[str, str]]:
+    cur.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type"
+        " FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner", [oid])
+    return [(r[0], r[1]) for r in cur.fetchall()]
+
+
+def _grant(cur: Any, relation: sql.Identifier, grants: list[tuple[str, str]]) -> None:
+    # Privileges given to BI tools or Supabase roles survive the rebuild.
+    for grantee, privilege in grants:
+        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.SQL(grantee)  # regrole text is already quoted
+        cur.execute(sql.SQL("GRANT {p} ON {r} TO {who}").format(p=sql.SQL(privilege), r=relation, who=who))

@@ -1,0 +1,118 @@
+"""``elt stage``: a starter staging model for a raw stream, typed from the fields seen so far.
+
+The file casts each top-level field out of ``_raw_payload`` with the type its
+values have shown (timestamps and dates recognised in strings), keeps the
+latest version per key, and declares ``unique`` and ``not_null`` tests on the
+key. It is a starting point: the user owns the file afterwards, and ``elt``
+never overwrites it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from elt.errors import ConfigError
+from elt.extractors.base import Extractor
+from elt.records import parse_timestamp
+
+# How each JSON type of the schema trail is cast out of the payload.
+_CASTS = {"integer": "bigint", "number": "numeric", "boolean": "boolean", "timestamp": "timestamptz", "date": "date"}
+_SAFE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def column_name(field: str) -> str:
+    """A lower-case SQL column name for a JSON field (``createdAt`` -> ``created_at``)."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", field).lower()
+    name = re.sub(r"[^a-z0-9_]+", "_", name).strip("_") or "field"
+    return name if not name[0].isdigit() else f"f_{name}"
+
+
+def refine(kind: str, samples: list[Any]) -> str:
+    """A string field whose sampled values all look like timestamps, dates or decimals is one."""
+    values = [v for v in samples if isinstance(v, str) and v]
+    if kind != "string" or not values:
+        return kind
+    if all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) for v in values):
+        return "date"
+    # Money as text ("12.50") is common in APIs; a leading-zero code ("007") stays text.
+    if all(re.fullmatch(r"-?(0|[1-9]\d*)\.\d+", v) for v in values):
+        return "number"
+    try:
+        for value in values:
+            if not re.match(r"\d{4}-\d{2}-\d{2}[T ]\d", value):
+                return kind
+            parse_timestamp(value)
+    except ValueError:
+        return kind
+    return "timestamp"
+
+
+def expression(field: str, kind: str) -> str:
+    literal = "'" + field.replace("'", "''") + "'"
+    if kind in ("object", "array") or "|" in kind:
+        return f"_raw_payload -> {literal}"  # stays jsonb: nested or mixed-type data
+    text = f"_raw_payload ->> {literal}"
+    cast = _CASTS.get(kind)
+    return f"({text})::{cast}" if cast else text
+
+
+def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], samples: dict[str, list[Any]]) -> str:
+    """The text of ``sql/stg/<table>.sql``."""
+    keys = list(extractor.key_fields)
+    columns: list[str] = []
+    used: set[str] = set()
+    for field, kind in fields.items():
+        name = column_name(field)
+        while name in used:
+            name += "_"
+        used.add(name)
+        quoted = name if _SAFE.match(name) else f'"{name}"'
+        columns.append(f"    {expression(field, refine(kind, samples.get(field, [])))} AS {quoted}")
+    columns.append("    _loaded_at")
+    key_names = [column_name(k) for k in keys]
+    header = [
+        f"-- Staging model for raw.{table}: one typed row per {', '.join(keys) or 'record'}.",
+        "-- Written by `elt stage`; yours to edit (elt never overwrites it). Types come from the",
+        "-- values seen so far: check them, rename columns, drop what you do not need.",
+        "-- materialized: view",
+    ]
+    if keys:
+        header.append(f"-- unique_key: {', '.join(key_names)}")
+        header.append(f"-- tests: unique({', '.join(key_names)}), " + ", ".join(f"not_null({k})" for k in key_names))
+    select = "SELECT\n" + ",\n".join(columns)
+    if not keys:
+        return "\n".join(header) + f"\n{select}\nFROM raw.{table}\n"
+    # The latest version of each key: raw keeps every version the source sent.
+    order = [f"_raw_payload ->> '{k}'" for k in keys]
+    cursor = extractor.cursor_field
+    if cursor:
+        kind = refine(fields.get(cursor, "string"), samples.get(cursor, []))
+        order.append(f"{expression(cursor, kind)} DESC NULLS LAST")
+    order.append("_row_seq DESC")
+    distinct = ", ".join(f"_raw_payload ->> '{k}'" for k in keys)
+    return ("\n".join(header) + f"\nSELECT DISTINCT ON ({distinct})\n" + ",\n".join(columns)
+            + f"\nFROM raw.{table}\nORDER BY {', '.join(order)}\n")
+
+
+def write_starter(project_dir: Path, pipeline: str, extractor: Extractor, loader: Any, *, force: bool = False) -> Path:
+    """Write ``sql/stg/<table>.sql`` for a stream that has loaded at least once."""
+    table = extractor.table_name(pipeline)
+    path = project_dir / "sql" / "stg" / f"{table}.sql"
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists and is yours now; delete it (or pass --force) to write a new starter")
+    _, fields = loader.read_state(pipeline, extractor.name)
+    if not fields:
+        raise ConfigError(
+            f"stream {extractor.name!r} of {pipeline} has not loaded any records yet, so its fields are unknown;"
+            f" run `elt run {pipeline} --stream {extractor.name}` first"
+        )
+    rows = loader.query(f'SELECT _raw_payload FROM raw."{table}" ORDER BY _row_seq DESC LIMIT 200')
+    samples: dict[str, list[Any]] = {}
+    for row in rows:
+        for field, value in row["_raw_payload"].items():
+            samples.setdefault(field, []).append(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(starter_sql(table, extractor, fields, samples), encoding="utf-8")
+    return path

@@ -1,0 +1,69 @@
+"""`elt transform` and `elt stage` as a user runs them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.projects import run_elt, write_project
+from tests.transforms.conftest import MODELS, write_models
+
+pytestmark = pytest.mark.slow
+
+PROJECT = '''
+from elt import Cursor, Pipeline, extractor
+
+@extractor(primary_key="id", cursor=Cursor("updated_at"))
+def orders(since):
+    for version in (0, 1):  # every order twice: the starter model must keep the latest
+        for i in range(1, 21):
+            yield {"id": i, "customerId": i % 4, "amount": f"{i}.{version}5", "paid": i % 2 == 0,
+                   "updated_at": f"2026-05-{1 + version:02d}T10:{i:02d}:00Z", "ordered_on": "2026-04-30",
+                   "tags": {"channel": "web"}}
+
+Pipeline("shop", streams=[orders], transforms=False)
+'''
+
+
+def test_stage_writes_a_typed_starter_model_that_builds(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", PROJECT)
+    assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 0
+    staged = run_elt(["stage", "orders"], cwd=project, database_url=database_url)
+    assert staged.returncode == 0, staged.stderr
+    text = (project / "sql/stg/shop_orders.sql").read_text()
+    assert "-- tests: unique(id), not_null(id)" in text
+    again = run_elt(["stage", "orders"], cwd=project, database_url=database_url)
+    assert again.returncode == 2 and "exists and is yours now" in again.stderr
+
+    built = run_elt(["transform", "--select", "shop_orders"], cwd=project, database_url=database_url)
+    assert built.returncode == 0, built.stderr
+    types = {r["column_name"]: r["data_type"] for r in db.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'stg'"
+        " AND table_name = 'shop_orders'").fetchall()}
+    assert types == {"id": "bigint", "customer_id": "bigint", "amount": "numeric", "paid": "boolean",
+                     "updated_at": "timestamp with time zone", "ordered_on": "date", "tags": "jsonb",
+                     "_loaded_at": "timestamp with time zone"}
+    rows = db.execute("SELECT id, amount FROM stg.shop_orders ORDER BY id").fetchall()
+    assert len(rows) == 20 and str(rows[0]["amount"]) == "1.15"  # the later version of each order
+
+
+def test_transform_dry_run_prints_sql_in_build_order_and_builds_nothing(tmp_path, database_url, db):
+    project = write_models(tmp_path / "p", MODELS)  # a folder with only sql/ models is a project too
+    result = run_elt(["transform", "--dry-run", "--select", "mart.orders+"], cwd=project, database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line.startswith("-- sql/")]
+    assert [h.split(" -> ")[1].split(" ")[0] for h in headers] == [
+        "mart.orders", "mart.daily_revenue", "rpt.client_health", "rpt.status_mix", "rpt.revenue_by_month",
+        "rpt.top_customers"]
+    assert "CREATE MATERIALIZED VIEW rpt.client_health AS" in result.stdout
+    assert db.execute("SELECT to_regnamespace('mart') AS s").fetchone()["s"] is None
+
+
+def test_transform_exit_code_and_log_when_a_model_fails(tmp_path, database_url, db):
+    project = write_models(tmp_path / "p", {"stg/a.sql": "SELECT 1 AS id", "mart/b.sql": "SELECT nope FROM stg.a",
+                                            "rpt/c.sql": "SELECT * FROM mart.b"})
+    result = run_elt(["transform"], cwd=project, database_url=database_url)
+    assert result.returncode == 3  # partial: stg.a built, mart.b failed, rpt.c skipped
+    assert 'column "nope" does not exist' in result.stderr
+    row = db.execute("SELECT pipeline_name, status, error_message FROM pipeline.execution_log").fetchone()
+    assert row["pipeline_name"] == "transforms" and row["status"] == "partial"
+    assert "model rpt.c: skipped: upstream mart.b failed" in row["error_message"]

@@ -263,6 +263,12 @@ def test_demo_runs_on_the_embedded_default_and_a_second_run_changes_nothing(tmp_
         second = runs[0]["streams"]
         assert second["orders"]["inserted"] == 0 and second["orders"]["updated"] == 0
         assert second["customers"]["inserted"] == 0 and second["customers"]["updated"] == 0
+        # The demo's sql/ models built after each load.
+        assert runs[1]["rows_transformed"] > 0
+        built = json.loads(run_elt(["status", "--json"], cwd=project, database_url="", **env).stdout)[0]
+        assert built["status"] == "success" and built["rows_transformed"] > 0
+        dry = run_elt(["transform", "--dry-run"], cwd=project, database_url="", **env)
+        assert "CREATE MATERIALIZED VIEW rpt.customer_value AS" in dry.stdout
         again_demo = run_elt(["demo"], cwd=tmp_path, database_url="", **env)
         assert again_demo.returncode == 2 and "already exists" in again_demo.stderr
     finally:

@@ -30,6 +30,15 @@ def test_stripe_style_cursor_api_with_upsert(tmp_path, database_url, db):
     assert runs[0]["streams"]["customers"]["extracted"] == 230
     assert runs[1]["streams"]["customers"]["extracted"] == 2  # the newest customer and the one an hour before
     assert runs[1]["streams"]["charges"]["inserted"] == 0
+    # Its sql/ folder: staging views, a mart table and a reporting materialised view.
+    succeeded = [c for c in db.execute("SELECT _raw_payload AS p FROM raw.stripe_charges").fetchall()
+                 if c["p"]["status"] == "succeeded"]
+    revenue = db.execute("SELECT sum(revenue) AS r, sum(charges) AS n FROM mart.daily_revenue").fetchone()
+    assert revenue["n"] == len(succeeded)
+    assert revenue["r"] * 100 == sum(c["p"]["amount"] for c in succeeded)  # cents to dollars, exactly
+    health = db.execute("SELECT count(*) AS n, sum(charges) AS charges FROM rpt.client_health").fetchone()
+    assert health == {"n": 230, "charges": 500}
+    assert db.execute("SELECT relkind FROM pg_class WHERE oid = 'rpt.client_health'::regclass").fetchone()["relkind"] == "m"
 
 
 def test_github_style_link_header_api_with_child_streams(tmp_path, database_url, db):
@@ -45,3 +54,12 @@ def test_github_style_link_header_api_with_child_streams(tmp_path, database_url,
     assert count(db, "stg.github_issues") == db.execute("SELECT count(DISTINCT id) AS n FROM raw.github_issues").fetchone()["n"]
     runs = db.execute("SELECT streams FROM pipeline.execution_log ORDER BY id").fetchall()
     assert runs[1]["streams"]["issues"]["extracted"] < runs[0]["streams"]["issues"]["extracted"] / 10
+    # Its sql/ folder: a typed stg model in place of the generated view, an incremental mart, a report.
+    issues = db.execute("SELECT count(*) AS n FROM mart.issues").fetchone()["n"]
+    assert issues == count(db, "stg.github_issues") == db.execute(
+        "SELECT count(DISTINCT id) AS n FROM raw.github_issues").fetchone()["n"]
+    health = db.execute("SELECT sum(open_issues + closed_issues) AS n, count(*) AS repos FROM rpt.repo_health").fetchone()
+    assert health == {"n": issues, "repos": 7}
+    logged = db.execute("SELECT rows_transformed, models FROM pipeline.execution_log ORDER BY id").fetchall()
+    assert logged[0]["rows_transformed"] >= issues
+    assert logged[1]["models"]["mart.issues"]["action"] == "merged"

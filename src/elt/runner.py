@@ -151,12 +151,10 @@ class _Run:
             messages.append(f"{rejected} record(s) rejected to pipeline.dead_letter (see `elt dead-letter list`)")
         if messages:
             summary.error_message = "; ".join(messages)
-        detail: dict[str, Any] = {}
         if self.failures:
-            detail["streams"] = self.failures
+            summary.error_detail = {"streams": self.failures}
         if self.transforms:
-            detail["models"] = self.transforms.as_json()
-        summary.error_detail = detail or None
+            summary.models = self.transforms.as_json()
         return summary
 
 

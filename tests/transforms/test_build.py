@@ -71,8 +71,9 @@ def test_a_broken_model_stops_only_its_dependents_and_the_run_ends_partial(shop,
     assert "model rpt.revenue_by_month: skipped" in message
     # The loads are kept, and the log row says what failed.
     assert db.execute("SELECT count(*) AS n FROM raw.shop_orders").fetchone()["n"] == 40
-    detail = db.execute("SELECT error_detail FROM pipeline.execution_log").fetchone()["error_detail"]
-    assert detail["models"]["mart.daily_revenue"]["status"] == "failed"
+    logged = db.execute("SELECT models FROM pipeline.execution_log").fetchone()["models"]
+    assert logged["mart.daily_revenue"]["status"] == "failed"
+    assert logged["rpt.client_health"]["status"] == "success"
 
 
 def test_a_table_swap_never_shows_a_half_built_table(shop, loader, db, database_url):
@@ -185,3 +186,43 @@ def test_transform_runs_are_logged(shop, loader, db):
                      " ORDER BY id DESC LIMIT 1").fetchone()
     assert row == {"pipeline_name": "transforms", "trigger": "transform", "status": "success",
                    "rows_transformed": result.models.rows_transformed}
+
+
+def test_independent_models_build_in_parallel_up_to_the_limit(tmp_path, database_url):
+    # Three independent models of ~0.6 s each, and one that reads all three.
+    slow = {f"mart/m{i}.sql": f"SELECT {i} AS id, pg_sleep(0.6) IS NULL AS slept" for i in range(3)}
+    slow["rpt/all.sql"] = "SELECT * FROM mart.m0 UNION ALL SELECT * FROM mart.m1 UNION ALL SELECT * FROM mart.m2"
+    project = write_models(tmp_path, slow)
+    timings = {}
+    for threads in (1, 3):
+        started = time.monotonic()
+        result = build(project, database_url, threads=threads, full_refresh=True)
+        timings[threads] = time.monotonic() - started
+        assert result.status == "success"
+        assert list(result.models)[-1] == "rpt.all"  # built only after all three
+    assert timings[1] >= 1.8
+    assert timings[3] < 1.5
+
+
+def test_a_python_transform_builds_with_the_sql_models(shop, loader, db):
+    from elt.transforms import Transform
+
+    class OrderBuckets(Transform):
+        """Orders per amount bucket; the bucket edges come from Python."""
+
+        schema = "rpt"
+        name = "order_buckets"
+        materialized = "table"
+        tests = "unique(bucket), row_count > 0"
+
+        def sql(self):
+            edges = [25, 50, 75]
+            case = " ".join(f"WHEN amount < {e} THEN 'under {e}'" for e in edges)
+            return f"SELECT CASE {case} ELSE 'over {edges[-1]}' END AS bucket, count(*) AS n FROM mart.orders GROUP BY 1"
+
+    source, project = shop
+    result = run(source.pipeline, loader, project_dir=project)
+    assert result.models.models["rpt.order_buckets"].status == "success"
+    order = list(result.models.models)
+    assert order.index("mart.orders") < order.index("rpt.order_buckets")
+    assert db.execute("SELECT sum(n) AS n FROM rpt.order_buckets").fetchone()["n"] == 40

@@ -55,6 +55,8 @@ class RunSummary:
     error_message: str | None = None
     error_detail: dict[str, Any] | None = None
     streams: dict[str, Any] = field(default_factory=dict)
+    #: Per-model figures of the transforms built in the run.
+    models: dict[str, Any] | None = None
 
 
 @dataclass

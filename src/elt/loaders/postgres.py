@@ -130,13 +130,15 @@ class PostgresLoader(Loader):
         self._meta.execute(
             "UPDATE pipeline.execution_log SET completed_at = clock_timestamp(), status = %s,"
             " rows_extracted = %s, rows_loaded = %s, rows_rejected = %s, rows_transformed = %s,"
-            " error_message = %s, error_detail = %s, streams = %s WHERE id = %s",
+            " error_message = %s, error_detail = %s, streams = %s, models = %s WHERE id = %s",
             (
                 summary.status, summary.rows_extracted, summary.rows_loaded, summary.rows_rejected,
                 summary.rows_transformed,
                 secrets.redact(summary.error_message) if summary.error_message else None,
                 Jsonb(secrets.redact_value(summary.error_detail)) if summary.error_detail else None,
-                Jsonb(summary.streams), run_id,
+                Jsonb(summary.streams),
+                Jsonb(secrets.redact_value(summary.models)) if summary.models is not None else None,
+                run_id,
             ),
         )
 

@@ -29,7 +29,7 @@ from elt.records import coerce_cursor, cursor_kind
 from elt.schema import diff_fields
 from elt.state import StreamState, Watermark
 from elt.transforms.build import BuildResult
-from elt.validation import PreparedBatch, prepare
+from elt.validation import PreparedBatch, Rejected, prepare
 
 #: The name `elt transform` runs are logged under in ``pipeline.execution_log``.
 TRANSFORM_RUN = "transforms"
@@ -331,7 +331,8 @@ class Runner:
         if kind is None and extractor.cursor_field:
             kind = loader.table_cursor_kind(target.table, extractor.cursor_field)
         target.cursor_kind = kind
-        state = StreamState(self.pipeline.name, extractor.name, watermark=watermark, full_refresh=self.full_refresh)
+        state = StreamState(self.pipeline.name, extractor.name, watermark=watermark, full_refresh=self.full_refresh,
+                            values=loader.read_values(self.pipeline.name, extractor.name))
         if extractor.cursor_field and not self.full_refresh:
             if self.since is not None:
                 since_kind = kind or cursor_kind(self.since)
@@ -362,6 +363,7 @@ class Runner:
             kind = target.cursor_kind
             for batch in extractor.extract(state):
                 prepared = prepare(extractor, batch.records, kind)
+                prepared.rejected += [Rejected(record, reason) for record, reason in batch.rejected]
                 kind = prepared.cursor_kind
                 yield batch, prepared
 
@@ -381,7 +383,9 @@ class Runner:
                     else:
                         deferred = candidate.later(deferred)
             changes, known_fields = diff_fields(known_fields, prepared.fields)
-            result = loader.load_batch(target, run.run_id, prepared, new_mark, changes, known_fields)
+            result = loader.load_batch(target, run.run_id, prepared, new_mark, changes, known_fields, state=batch.state)
+            if batch.after_commit is not None:
+                batch.after_commit()
             for change in changes:
                 if change.change != "initial":
                     log.warning("schema change: records keep the field in _raw_payload; update the stg model if needed",
@@ -390,7 +394,7 @@ class Runner:
             for rejected in prepared.rejected[:3]:
                 log.warning("record rejected to dead_letter", reason=rejected.reason)
             figures.add(result)
-            figures.extracted += len(batch.records)
+            figures.extracted += len(batch.records) + len(batch.rejected)
             figures.rejected += result.rejected
             figures.watermark = committed
             progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)

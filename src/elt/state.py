@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from elt.records import coerce_cursor, cursor_kind
@@ -76,3 +76,5 @@ class StreamState:
     watermark: Watermark | None = None
     since: Any = None
     full_refresh: bool = False
+    #: Extra state the extractor keeps (written with :attr:`Batch.state`), by key.
+    values: dict[str, Any] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from elt.extractors.auth import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials
 from elt.extractors.base import Batch, Cursor, Extractor, WriteStrategy
+from elt.extractors.files import FileExtractor
 from elt.extractors.function import FunctionExtractor, extractor
 from elt.extractors.paginators import (
     CursorPaginator,
@@ -25,6 +26,7 @@ __all__ = [
     "Cursor",
     "CursorPaginator",
     "Extractor",
+    "FileExtractor",
     "FunctionExtractor",
     "LinkHeaderPaginator",
     "NextUrlPaginator",

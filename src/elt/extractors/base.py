@@ -20,8 +20,8 @@ completes).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -63,11 +63,18 @@ class Batch:
     """Records as received plus the high-water mark the batch reaches.
 
     ``high_water`` is ``None`` to let the runner take the greatest cursor value
-    in ``records``.
+    in ``records``. ``state`` holds extra stream state (a file manifest entry,
+    say) committed in the same transaction as the records; ``rejected`` are
+    ``(record, reason)`` pairs the extractor itself could not read, sent to
+    ``pipeline.dead_letter`` with the batch; ``after_commit`` runs once the
+    batch is committed (moving a processed file, say).
     """
 
     records: list[dict[str, Any]]
     high_water: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    after_commit: Callable[[], None] | None = None
 
 
 class Extractor:

@@ -122,6 +122,10 @@ class Loader(ABC):
         """The stream's committed watermark and its known top-level fields."""
 
     @abstractmethod
+    def read_values(self, pipeline: str, stream: str) -> dict[str, Any]:
+        """The stream's extra state (keys written with ``Batch.state``)."""
+
+    @abstractmethod
     def begin_stream(self, target: StreamTarget, run_id: int) -> None:
         """Prepare the stream's raw table (and shadow, for ``replace``)."""
 
@@ -136,8 +140,9 @@ class Loader(ABC):
         known_fields: dict[str, str],
         resolves: Sequence[int] = (),
         resolved_by: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> LoadResult:
-        """Write one batch, its dead letters, watermark and schema trail in one transaction."""
+        """Write one batch, its dead letters, watermark, extra state and schema trail in one transaction."""
 
     @abstractmethod
     def finish_stream(self, target: StreamTarget, run_id: int, watermark: Watermark | None) -> None:

@@ -184,6 +184,14 @@ class PostgresLoader(Loader):
         values = dict(rows)
         return Watermark.from_json(values.get("watermark")), dict(values.get("schema") or {})
 
+    def read_values(self, pipeline: str, stream: str) -> dict[str, Any]:
+        rows = self._meta.execute(
+            "SELECT key, value FROM pipeline.state WHERE pipeline_name = %s AND stream_name = %s"
+            " AND key NOT IN ('watermark', 'schema')",
+            (pipeline, stream),
+        ).fetchall()
+        return dict(rows)
+
     def _write_state(self, cur: psycopg.Cursor[Any], pipeline: str, stream: str, key: str, value: Any, run_id: int) -> None:
         cur.execute(
             "INSERT INTO pipeline.state (pipeline_name, stream_name, key, value, updated_by_run)"
@@ -313,6 +321,7 @@ class PostgresLoader(Loader):
         known_fields: dict[str, str],
         resolves: Sequence[int] = (),
         resolved_by: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> LoadResult:
         table = self._raw_table(target, run_id)
         batch_id = uuid.uuid4().hex
@@ -338,6 +347,8 @@ class PostgresLoader(Loader):
                     self._write_state(cur, target.pipeline, target.stream, "schema", known_fields, run_id)
                 if watermark is not None:
                     self._write_state(cur, target.pipeline, target.stream, "watermark", watermark.to_json(), run_id)
+                for key, value in (state or {}).items():
+                    self._write_state(cur, target.pipeline, target.stream, key, value, run_id)
                 if resolves:
                     cur.execute(
                         "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = %s, resolution = 'replayed'"

@@ -63,3 +63,24 @@ def test_github_style_link_header_api_with_child_streams(tmp_path, database_url,
     logged = db.execute("SELECT rows_transformed, models FROM pipeline.execution_log ORDER BY id").fetchall()
     assert logged[0]["rows_transformed"] >= issues
     assert logged[1]["models"]["mart.issues"]["action"] == "merged"
+
+
+def test_csv_drop_folder(tmp_path, database_url, db):
+    import shutil
+
+    project = tmp_path / "csv_drop"
+    shutil.copytree(EXAMPLES / "csv_drop", project)  # the test drops files in: work on a copy
+    first = run_elt(["run"], cwd=project, database_url=database_url)
+    assert first.returncode == 0, first.stderr
+    assert count(db, "raw.shopfront_sales") == 120
+    totals = db.execute("SELECT sum(items) AS items, count(DISTINCT day) AS days FROM mart.daily_sales").fetchone()
+    assert totals["days"] == 3
+    assert totals["items"] == db.execute("SELECT sum(quantity) AS q FROM stg.shopfront_sales").fetchone()["q"]
+
+    (project / "drop" / "sales-2026-05-04.csv").write_text("sale_id,sold_at,product,quantity,unit_price\n", encoding="utf-8")
+    (project / "drop" / "sales-2026-05-05.csv").write_text("", encoding="utf-8")
+    second = run_elt(["run"], cwd=project, database_url=database_url)
+    assert second.returncode == 3  # partial: the empty file is in dead_letter, nothing else changed
+    letter = db.execute("SELECT source_record, error_message FROM pipeline.dead_letter").fetchone()
+    assert letter["source_record"]["file"] == "sales-2026-05-05.csv" and "the file is empty" in letter["error_message"]
+    assert count(db, "raw.shopfront_sales") == 120

@@ -33,6 +33,16 @@ def database_url(pg_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 @pytest.fixture
+def source_url(pg_server: TestServer) -> Iterator[str]:
+    """A second new database on the test server, standing in for a source system."""
+    url = pg_server.create_database()
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(url)
+
+
+@pytest.fixture
 def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the test database returning dict rows."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:

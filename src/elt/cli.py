@@ -8,6 +8,7 @@ project's ``.env`` or the embedded default provides.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ from elt.errors import EltError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="ELT pipelines that never lose a record.")
 state_app = typer.Typer(no_args_is_help=True, help="Show or reset stream watermarks.")
 dead_app = typer.Typer(no_args_is_help=True, help="Inspect, replay or resolve rejected records.")
+cdc_app = typer.Typer(no_args_is_help=True, help="Trigger-based change capture on a PostgreSQL source.")
 app.add_typer(state_app, name="state")
 app.add_typer(dead_app, name="dead-letter")
+app.add_typer(cdc_app, name="cdc")
 
 # Piped output (cron mail, CI logs) gets wide tables instead of rich's 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -126,6 +129,74 @@ def _print_models(build: Any) -> None:
             note += " (warnings: " + "; ".join(r.warnings) + ")"
         table.add_row(r.relation, f"[{colours[r.status]}]{r.status}[/]", f"{r.rows:,}", f"{r.seconds:.2f}", note)
     out.print(table)
+
+
+def _cdc(source: str, ddl: str, apply: bool) -> None:
+    import psycopg
+
+    if not apply:
+        out.print(ddl, markup=False, highlight=False)
+        err.print("printed only: review it, then run again with --apply (or run it yourself with psql)")
+        return
+    url = os.environ.get(source, source)  # an environment variable name works too, and keeps the URL out of history
+    try:
+        with psycopg.connect(url, autocommit=False) as conn:
+            conn.execute(ddl)  # type: ignore[call-overload]
+    except psycopg.Error as exc:
+        raise EltError(secrets.redact(f"applying the change-capture DDL failed: {str(exc).strip()}")) from None
+    out.print("applied")
+
+
+@cdc_app.command("install")
+def cdc_install(
+    source: str = typer.Argument(..., help="Source database URL, or the name of the environment variable holding it."),
+    table: str = typer.Argument(..., help="schema.table to capture."),
+    apply: bool = typer.Option(False, "--apply", help="Run the DDL on the source (default: print it)."),
+) -> None:
+    """Print (or apply) the trigger and change table that capture every insert, update and delete of TABLE."""
+    from elt.extractors.cdc import install_sql
+
+    _cdc(source, install_sql(table), apply)
+
+
+@cdc_app.command("remove")
+def cdc_remove(
+    source: str = typer.Argument(..., help="Source database URL, or the name of the environment variable holding it."),
+    table: str = typer.Argument(..., help="schema.table to stop capturing."),
+    apply: bool = typer.Option(False, "--apply", help="Run the DDL on the source (default: print it)."),
+) -> None:
+    """Print (or apply) the DDL that stops capturing TABLE."""
+    from elt.extractors.cdc import remove_sql
+
+    _cdc(source, remove_sql(table), apply)
+
+
+@app.command()
+def reconcile(
+    pipelines: list[str] = typer.Argument(None, help="Pipelines (default: all with detect_deletes streams)."),
+    stream: list[str] = typer.Option(None, "--stream", "-s", help="Only these streams (repeatable)."),
+) -> None:
+    """Mark rows whose key vanished from the source with _deleted_at (streams with detect_deletes = True).
+
+    It reads every key of the source, so it runs on its own schedule (nightly, say), not with each load.
+    """
+    from elt.pipeline import load_project, select
+    from elt.runner import Runner, worst_exit_code
+
+    project_dir, registry = load_project(_Ctx.project)
+    chosen = [p for p in select(registry, pipelines or [])
+              if pipelines or any(getattr(s, "detect_deletes", False) for s in p.streams)]
+    if not chosen:
+        raise EltError("no pipeline has a stream with detect_deletes = True")
+    codes = []
+    for pipeline in chosen:
+        result = Runner(pipeline, project_dir=project_dir, streams=stream or None, trigger="reconcile").reconcile()
+        out.print(f"{pipeline.name}: run {result.run_id} {result.status}")
+        for name, figures in result.streams.items():
+            out.print(f"  {name}: {figures.deleted or 0} rows marked deleted, {figures.restored or 0} restored"
+                      + (f" ({figures.error})" if figures.error else ""))
+        codes.append(result.exit_code)
+    raise typer.Exit(worst_exit_code(codes))
 
 
 @app.command()

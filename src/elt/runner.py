@@ -55,6 +55,9 @@ class StreamFigures:
     unchanged: int = 0
     rejected: int = 0
     batches: int = 0
+    #: Key reconciliation (`elt reconcile`): rows newly marked deleted, and rows back in the source.
+    deleted: int | None = None
+    restored: int | None = None
     watermark: Any = None
     error: str | None = None
 
@@ -404,6 +407,29 @@ class Runner:
         loader.finish_stream(target, run.run_id, final)
         if final is not None:
             figures.watermark = final
+
+    # --- deletes (`elt reconcile`) ----------------------------------------------------------
+
+    def reconcile(self) -> RunResult:
+        """Compare each ``detect_deletes`` stream's source keys with the stored ones; mark the vanished."""
+        chosen = [self.pipeline.stream(n) for n in self.stream_names] or list(self.pipeline.streams)
+        streams = [s for s in chosen if getattr(s, "detect_deletes", False)]
+        if not streams:
+            raise ConfigError(f"pipeline {self.pipeline.name!r} has no stream with detect_deletes = True to reconcile")
+        with self._frame("reconcile") as (loader, run):
+            if run.skipped:
+                return run.result()
+            for extractor in streams:
+                figures = run.streams.setdefault(extractor.name, StreamFigures())
+                target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
+                try:
+                    self._stream_state(loader, extractor, target)  # the cursor kind the table stores
+                    figures.deleted, figures.restored = loader.mark_deleted(target, extractor.source_keys())  # type: ignore[attr-defined]
+                    self.log.info("keys reconciled", stream=extractor.name, marked_deleted=figures.deleted,
+                                  restored=figures.restored, table=f"raw.{target.table}")
+                except Exception as exc:
+                    run.fail(extractor.name, exc)
+        return run.result()
 
     # --- transforms alone (`elt transform`) ----------------------------------------------
 

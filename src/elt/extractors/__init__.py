@@ -2,6 +2,7 @@
 
 from elt.extractors.auth import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials
 from elt.extractors.base import Batch, Cursor, Extractor, WriteStrategy
+from elt.extractors.cdc import CdcExtractor
 from elt.extractors.files import FileExtractor
 from elt.extractors.function import FunctionExtractor, extractor
 from elt.extractors.paginators import (
@@ -17,12 +18,14 @@ from elt.extractors.paginators import (
 )
 from elt.extractors.ratelimit import RateLimit
 from elt.extractors.rest import RestExtractor, SourceError
+from elt.extractors.sql import SqlExtractor
 
 __all__ = [
     "ApiKeyAuth",
     "BasicAuth",
     "Batch",
     "BearerAuth",
+    "CdcExtractor",
     "Cursor",
     "CursorPaginator",
     "Extractor",
@@ -39,6 +42,7 @@ __all__ = [
     "RestExtractor",
     "SinglePage",
     "SourceError",
+    "SqlExtractor",
     "StartingAfterPaginator",
     "WriteStrategy",
     "extractor",

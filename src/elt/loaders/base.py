@@ -9,7 +9,7 @@ disagree. The runner sequences; the loader never decides what runs next.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,13 @@ class Loader(ABC):
         state: dict[str, Any] | None = None,
     ) -> LoadResult:
         """Write one batch, its dead letters, watermark, extra state and schema trail in one transaction."""
+
+    @abstractmethod
+    def mark_deleted(self, target: StreamTarget, source_keys: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
+        """Set ``_deleted_at`` on stored keys absent from ``source_keys`` (and clear it on keys back again).
+
+        Returns (newly deleted, restored) key counts.
+        """
 
     @abstractmethod
     def finish_stream(self, target: StreamTarget, run_id: int, watermark: Watermark | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from elt.extractors.base import WriteStrategy
 from elt.loaders.base import Loader, LoadResult, RunSummary, SchemaChange, StreamTarget
 from elt.loaders.pg_raw import GENERATED_VIEW_MARK, KIND_OF_TYPE, RawTable
 from elt.logs import get_logger
-from elt.records import record_hash, to_json
+from elt.records import key_text, record_hash, to_json
 from elt.state import Watermark
 from elt.validation import PreparedBatch
 
@@ -424,6 +424,49 @@ class PostgresLoader(Loader):
             " ON CONFLICT (pipeline_name, stream_name, record_hash) WHERE resolved_at IS NULL DO NOTHING",
             rows,
         )
+
+    def mark_deleted(self, target: StreamTarget, source_keys: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
+        table = RawTable.for_stream(target.table, target.extractor, target.cursor_kind)
+        if not self._existing_columns(target.table):
+            raise ConfigError(f"stream {target.stream!r}: raw.{target.table} does not exist yet; run the stream first")
+        keys = [sql.Identifier(k) for k in table.keys]
+        staged = [sql.Identifier(f"_k{i}") for i in range(len(table.keys))]
+        match = sql.SQL(" AND ").join(sql.SQL("s.{} = t.{}").format(s, k) for s, k in zip(staged, keys, strict=True))
+        conn = self.data
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS _deleted_at timestamptz").format(table.ident))
+                cur.execute(sql.SQL("CREATE TEMP TABLE elt_source_keys ({}) ON COMMIT DROP").format(
+                    sql.SQL(", ").join(sql.SQL("{} text").format(s) for s in staged)))
+                seen = 0
+                with cur.copy(sql.SQL("COPY elt_source_keys FROM STDIN")) as copy:
+                    for page in source_keys:
+                        for key in page:
+                            copy.write_row([key_text(v) for v in key])
+                        seen += len(page)
+                stored = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()
+                if seen == 0 and stored and stored[0]:
+                    # An empty answer is far likelier a wrong query or missing grant than a source emptied.
+                    raise ConfigError(
+                        f"stream {target.stream!r}: the source returned no keys at all; not marking all {stored[0]}"
+                        f" rows of raw.{target.table} deleted. Check the stream's table/query and the source's grants"
+                    )
+                cur.execute(sql.SQL("CREATE INDEX ON elt_source_keys ({})").format(sql.SQL(", ").join(staged)))
+                cur.execute("ANALYZE elt_source_keys")
+                # Every stored version of a vanished key is marked, so the current-state view shows it too.
+                deleted = cur.execute(sql.SQL(
+                    "UPDATE {t} AS t SET _deleted_at = now() WHERE t._deleted_at IS NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM elt_source_keys AS s WHERE {m})").format(t=table.ident, m=match)).rowcount
+                restored = cur.execute(sql.SQL(
+                    "UPDATE {t} AS t SET _deleted_at = NULL WHERE t._deleted_at IS NOT NULL"
+                    " AND EXISTS (SELECT 1 FROM elt_source_keys AS s WHERE {m})").format(t=table.ident, m=match)).rowcount
+                if table.strategy is WriteStrategy.APPEND_DEDUP:
+                    self._ensure_dedup_view(cur, table)  # its SELECT * now has _deleted_at
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return deleted, restored
 
     def finish_stream(self, target: StreamTarget, run_id: int, watermark: Watermark | None) -> None:
         conn = self.data

@@ -84,3 +84,34 @@ def test_csv_drop_folder(tmp_path, database_url, db):
     letter = db.execute("SELECT source_record, error_message FROM pipeline.dead_letter").fetchone()
     assert letter["source_record"]["file"] == "sales-2026-05-05.csv" and "the file is empty" in letter["error_message"]
     assert count(db, "raw.shopfront_sales") == 120
+
+
+def test_postgres_to_postgres_incremental_and_deletes(tmp_path, database_url, db):
+    import subprocess
+    import sys
+
+    from tests.fixtures.projects import elt_env
+
+    project = EXAMPLES / "postgres_to_postgres"
+    first = run_elt(["--project", str(project), "run"], cwd=tmp_path, database_url=database_url)
+    assert first.returncode == 0, first.stderr
+    assert count(db, "raw.shop_orders") == 5000 and count(db, "raw.shop_customers") == 200
+    churn = subprocess.run([sys.executable, str(project / "source_db.py")], env=elt_env(database_url),
+                           capture_output=True, text=True, timeout=60)
+    assert churn.returncode == 0, churn.stderr
+    second = run_elt(["--project", str(project), "run"], cwd=tmp_path, database_url=database_url)
+    assert second.returncode == 0, second.stderr
+    streams = db.execute("SELECT streams FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()["streams"]
+    # Only what changed (plus the lookback window) is read again: 5 refunds and 20 new orders.
+    assert streams["orders"]["inserted"] == 20 and streams["orders"]["updated"] == 5
+    assert streams["orders"]["extracted"] < 100
+    assert count(db, "raw.shop_orders") == 5020
+    assert db.execute("SELECT count(*) AS n FROM stg.shop_orders WHERE status = 'refunded'").fetchone()["n"] >= 5
+
+    reconciled = run_elt(["--project", str(project), "reconcile"], cwd=tmp_path, database_url=database_url)
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert "customers: 1 rows marked deleted" in reconciled.stdout
+    assert db.execute("SELECT id FROM raw.shop_customers WHERE _deleted_at IS NOT NULL").fetchall() == [{"id": "1"}]
+    rebuilt = run_elt(["--project", str(project), "transform"], cwd=tmp_path, database_url=database_url)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert count(db, "mart.customer_orders") == 199

@@ -114,6 +114,8 @@ class RawTable:
             sql.SQL("_record_hash text NOT NULL"),
             # Arrival order: breaks ties between versions of a key loaded in one batch.
             sql.SQL("_row_seq bigint GENERATED ALWAYS AS IDENTITY"),
+            # Set by `elt reconcile` when the key is gone from the source (NULL otherwise).
+            sql.SQL("_deleted_at timestamptz"),
         ]
         return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.ident, sql.SQL(", ").join(columns))
 

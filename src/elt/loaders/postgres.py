@@ -256,6 +256,8 @@ class PostgresLoader(Loader):
                         " the primary_key changed since it was created. Load into a new stream name, or rename the"
                         " old table (ALTER TABLE ... RENAME) so elt creates a new one."
                     )
+                if "_deleted_at" not in existing:  # tables created before elt had reconciliation
+                    cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS _deleted_at timestamptz").format(table.ident))
                 for column, col_type, _ in table.data_columns():
                     if column not in existing:
                         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
@@ -426,16 +428,15 @@ class PostgresLoader(Loader):
         )
 
     def mark_deleted(self, target: StreamTarget, source_keys: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
-        table = RawTable.for_stream(target.table, target.extractor, target.cursor_kind)
         if not self._existing_columns(target.table):
             raise ConfigError(f"stream {target.stream!r}: raw.{target.table} does not exist yet; run the stream first")
+        table = self._raw_table(target, 0)  # checks the table and adds _deleted_at to an older one
         keys = [sql.Identifier(k) for k in table.keys]
         staged = [sql.Identifier(f"_k{i}") for i in range(len(table.keys))]
         match = sql.SQL(" AND ").join(sql.SQL("s.{} = t.{}").format(s, k) for s, k in zip(staged, keys, strict=True))
         conn = self.data
         try:
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS _deleted_at timestamptz").format(table.ident))
                 cur.execute(sql.SQL("CREATE TEMP TABLE elt_source_keys ({}) ON COMMIT DROP").format(
                     sql.SQL(", ").join(sql.SQL("{} text").format(s) for s in staged)))
                 seen = 0
@@ -460,8 +461,6 @@ class PostgresLoader(Loader):
                 restored = cur.execute(sql.SQL(
                     "UPDATE {t} AS t SET _deleted_at = NULL WHERE t._deleted_at IS NOT NULL"
                     " AND EXISTS (SELECT 1 FROM elt_source_keys AS s WHERE {m})").format(t=table.ident, m=match)).rowcount
-                if table.strategy is WriteStrategy.APPEND_DEDUP:
-                    self._ensure_dedup_view(cur, table)  # its SELECT * now has _deleted_at
             conn.commit()
         except BaseException:
             conn.rollback()

@@ -10,7 +10,7 @@ files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlglot
@@ -102,23 +102,20 @@ class Graph:
 
     def downstream(self, relations: Iterable[str]) -> set[str]:
         """``relations`` and every model that reads from them, directly or not."""
-        found: set[str] = set()
-        stack = [r for r in relations if r in self.models]
-        while stack:
-            relation = stack.pop()
-            if relation not in found:
-                found.add(relation)
-                stack.extend(self.dependents[relation])
-        return found
+        return self._walk(relations, lambda r: self.dependents[r])
 
     def upstream(self, relations: Iterable[str]) -> set[str]:
+        """``relations`` and every model they read from, directly or not."""
+        return self._walk(relations, lambda r: self.models[r].depends_on)
+
+    def _walk(self, relations: Iterable[str], edges: Callable[[str], Iterable[str]]) -> set[str]:
         found: set[str] = set()
         stack = [r for r in relations if r in self.models]
         while stack:
             relation = stack.pop()
             if relation not in found:
                 found.add(relation)
-                stack.extend(self.models[relation].depends_on)
+                stack.extend(edges(relation))
         return found
 
     def reading(self, tables: Iterable[str]) -> set[str]:

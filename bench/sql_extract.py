@@ -1,0 +1,139 @@
+"""Benchmark: a 2,000,000-row PostgreSQL source table into PostgreSQL with ``upsert``.
+
+Measured against one server (the source is a second database on it):
+
+1. the full load through ``SqlExtractor`` (keyset pages, server-side cursor):
+   rows/s and the peak RSS of the loading process (target: under 300 MB);
+2. an incremental run after 1 % of the rows changed (target: under 5 % of the
+   full run's time).
+
+Each load runs in a child process, so its peak RSS is its own. Prints a table
+and, as its last line, one JSON object with the figures.
+
+    python bench/sql_extract.py [--rows 2000000]
+
+The server is ``ELT_BENCH_DATABASE_URL`` when set, else an embedded
+PostgreSQL in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_postgres import peak_rss_mb, server_url  # noqa: E402  (the same server setup as the load benchmark)
+
+
+def child(url: str, source: str) -> dict[str, Any]:
+    from elt import Cursor, Pipeline, SqlExtractor
+    from elt.loaders.postgres import PostgresLoader
+    from elt.progress import LogProgress
+    from elt.runner import Runner
+
+    class Orders(SqlExtractor):
+        name = "orders"
+        table = "public.orders"
+        primary_key = "id"
+        cursor = Cursor("updated_at")
+        write_strategy = "upsert"
+
+    loader = PostgresLoader(url)
+    started = time.perf_counter()
+    result = Runner(Pipeline("bench_sql", streams=[Orders(url=source)], transforms=False), loader=loader,
+                    progress=LogProgress(interval=3600)).run()
+    seconds = time.perf_counter() - started
+    loader.close()
+    assert result.status == "success", result.summary.error_message
+    f = result.streams["orders"]
+    return {"seconds": seconds, "rows": f.extracted, "inserted": f.inserted, "updated": f.updated,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def run_child(url: str, source: str) -> dict[str, Any]:
+    env = dict(os.environ, ELT_LOG_LEVEL="WARNING")
+    out = subprocess.run([sys.executable, __file__, "--child", url, source], capture_output=True, text=True,
+                         env=env, timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--child", nargs=2)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+
+    import psycopg
+
+    tmp = Path(tempfile.mkdtemp(prefix="elt-bench-sql-", dir="/tmp"))
+    url, server = server_url(tmp)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            for schema in ("raw", "pipeline", "stg"):
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute("DROP DATABASE IF EXISTS bench_source")
+            conn.execute("CREATE DATABASE bench_source")
+        source = url.replace("/postgres?", "/bench_source?") if "/postgres?" in url else url.rsplit("/", 1)[0] + "/bench_source"
+        n = args.rows
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, status text, amount numeric(12, 2),"
+                " currency text, note text, created_at timestamptz, updated_at timestamptz)")
+            conn.execute(
+                "INSERT INTO orders SELECT i, i %% 50000, (ARRAY['paid','shipped','delivered','refunded'])[1 + i %% 4],"
+                " (i %% 90000) / 100.0, 'AUD', 'Café crème x2, sans sucre, merci beaucoup',"
+                " timestamptz '2026-01-01' + i * interval '1 second', timestamptz '2026-01-01' + i * interval '1 second'"
+                " FROM generate_series(1, %s) i", [n])
+            # What a real source has for an incremental extractor: an index on (updated_at, id).
+            conn.execute("CREATE INDEX ON orders (updated_at, id)")
+            conn.execute("ANALYZE orders")
+
+        full = run_child(url, source)
+        assert full["rows"] == n and full["inserted"] == n, full
+        changed = n // 100
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("UPDATE orders SET status = 'refunded', updated_at = now() WHERE id % 100 = 7")
+        incremental = run_child(url, source)
+        # The row at the old watermark is read again (inclusive bound), unchanged.
+        assert incremental["updated"] == changed, incremental
+
+        figures = {
+            "rows": n,
+            "full_rows_per_s": round(n / full["seconds"]),
+            "full_seconds": round(full["seconds"], 2),
+            "incremental_changed_rows": changed,
+            "incremental_seconds": round(incremental["seconds"], 2),
+            "incremental_vs_full": round(incremental["seconds"] / full["seconds"], 4),
+            "peak_rss_mb": round(max(full["peak_rss_mb"], incremental["peak_rss_mb"]), 1),
+            "postgres": version,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        }
+        print(f"{'full load (upsert)':<34}{figures['full_seconds']:>9} s {figures['full_rows_per_s']:>12,} rows/s")
+        print(f"{'incremental, 1% changed':<34}{figures['incremental_seconds']:>9} s"
+              f"   ({figures['incremental_vs_full']:.1%} of the full run)")
+        print(f"{'peak RSS (loading process)':<34}{figures['peak_rss_mb']:>9} MB")
+        print(json.dumps(figures))
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def run(
     since: str | None = typer.Option(
         None, "--since", help="Backfill from this cursor value; the stored watermark never moves back."
     ),
+    trigger: str = typer.Option("cli", "--trigger", hidden=True, help="What started the run (for the run log)."),
 ) -> None:
     """Run pipelines now. Exit code: 0 success, 1 failed, 3 partial (records rejected), 4 skipped (already running)."""
     from elt.pipeline import load_project, select
@@ -95,7 +97,7 @@ def run(
     codes: list[int] = []
     for pipeline in chosen:
         result = Runner(pipeline, project_dir=project_dir, streams=stream or None, full_refresh=full_refresh,
-                        since=since).run()
+                        since=since, trigger=trigger).run()
         _print_run(result)
         codes.append(result.exit_code)
     raise typer.Exit(worst_exit_code(codes))
@@ -169,6 +171,87 @@ def cdc_remove(
     from elt.extractors.cdc import remove_sql
 
     _cdc(source, remove_sql(table), apply)
+
+
+@app.command()
+def serve() -> None:
+    """Run the project's pipelines on their schedules, check their health and send alerts, until stopped."""
+    from elt.pipeline import load_project
+    from elt.serve import Scheduler
+
+    project_dir, registry = load_project(_Ctx.project)
+    if not registry:
+        raise EltError("this project has no pipelines to schedule")
+    Scheduler(project_dir, registry).serve_forever()
+
+
+@app.command()
+def schedule(as_json: bool = typer.Option(False, "--json", help="Print JSON for machines.")) -> None:
+    """The schedule: pipeline, frequency, next run, dependencies, timeout."""
+    from elt.pipeline import load_project
+    from elt.serve import schedule_rows
+
+    _, registry = load_project(_Ctx.project)
+    rows = schedule_rows(registry)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="schedule", title_justify="left")
+    for column in ("pipeline", "frequency", "next run (UTC)", "after", "timeout"):
+        table.add_column(column)
+    for r in rows:
+        nxt = r["next_run"][:16].replace("T", " ") if r["next_run"] else "-"
+        table.add_row(r["pipeline"], r["frequency"], nxt, ", ".join(r["after"]) or "-", f"{r['timeout_s']} s")
+    out.print(table)
+
+
+@app.command()
+def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for machines.")) -> None:
+    """Health checks: failed, missing and stuck runs, stale data, old dead letters. Exit 1 when anything is wrong."""
+    from elt.health import run_checks
+    from elt.pipeline import load_project
+
+    _, registry = load_project(_Ctx.project)
+    loader = _loader()
+    try:
+        problems = run_checks(loader, registry.values())
+    finally:
+        loader.close()
+    if as_json:
+        _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
+    elif not problems:
+        out.print("[green]all healthy[/]: no failed, missing or stuck runs, no stale data, no old dead letters")
+    else:
+        table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
+        for column in ("check", "subject", "problem"):
+            table.add_column(column, overflow="fold")
+        for p in problems:
+            table.add_row(f"[red]{p.check}[/]", p.subject, p.detail)
+        out.print(table)
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def deploy(
+    target: str = typer.Argument(..., help="systemd, cron or pg-cron"),
+    user: str | None = typer.Option(None, "--user", help="systemd: the user the service runs as."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of printing."),
+) -> None:
+    """Deployment files: a systemd unit for `elt serve`, crontab lines, or pg_cron statements (Supabase)."""
+    from elt.deploy import crontab, pg_cron, systemd_unit
+    from elt.pipeline import load_project
+
+    project_dir, registry = load_project(_Ctx.project)
+    makers = {"systemd": lambda: systemd_unit(project_dir, user), "cron": lambda: crontab(project_dir, registry),
+              "pg-cron": lambda: pg_cron(project_dir, registry)}
+    if target not in makers:
+        raise EltError(f"unknown deploy target {target!r}; use one of: {', '.join(makers)}")
+    text = makers[target]()
+    if output is None:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"wrote {output}")
 
 
 @app.command()
@@ -468,7 +551,16 @@ def demo(
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    """First SIGTERM: stop after the batch being loaded. A second one (or the grace running out): stop now."""
+    from elt.runner import request_stop, stop_requested
+
+    if stop_requested():
+        raise SystemExit(128 + signum)
+    request_stop()
+    # A run waiting inside a hung source call gets a bounded grace, then the second signal.
+    timer = threading.Timer(float(os.environ.get("ELT_STOP_GRACE", "20")), os.kill, args=(os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 
 def main() -> None:

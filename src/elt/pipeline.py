@@ -62,6 +62,11 @@ class Pipeline:
             seen.add(stream.name)
         if isinstance(self.timeout, (int, float)):
             self.timeout = dt.timedelta(seconds=float(self.timeout))
+        if isinstance(self.after, str):
+            self.after = [self.after]
+        from elt.schedules import Schedule
+
+        Schedule.of(self)  # a wrong cron expression or time zone fails at import, not at 6 am
         register(self)
 
     def stream(self, name: str) -> Extractor:
@@ -88,10 +93,12 @@ def registered() -> dict[str, Pipeline]:
 
 
 def clear_registry() -> None:
+    from elt.alerts import clear_alerts
     from elt.transforms.models import clear_transforms
 
     _registry.clear()
     clear_transforms()
+    clear_alerts()
 
 
 def load_project(project: Path | str | None = None) -> tuple[Path, dict[str, Pipeline]]:

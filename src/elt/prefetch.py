@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,11 +23,13 @@ class _Failure:
         self.exc = exc
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 2, should_stop: Callable[[], None] | None = None) -> Iterator[T]:
     """Yield ``items`` in order, producing up to ``depth`` of them ahead in a background thread.
 
     An exception in the producer is re-raised here, in order, after the items
     before it. When the consumer stops early, the producer stops at its next item.
+    ``should_stop`` is called while waiting for the producer (a slow source) and
+    may raise to stop waiting.
     """
     buffer: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -57,7 +59,12 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     worker.start()
     try:
         while True:
-            item = buffer.get()
+            try:
+                item = buffer.get(timeout=0.2)
+            except queue.Empty:
+                if should_stop is not None:
+                    should_stop()
+                continue
             if item is _DONE:
                 return
             if isinstance(item, _Failure):

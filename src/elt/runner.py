@@ -8,6 +8,7 @@ figures. Dead-letter replays run through the same frame.
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,27 @@ from elt.schema import diff_fields
 from elt.state import StreamState, Watermark
 from elt.transforms.build import BuildResult
 from elt.validation import PreparedBatch, Rejected, prepare
+
+_stop = threading.Event()
+
+
+class Interrupted(SystemExit):
+    """A stop was requested (SIGTERM): raised between batches, so the batch in flight commits first."""
+
+
+def request_stop() -> None:
+    """Ask running pipelines to stop after the batch they are loading (signal handlers call this)."""
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def _check_stop() -> None:
+    if _stop.is_set():
+        raise Interrupted(143)
+
 
 #: The name `elt transform` runs are logged under in ``pipeline.execution_log``.
 TRANSFORM_RUN = "transforms"
@@ -263,6 +285,7 @@ class Runner:
                     return run.result()
                 self.log.info("run started", run_id=run.run_id, streams=[s.name for s in streams])
                 for extractor in streams:
+                    _check_stop()
                     figures = run.streams.setdefault(extractor.name, StreamFigures())
                     progress.start_stream(extractor.name)
                     try:
@@ -371,7 +394,7 @@ class Runner:
                 yield batch, prepared
 
         # Reading and validating the next batch overlaps with loading this one.
-        for batch, prepared in prefetch(validated(), depth=self.prefetch_depth):
+        for batch, prepared in prefetch(validated(), depth=self.prefetch_depth, should_stop=_check_stop):
             target.cursor_kind = prepared.cursor_kind
             target.watermark = committed
             high = prepared.high_water
@@ -402,6 +425,7 @@ class Runner:
             figures.watermark = committed
             progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)
             loader.update_run(run.run_id, run.summary())
+            _check_stop()  # a requested stop happens here, with this batch committed
 
         final = deferred.later(committed) if deferred else None
         loader.finish_stream(target, run.run_id, final)

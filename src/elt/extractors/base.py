@@ -101,6 +101,9 @@ class Extractor:
     batch_size: ClassVar[int] = 10_000
     #: Whether records arrive in cursor order (the watermark can advance per batch).
     sorted_by_cursor: ClassVar[bool] = True
+    #: Freshness SLA for `elt check`: the raw table's newest row may not be older than this
+    #: (a timedelta or "6h"); default: twice the pipeline's schedule interval.
+    freshness: ClassVar[dt.timedelta | str | None] = None
 
     def __init__(self, **settings: Any) -> None:
         for key, value in settings.items():

@@ -110,6 +110,10 @@ class Loader(ABC):
         """Read bookkeeping rows as dicts."""
 
     @abstractmethod
+    def execute(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """Change bookkeeping rows (autocommit); returns the row count."""
+
+    @abstractmethod
     def try_lock(self, pipeline: str) -> bool:
         """Take the pipeline's run lock; False when another process holds it."""
 

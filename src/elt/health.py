@@ -1,0 +1,158 @@
+"""Health checks: what `elt check` reports and `elt serve` alerts on, computed from the database alone.
+
+Five checks, each a query over ``pipeline.execution_log``, the raw tables or
+``pipeline.dead_letter`` (never over scheduler memory, so a dead scheduler is
+caught too):
+
+1. ``failed_run``: a failed run in the last 24 hours not followed by a success;
+2. ``missing_run``: a scheduled pipeline whose next run after its last success
+   is overdue by more than a grace period (or that never ran);
+3. ``stale_data``: a raw table whose newest row is older than the stream's
+   freshness SLA;
+4. ``dead_letters``: unresolved dead letters older than a day;
+5. ``stuck_run``: a run still ``running`` past its pipeline's timeout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from elt.loaders.base import Loader
+from elt.pipeline import Pipeline
+from elt.schedules import Schedule, grace, parse_every
+
+CHECKS = ("failed_run", "missing_run", "stale_data", "dead_letters", "stuck_run")
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    subject: str
+    detail: str
+    since: dt.datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.check}:{self.subject}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"check": self.check, "subject": self.subject, "detail": self.detail,
+                "since": self.since.isoformat() if self.since else None}
+
+
+def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime | None = None) -> list[Problem]:
+    """Every problem found now, in check order."""
+    now = now or dt.datetime.now(dt.UTC)
+    pipelines = list(pipelines)
+    return [*_failed(loader), *_missing(loader, pipelines, now), *_stale(loader, pipelines, now),
+            *_dead_letters(loader), *_stuck(loader, pipelines, now)]
+
+
+def _failed(loader: Loader) -> list[Problem]:
+    rows = loader.query(
+        # The latest failure per pipeline, unless a success came after it (then it is history, not a problem).
+        "SELECT DISTINCT ON (l.pipeline_name) l.pipeline_name, l.id, l.started_at, l.error_message,"
+        "       count(*) OVER (PARTITION BY l.pipeline_name) AS failures"
+        "  FROM pipeline.execution_log l"
+        " WHERE l.status = 'failed' AND l.started_at > now() - interval '24 hours'"
+        "   AND NOT EXISTS (SELECT 1 FROM pipeline.execution_log s WHERE s.pipeline_name = l.pipeline_name"
+        "                   AND s.status IN ('success', 'partial') AND s.started_at > l.started_at)"
+        " ORDER BY l.pipeline_name, l.id DESC")
+    return [Problem("failed_run", r["pipeline_name"],
+                    f"{r['failures']} failed run(s) in 24 h; the last, run {r['id']}: {r['error_message'] or 'no message'}",
+                    r["started_at"]) for r in rows]
+
+
+def _last_runs(loader: Loader) -> dict[str, dict[str, Any]]:
+    rows = loader.query(
+        "SELECT pipeline_name, max(started_at) FILTER (WHERE status IN ('success', 'partial')) AS last_success,"
+        "       min(started_at) AS first_run"
+        "  FROM pipeline.execution_log GROUP BY pipeline_name")
+    return {r["pipeline_name"]: r for r in rows}
+
+
+def _missing(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+    runs = _last_runs(loader)
+    problems = []
+    for pipeline in pipelines:
+        schedule = Schedule.of(pipeline)
+        if schedule is None:
+            continue
+        row = runs.get(pipeline.name)
+        if row is None:
+            problems.append(Problem("missing_run", pipeline.name,
+                                    f"never ran ({schedule.text}); start `elt serve`, or run it once with `elt run`"))
+            continue
+        since = row["last_success"] or row["first_run"]
+        due = schedule.next_after(since)
+        allowed = grace(schedule.interval(since))
+        if due is not None and due + allowed < now:
+            what = f"last successful run started {since:%Y-%m-%d %H:%M} UTC" if row["last_success"] else "never succeeded"
+            problems.append(Problem(
+                "missing_run", pipeline.name,
+                f"{what}; a run was due at {due.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC ({schedule.text})."
+                " Is the scheduler running?",
+                due))
+    return problems
+
+
+def freshness_sla(stream: Any, pipeline: Pipeline, now: dt.datetime) -> dt.timedelta | None:
+    """The stream's freshness SLA: its own, or twice its pipeline's interval plus grace."""
+    if stream.freshness:
+        value = stream.freshness
+        return value if isinstance(value, dt.timedelta) else parse_every(str(value))
+    schedule = Schedule.of(pipeline)
+    if schedule is None:
+        return None
+    interval = schedule.interval(now)
+    return 2 * interval + grace(interval)
+
+
+def _stale(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+    problems = []
+    existing = {r["table_name"] for r in loader.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")}
+    for pipeline in pipelines:
+        for stream in pipeline.streams:
+            sla = freshness_sla(stream, pipeline, now)
+            table = stream.table_name(pipeline.name)
+            if sla is None or table not in existing:
+                continue
+            newest = loader.query(sql.SQL("SELECT max(_loaded_at) AS newest FROM {}").format(  # type: ignore[arg-type]
+                sql.Identifier("raw", table)))[0]["newest"]
+            if newest is None or newest < now - sla:
+                age = "no rows" if newest is None else f"newest row loaded {newest:%Y-%m-%d %H:%M} UTC"
+                problems.append(Problem("stale_data", f"{pipeline.name}.{stream.name}",
+                                        f"raw.{table}: {age}, older than its freshness SLA of {sla}", newest))
+    return problems
+
+
+def _dead_letters(loader: Loader) -> list[Problem]:
+    rows = loader.query(
+        "SELECT pipeline_name, stream_name, count(*) AS n, min(created_at) AS oldest FROM pipeline.dead_letter"
+        " WHERE resolved_at IS NULL AND created_at < now() - interval '1 day'"
+        " GROUP BY pipeline_name, stream_name ORDER BY 1, 2")
+    return [Problem("dead_letters", f"{r['pipeline_name']}.{r['stream_name']}",
+                    f"{r['n']} unresolved dead letter(s) older than a day: `elt dead-letter list`, then replay or resolve",
+                    r["oldest"]) for r in rows]
+
+
+def _stuck(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+    timeouts = {p.name: p.timeout for p in pipelines}
+    rows = loader.query("SELECT id, pipeline_name, started_at, hostname, pid FROM pipeline.execution_log"
+                        " WHERE status = 'running' ORDER BY id")
+    problems = []
+    for r in rows:
+        timeout = timeouts.get(r["pipeline_name"]) or dt.timedelta(hours=1)
+        limit = timeout + dt.timedelta(minutes=5)  # type: ignore[operator]
+        if r["started_at"] < now - limit:
+            problems.append(Problem(
+                "stuck_run", r["pipeline_name"],
+                f"run {r['id']} (pid {r['pid']} on {r['hostname']}) has been running since"
+                f" {r['started_at']:%Y-%m-%d %H:%M} UTC, past its timeout of {timeout}", r["started_at"]))
+    return problems

@@ -128,6 +128,30 @@ def test_a_second_concurrent_run_is_skipped_with_a_clear_message(tmp_path, datab
     assert closed["status"] == "failed" and closed["error_message"] == "interrupted" and closed["completed_at"]
 
 
+@pytest.mark.slow
+def test_sigterm_mid_run_commits_the_batch_in_flight_and_leaves_a_consistent_log(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", SLOW_PROJECT.format(n=N_RECORDS, settings='cursor="seq"', filter="False"))
+    proc = popen_elt(["run"], cwd=project, database_url=database_url, SLOW="0.3")
+    try:
+        wait_for(lambda: count(db, "pipeline.execution_log") and db.execute(
+            "SELECT max(rows_loaded) AS n FROM pipeline.execution_log").fetchone()["n"] >= 2000)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 128 + signal.SIGTERM
+    row = db.execute("SELECT status, error_message, rows_loaded, completed_at FROM pipeline.execution_log").fetchone()
+    assert row["status"] == "failed" and row["error_message"] == "interrupted" and row["completed_at"]
+    loaded = count(db, "raw.shop_items")
+    # Whole batches only (batch_size 1000), exactly what the log row says, and the watermark matches them.
+    assert loaded % 1000 == 0 and loaded == row["rows_loaded"] and loaded < N_RECORDS
+    mark = db.execute("SELECT value FROM pipeline.state WHERE key = 'watermark'").fetchone()["value"]["value"]
+    assert mark == db.execute("SELECT max(seq) AS m FROM raw.shop_items").fetchone()["m"]
+
+
 SECRET_PROJECT = '''
 from elt import Pipeline, extractor, from_env
 

@@ -8,6 +8,7 @@ Public API::
 Everything not re-exported here is private and may change.
 """
 
+from elt.alerts import Alerts, Email, Webhook
 from elt.destinations import Postgres
 from elt.errors import ConfigError, EltError, LoadError
 from elt.extractors import (
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EXIT_CODES",
+    "Alerts",
     "ApiKeyAuth",
     "BasicAuth",
     "Batch",
@@ -53,6 +55,7 @@ __all__ = [
     "ConfigError",
     "Cursor",
     "CursorPaginator",
+    "Email",
     "EltError",
     "Extractor",
     "FileExtractor",
@@ -77,6 +80,7 @@ __all__ = [
     "StartingAfterPaginator",
     "StreamState",
     "Watermark",
+    "Webhook",
     "WriteStrategy",
     "extractor",
     "from_env",

@@ -45,11 +45,17 @@ class Problem:
                 "since": self.since.isoformat() if self.since else None}
 
 
-def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime | None = None) -> list[Problem]:
-    """Every problem found now, in check order."""
+def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime | None = None,
+               watching_since: dt.datetime | None = None) -> list[Problem]:
+    """Every problem found now, in check order.
+
+    ``watching_since`` is when a scheduler started: a pipeline that never ran
+    is missing only once its first run after that is overdue (without it,
+    never having run is a problem at once).
+    """
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
-    return [*_failed(loader), *_missing(loader, pipelines, now), *_stale(loader, pipelines, now),
+    return [*_failed(loader), *_missing(loader, pipelines, now, watching_since), *_stale(loader, pipelines, now),
             *_dead_letters(loader), *_stuck(loader, pipelines, now)]
 
 
@@ -76,7 +82,8 @@ def _last_runs(loader: Loader) -> dict[str, dict[str, Any]]:
     return {r["pipeline_name"]: r for r in rows}
 
 
-def _missing(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+def _missing(loader: Loader, pipelines: list[Pipeline], now: dt.datetime,
+             watching_since: dt.datetime | None) -> list[Problem]:
     runs = _last_runs(loader)
     problems = []
     for pipeline in pipelines:
@@ -84,10 +91,12 @@ def _missing(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> lis
         if schedule is None:
             continue
         row = runs.get(pipeline.name)
-        if row is None:
+        if row is None and watching_since is None:
             problems.append(Problem("missing_run", pipeline.name,
                                     f"never ran ({schedule.text}); start `elt serve`, or run it once with `elt run`"))
             continue
+        if row is None:
+            row = {"last_success": None, "first_run": watching_since}
         since = row["last_success"] or row["first_run"]
         due = schedule.next_after(since)
         allowed = grace(schedule.interval(since))

@@ -60,6 +60,7 @@ class Scheduler:
         # For each pipeline with `after`: how its upstreams finished in the current cycle.
         self._cycle: dict[str, dict[str, str]] = {name: {} for name, p in pipelines.items() if p.after}
         self._guard = threading.Lock()
+        self.started_at = dt.datetime.now(dt.UTC)
         self._validate()
 
     def _validate(self) -> None:
@@ -73,6 +74,7 @@ class Scheduler:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        self.started_at = dt.datetime.now(dt.UTC)
         for pipeline in self.pipelines.values():
             schedule = Schedule.of(pipeline)
             if schedule is None:
@@ -198,7 +200,7 @@ class Scheduler:
             loader = self._loader_factory()
             try:
                 loader.migrate()
-                problems = run_checks(loader, self.pipelines.values())
+                problems = run_checks(loader, self.pipelines.values(), watching_since=self.started_at)
                 sent = notify(loader, problems, self.alerts)
             finally:
                 loader.close()

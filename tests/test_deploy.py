@@ -21,7 +21,7 @@ def test_systemd_unit_runs_elt_serve_with_the_env_file(tmp_path):
 
 def test_crontab_lines(tmp_path):
     pipelines = {p.name: p for p in [
-        Pipeline("shop", schedule="0 6 * * *", tz="Australia/Sydney"),
+        Pipeline("shop", schedule="0 6 * * *", tz="Australia/Sydney", reconcile="0 3 * * 0"),
         Pipeline("marts", after=["shop"]),
         Pipeline("often", every="15m"),
         Pipeline("hours", every="6h"),
@@ -35,6 +35,7 @@ def test_crontab_lines(tmp_path):
     assert any(line.startswith("*/15 * * * * ") and "run often" in line for line in lines)
     assert any(line.startswith("0 */6 * * * ") and "run hours" in line for line in lines)
     assert "run manual" not in text
+    assert any(line.startswith("0 3 * * 0 ") and "reconcile shop" in line for line in lines)
     assert any(line.startswith("*/15 * * * * ") and line.endswith(" check") for line in lines)
 
 

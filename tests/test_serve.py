@@ -93,3 +93,22 @@ def test_schedule_table(tmp_path, database_url):
     assert rows["up"]["frequency"] == "every 2s" and rows["up"]["next_run"]
     assert rows["down"]["frequency"] == "after up" and rows["down"]["next_run"] is None
     assert rows["hung"]["timeout_s"] == 2
+
+
+def test_scheduler_jobs_include_reconciliation_and_refuse_unknown_upstreams(tmp_path, database_url):
+    from elt import Pipeline
+    from elt.errors import ConfigError
+    from elt.serve import Scheduler
+
+    pipelines = {p.name: p for p in [Pipeline("shop", every="1h", reconcile="0 3 * * *"), Pipeline("marts", after=["shop"])]}
+    scheduler = Scheduler(tmp_path, pipelines, stop_grace=1)
+    scheduler.start()
+    try:
+        jobs = {job.id: job for job in scheduler._scheduler.get_jobs()}
+        assert set(jobs) == {"shop", "shop-reconcile", "elt-check"}
+        assert jobs["shop"].max_instances == 1 and jobs["shop"].coalesce is True
+        assert jobs["shop"].misfire_grace_time == 3600
+    finally:
+        scheduler.stop()
+    with pytest.raises(ConfigError, match=r"after=\['nope'\] names no pipeline"):
+        Scheduler(tmp_path, {"x": Pipeline("x", after=["nope"])})

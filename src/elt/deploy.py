@@ -72,6 +72,9 @@ def crontab(project_dir: Path, pipelines: dict[str, Pipeline]) -> str:
         command = " && ".join(f"{run} run {name} --trigger cron" for name in chain)
         lines.append(f"CRON_TZ={pipeline.tz}")
         lines.append(f"{expression} {command} {log}")
+    for pipeline in pipelines.values():
+        if pipeline.reconcile:
+            lines += [f"CRON_TZ={pipeline.tz}", f"{pipeline.reconcile} {run} reconcile {pipeline.name} {log}"]
     waiting = [p.name for p in pipelines.values() if p.after and len(p.after) > 1]
     if waiting:
         lines.append(f"# {', '.join(waiting)} wait for several pipelines: cron cannot express that; use `elt serve`.")

@@ -41,6 +41,8 @@ class Pipeline:
     #: Models built after the loads: ``True`` (default) every model reading this pipeline's
     #: tables and their dependents; a list of selectors (``"mart.revenue+"``); ``False`` none.
     transforms: bool | Sequence[str] = True
+    #: Cron expression (in ``tz``) for `elt reconcile` of its ``detect_deletes`` streams under `elt serve`.
+    reconcile: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class Pipeline:
         from elt.schedules import Schedule
 
         Schedule.of(self)  # a wrong cron expression or time zone fails at import, not at 6 am
+        Schedule.reconcile_of(self)
         register(self)
 
     def stream(self, name: str) -> Extractor:

@@ -57,6 +57,17 @@ class Schedule:
             raise ConfigError(f"{label}: schedule {pipeline.schedule!r} with tz {pipeline.tz!r}: {exc}") from None
         return None
 
+    @classmethod
+    def reconcile_of(cls, pipeline: Pipeline) -> Schedule | None:
+        """When the pipeline's key reconciliation runs (its own, slower schedule)."""
+        if not pipeline.reconcile:
+            return None
+        try:
+            trigger = CronTrigger.from_crontab(pipeline.reconcile, timezone=pipeline.tz)
+        except (ValueError, LookupError) as exc:
+            raise ConfigError(f"pipeline {pipeline.name!r}: reconcile={pipeline.reconcile!r}: {exc}") from None
+        return cls(trigger, f"cron {pipeline.reconcile} ({pipeline.tz})")
+
     def next_after(self, moment: dt.datetime) -> dt.datetime | None:
         """The first fire time strictly after ``moment``."""
         if isinstance(self.trigger, IntervalTrigger):

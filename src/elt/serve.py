@@ -81,6 +81,13 @@ class Scheduler:
                 continue
             self._scheduler.add_job(self.run_pipeline, schedule.trigger, args=[pipeline.name], id=pipeline.name,
                                     name=pipeline.name, max_instances=1, coalesce=True, misfire_grace_time=3600)
+        for pipeline in self.pipelines.values():
+            reconcile = Schedule.reconcile_of(pipeline)
+            if reconcile is not None:
+                # Reads every source key: its own job, and the pipeline's database lock keeps it off the loads.
+                self._scheduler.add_job(self._child_run, reconcile.trigger, args=[pipeline.name, "reconcile"],
+                                        id=f"{pipeline.name}-reconcile", max_instances=1, coalesce=True,
+                                        misfire_grace_time=3600)
         self._scheduler.add_job(self.check, "interval", seconds=self.alerts.check_every.total_seconds(),
                                 id="elt-check", max_instances=1, coalesce=True,
                                 next_run_time=dt.datetime.now(dt.UTC))
@@ -139,15 +146,17 @@ class Scheduler:
         self._after(name, status)
         return status
 
-    def _child_run(self, name: str) -> str:
+    def _child_run(self, name: str, command_name: str = "run") -> str:
         pipeline = self.pipelines[name]
         timeout = pipeline.timeout.total_seconds() if isinstance(pipeline.timeout, dt.timedelta) else float(pipeline.timeout)
-        command = [sys.executable, "-m", "elt", "--project", str(self.project_dir), "run", name, "--trigger", "schedule"]
+        command = [sys.executable, "-m", "elt", "--project", str(self.project_dir), command_name, name]
+        if command_name == "run":
+            command += ["--trigger", "schedule"]
         started = dt.datetime.now(dt.UTC)
         self.log.info("run starting", pipeline=name, timeout_s=timeout)
         child = subprocess.Popen(command, cwd=self.project_dir, stdin=subprocess.DEVNULL)
         with self._guard:
-            self._children[name] = child
+            self._children[f"{name} {command_name}"] = child
         try:
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -162,7 +171,7 @@ class Scheduler:
             return "failed"
         finally:
             with self._guard:
-                self._children.pop(name, None)
+                self._children.pop(f"{name} {command_name}", None)
         status = _FINISHED.get(code, "skipped" if code == 4 else "failed")
         self.log.info("run finished", pipeline=name, status=status, exit_code=code)
         return status
@@ -243,6 +252,7 @@ def schedule_rows(pipelines: dict[str, Pipeline], now: dt.datetime | None = None
             "next_run": nxt.isoformat() if nxt else None,
             "after": list(pipeline.after),
             "timeout_s": int(pipeline.timeout.total_seconds()) if isinstance(pipeline.timeout, dt.timedelta) else None,
+            "reconcile": Schedule.reconcile_of(pipeline).text if pipeline.reconcile else None,  # type: ignore[union-attr]
         })
     return rows
 

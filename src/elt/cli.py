@@ -174,6 +174,65 @@ def cdc_remove(
 
 
 @app.command()
+def init(
+    directory: Path = typer.Argument(..., help="Folder for the new project (must not exist, or be empty)."),
+    spec: Path | None = typer.Option(None, "--spec", help="The requirements file (YAML)."),
+    interactive: bool = typer.Option(False, "--interactive", help="Answer the requirements questions here."),
+) -> None:
+    """Generate a runnable project and its architecture document from a requirements file."""
+    from elt.generator import generate
+
+    if (spec is None) == (not interactive):
+        raise EltError("give --spec FILE or --interactive")
+    if spec is not None:
+        try:
+            text = spec.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise EltError(f"no requirements file at {spec}") from None
+        where = str(spec)
+    else:
+        from elt.generator.interactive import ask
+
+        text, where = ask(directory.name), "your answers"
+    generated = generate(text, directory, where)
+    out.print(f"created {generated.directory} ({generated.plan.pattern.choice}):")
+    for source in generated.plan.sources:
+        out.print(f"  {source.pipeline}: {source.frequency}; " + ", ".join(
+            f"{s.entity.name} ({s.write_strategy})" for s in source.streams))
+    for source in generated.plan.sources:
+        for decision in source.advice:
+            if decision.topic in ("full sync", "large source", "real time"):
+                out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {decision.reason}")
+    out.print(f"next: cd {directory} && elt run && python -m pytest tests; read docs/architecture.md")
+
+
+@app.command()
+def docs(check: bool = typer.Option(False, "--check", help="Only report drift (exit 1), do not write.")) -> None:
+    """Re-draw docs/architecture.md from the live project (pipelines, models, database)."""
+    from elt.generator import docs as draw
+    from elt.pipeline import load_project
+
+    project_dir, registry = load_project(_Ctx.project)
+    loader = None
+    try:
+        loader = _loader()
+    except Exception as exc:  # no database yet: the raw DDL is drawn as elt will create it
+        err.print(f"database not reachable ({secrets.redact(str(exc))}); drawing raw tables as they will be created")
+    try:
+        diff = draw(project_dir, registry, loader, write=not check)
+    finally:
+        if loader is not None:
+            loader.close()
+    if not diff:
+        out.print("docs/architecture.md is up to date")
+        return
+    out.print(diff, markup=False, highlight=False, soft_wrap=True)
+    if check:
+        raise typer.Exit(1)
+    out.print("docs/architecture.md redrawn (the changes are above)")
+
+
+@app.command()
 def serve() -> None:
     """Run the project's pipelines on their schedules, check their health and send alerts, until stopped."""
     from elt.pipeline import load_project

@@ -59,26 +59,56 @@ def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime |
             *_dead_letters(loader), *_stuck(loader, pipelines, now)]
 
 
+FAILED_RUNS = """
+-- The latest failure per pipeline in 24 hours, unless a success came after it (then it is history).
+SELECT DISTINCT ON (l.pipeline_name) l.pipeline_name, l.id, l.started_at, l.error_message,
+       count(*) OVER (PARTITION BY l.pipeline_name) AS failures
+  FROM pipeline.execution_log l
+ WHERE l.status = 'failed' AND l.started_at > now() - interval '24 hours'
+   AND NOT EXISTS (SELECT 1 FROM pipeline.execution_log s WHERE s.pipeline_name = l.pipeline_name
+                   AND s.status IN ('success', 'partial') AND s.started_at > l.started_at)
+ ORDER BY l.pipeline_name, l.id DESC
+"""
+
+LAST_RUNS = """
+-- Per pipeline: when it last succeeded (compared with its schedule in Python) and first ran.
+SELECT pipeline_name, max(started_at) FILTER (WHERE status IN ('success', 'partial')) AS last_success,
+       min(started_at) AS first_run
+  FROM pipeline.execution_log GROUP BY pipeline_name
+"""
+
+OLD_DEAD_LETTERS = """
+SELECT pipeline_name, stream_name, count(*) AS n, min(created_at) AS oldest
+  FROM pipeline.dead_letter
+ WHERE resolved_at IS NULL AND created_at < now() - interval '1 day'
+ GROUP BY pipeline_name, stream_name ORDER BY 1, 2
+"""
+
+RUNNING = """
+-- Runs still open; those past their pipeline's timeout (plus 5 minutes) are stuck.
+SELECT id, pipeline_name, started_at, hostname, pid FROM pipeline.execution_log
+ WHERE status = 'running' ORDER BY id
+"""
+
+STALE_TABLE = """
+-- Per raw table (compared with the stream's freshness SLA).
+SELECT max(_loaded_at) AS newest FROM raw.<table>
+"""
+
+#: The queries behind the checks, as the architecture document shows them.
+CHECK_QUERIES = {"failed runs": FAILED_RUNS, "missing runs": LAST_RUNS, "stale data": STALE_TABLE,
+                 "old dead letters": OLD_DEAD_LETTERS, "stuck runs": RUNNING}
+
+
 def _failed(loader: Loader) -> list[Problem]:
-    rows = loader.query(
-        # The latest failure per pipeline, unless a success came after it (then it is history, not a problem).
-        "SELECT DISTINCT ON (l.pipeline_name) l.pipeline_name, l.id, l.started_at, l.error_message,"
-        "       count(*) OVER (PARTITION BY l.pipeline_name) AS failures"
-        "  FROM pipeline.execution_log l"
-        " WHERE l.status = 'failed' AND l.started_at > now() - interval '24 hours'"
-        "   AND NOT EXISTS (SELECT 1 FROM pipeline.execution_log s WHERE s.pipeline_name = l.pipeline_name"
-        "                   AND s.status IN ('success', 'partial') AND s.started_at > l.started_at)"
-        " ORDER BY l.pipeline_name, l.id DESC")
+    rows = loader.query(FAILED_RUNS)
     return [Problem("failed_run", r["pipeline_name"],
                     f"{r['failures']} failed run(s) in 24 h; the last, run {r['id']}: {r['error_message'] or 'no message'}",
                     r["started_at"]) for r in rows]
 
 
 def _last_runs(loader: Loader) -> dict[str, dict[str, Any]]:
-    rows = loader.query(
-        "SELECT pipeline_name, max(started_at) FILTER (WHERE status IN ('success', 'partial')) AS last_success,"
-        "       min(started_at) AS first_run"
-        "  FROM pipeline.execution_log GROUP BY pipeline_name")
+    rows = loader.query(LAST_RUNS)
     return {r["pipeline_name"]: r for r in rows}
 
 
@@ -142,10 +172,7 @@ def _stale(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[
 
 
 def _dead_letters(loader: Loader) -> list[Problem]:
-    rows = loader.query(
-        "SELECT pipeline_name, stream_name, count(*) AS n, min(created_at) AS oldest FROM pipeline.dead_letter"
-        " WHERE resolved_at IS NULL AND created_at < now() - interval '1 day'"
-        " GROUP BY pipeline_name, stream_name ORDER BY 1, 2")
+    rows = loader.query(OLD_DEAD_LETTERS)
     return [Problem("dead_letters", f"{r['pipeline_name']}.{r['stream_name']}",
                     f"{r['n']} unresolved dead letter(s) older than a day: `elt dead-letter list`, then replay or resolve",
                     r["oldest"]) for r in rows]
@@ -153,8 +180,7 @@ def _dead_letters(loader: Loader) -> list[Problem]:
 
 def _stuck(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
     timeouts = {p.name: p.timeout for p in pipelines}
-    rows = loader.query("SELECT id, pipeline_name, started_at, hostname, pid FROM pipeline.execution_log"
-                        " WHERE status = 'running' ORDER BY id")
+    rows = loader.query(RUNNING)
     problems = []
     for r in rows:
         timeout = timeouts.get(r["pipeline_name"]) or dt.timedelta(hours=1)

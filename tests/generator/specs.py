@@ -1,0 +1,69 @@
+"""Requirements files covering each pattern, as users would write them."""
+
+RATE_LIMITED_API = """
+project: ads_sync
+description: Daily ad spend from an ads API, needed hourly by the marketing team.
+sources:
+  - name: adsapi
+    type: rest_api
+    access: https://ads.example.com/v2
+    auth: {kind: oauth2, secret_env: ADS_CLIENT_SECRET}
+    volume: {rows_per_sync: 3000, total_rows: 1500000}
+    rate_limit: {requests_per_minute: 60, page_size: 200}
+    freshness: hourly
+    entities:
+      - {name: campaigns, primary_key: id, cursor: updated_at}
+      - {name: spend, primary_key: id, cursor: updated_at,
+         fields: [{name: id, type: integer}, {name: campaign_id, type: integer}, {name: cost, type: number},
+                  {name: day, type: date}, {name: updated_at, type: timestamp}]}
+"""
+
+BIG_DATABASE = """
+project: ledger
+sources:
+  - name: erp
+    type: database
+    format: postgres
+    volume: {rows_per_sync: 200000, total_rows: 50000000}
+    freshness: daily
+    entities:
+      - {name: journal_lines, primary_key: id, cursor: updated_at}
+      - {name: accounts, primary_key: code}
+reliability: {impact_of_failure: high, loss_acceptable: false, retention_days: 2555}
+"""
+
+WEBHOOK = """
+project: orders_live
+sources:
+  - name: shopify
+    type: webhook
+    format: json
+    auth: {kind: api_key, secret_env: SHOPIFY_WEBHOOK_SECRET}
+    freshness: real_time
+    entities: [orders, refunds]
+"""
+
+CSV_ONLY = """
+project: bakery
+description: A bakery's till exports and supplier price lists, dropped as CSV files.
+timezone: Europe/Paris
+sources:
+  - name: till
+    type: file_drop
+    format: csv
+    access: /srv/drop/till
+    freshness: daily
+    volume: {rows_per_sync: 800, total_rows: 300000}
+    entities:
+      - {name: sales, primary_key: sale_id,
+         fields: [{name: sale_id, type: integer}, {name: sold_at, type: timestamp}, {name: product, type: string},
+                  {name: quantity, type: integer}, {name: price, type: number}, {name: paid_card, type: boolean}]}
+  - name: suppliers
+    type: manual
+    format: csv
+    freshness: on_demand
+    entities: [price_lists]
+transformations: [margin per product per week]
+"""
+
+SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +132,34 @@ def test_interactive_answers_become_a_project_and_its_requirements_file(tmp_path
     assert "type: file_drop" in saved and "timezone: Europe/Paris" in saved
     run = run_elt(["run"], cwd=tmp_path / "kiosk", database_url=database_url)
     assert run.returncode == 0, run.stderr
+
+
+MERMAID = Path(__file__).resolve().parent / "mermaid"
+
+
+def mermaid_errors(blocks: list[str]) -> list[dict]:
+    """Parse each block with the real mermaid package (Node + jsdom); one result per block."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed here: the Mermaid diagrams are checked with the mermaid npm package under Node")
+    if not (MERMAID / "node_modules" / "mermaid").is_dir():
+        subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=MERMAID, check=True, timeout=600)
+    out = subprocess.run([node, "check.mjs"], cwd=MERMAID, input=json.dumps(blocks), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_the_mermaid_diagrams_are_valid_for_the_real_mermaid_parser(tmp_path):
+    blocks, names = [], []
+    for name, spec in SPECS.items():
+        document = (generate(spec, tmp_path / name).directory / "docs" / "architecture.md").read_text()
+        found = re.findall(r"```mermaid\n(.*?)```", document, re.S)
+        assert len(found) == 2
+        blocks += found
+        names += [f"{name} flowchart", f"{name} gantt"]
+    broken = "flowchart LR\n  a[\"unclosed --> b\n"  # the checker must be able to say no
+    results = mermaid_errors(blocks + [broken])
+    assert results[-1]["ok"] is False
+    assert [(n, r["ok"]) for n, r in zip(names, results, strict=False)] == [(n, True) for n in names], results
+    assert {r["type"] for r in results[:-1]} == {"flowchart-v2", "gantt"}

@@ -109,8 +109,8 @@ class _Doc:
         out = ["```mermaid", "flowchart LR"]
         sources = sorted({(p.name, _kind(s)) for p, s in self.streams()})
         out.append('  subgraph source["Source"]')
-        for pipeline, kind in sources:
-            out.append(f'    src_{_id(pipeline)}[("{pipeline}<br/>{kind}")]')
+        for source_name, kind in sources:
+            out.append(f'    src_{_id(source_name)}[("{source_name}<br/>{kind}")]')
         out.append("  end")
         out.append('  subgraph extract["Extract"]')
         for pipeline, stream in self.streams():
@@ -164,9 +164,9 @@ class _Doc:
                     f" {', '.join(e.name for e in s.entities)} |")
             return "\n".join(rows)
         rows = ["| pipeline | stream | extractor | key | cursor |", "|---|---|---|---|---|"]
-        for p, s in self.streams():
-            rows.append(f"| {p.name} | {s.name} | {_kind(s)} | {', '.join(s.key_fields) or '-'} |"
-                        f" {s.cursor_field or '-'} |")
+        for p, stream in self.streams():
+            rows.append(f"| {p.name} | {stream.name} | {_kind(stream)} | {', '.join(stream.key_fields) or '-'} |"
+                        f" {stream.cursor_field or '-'} |")
         return "\n".join(rows)
 
     # --- 4 ----------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class Requirements(_Model):
         return self
 
 
-def _problem(error: dict[str, Any]) -> str:
+def _problem(error: Any) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "file"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "literal_error":

@@ -163,3 +163,18 @@ def test_the_mermaid_diagrams_are_valid_for_the_real_mermaid_parser(tmp_path):
     assert results[-1]["ok"] is False
     assert [(n, r["ok"]) for n, r in zip(names, results, strict=False)] == [(n, True) for n in names], results
     assert {r["type"] for r in results[:-1]} == {"flowchart-v2", "gantt"}
+
+
+@pytest.mark.parametrize("runtime, destination, expected", [
+    ("vps", "postgres", ("`elt serve` under systemd on the VPS", "PostgreSQL")),
+    ("supabase", "supabase", ("extract on a small host, transform with pg_cron", "Supabase (PostgreSQL)")),
+    ("serverless", "bigquery", ("one `elt run` per schedule, no long-running process", "PostgreSQL now, BigQuery-ready SQL")),
+])
+def test_constraints_and_destination_shape_the_deployment_decision(runtime, destination, expected):
+    import yaml
+
+    data = yaml.safe_load(SPECS["csv_only"])
+    data["constraints"] = {"runtime": runtime}
+    data["destination"] = {"kind": destination}
+    the_plan = plan(parse(data))
+    assert (the_plan.deployment.choice, the_plan.destination.choice) == expected

@@ -93,6 +93,9 @@ class _Doc:
         destination = self.req.destination.kind if self.req else "postgres"
         lines.append(f"- Destination: {destination} (`{self.req.destination.url_env if self.req else 'ELT_DATABASE_URL'}`;"
                      " unset: elt's embedded PostgreSQL)")
+        if self.plan:
+            for decision in (self.plan.destination, self.plan.deployment):
+                lines.append(f"- {decision.topic.capitalize()}: **{decision.choice}**: {decision.reason}")
         lines.append(f"- Pipelines: {len(self.pipelines)}; streams: {len(self.streams())};"
                      f" models: {len(self.graph.models)}")
         if self.req:
@@ -102,6 +105,8 @@ class _Doc:
                          f" raw retention: {r.retention_days} days")
             for text in self.req.transformations:
                 lines.append(f"- Transformation wanted: {text}")
+            if self.req.key_entities:
+                lines.append(f"- Key business entities: {', '.join(self.req.key_entities)}")
         return "\n".join(lines)
 
     # --- 2 ----------------------------------------------------------------------------

@@ -88,10 +88,42 @@ class Plan:
     requirements: Requirements
     pattern: Decision
     sources: list[SourcePlan]
+    deployment: Decision
+    destination: Decision
 
 
 def plan(requirements: Requirements) -> Plan:
-    return Plan(requirements, _pattern(requirements), [_source(s, requirements) for s in requirements.sources])
+    return Plan(requirements, _pattern(requirements), [_source(s, requirements) for s in requirements.sources],
+                _deployment(requirements), _destination(requirements))
+
+
+def _deployment(req: Requirements) -> Decision:
+    runtime = req.constraints.runtime
+    if runtime == "supabase":
+        return Decision("deployment", "extract on a small host, transform with pg_cron",
+                        "Supabase runs SQL, not Python: `elt serve` (or cron) on the smallest VPS or container loads"
+                        " the sources; SQL-only model refreshes can run inside the database with `elt deploy pg-cron`")
+    if runtime == "serverless":
+        return Decision("deployment", "one `elt run` per schedule, no long-running process",
+                        "the platform's scheduler starts `elt run PIPELINE` (see `elt deploy cron` for the times);"
+                        " the run log and `elt check` work the same, and the database lock prevents overlaps")
+    return Decision("deployment", "`elt serve` under systemd on the VPS",
+                    "one long-running process with the schedule, timeouts and alerts; `elt deploy systemd` writes"
+                    " the unit (restart on failure, secrets from .env)")
+
+
+def _destination(req: Requirements) -> Decision:
+    kind = req.destination.kind
+    if kind == "bigquery":
+        return Decision("destination", "PostgreSQL now, BigQuery-ready SQL",
+                        "elt has no BigQuery loader yet: the project loads into PostgreSQL (or the embedded default);"
+                        " its models are PostgreSQL SQL that `elt.transforms.dialects.transpile(sql, 'bigquery')`"
+                        " rewrites for BigQuery when the loader exists")
+    if kind == "supabase":
+        return Decision("destination", "Supabase (PostgreSQL)", "set ELT_DATABASE_URL to the Supabase connection"
+                        " string (the pooler's session mode); everything else is plain PostgreSQL")
+    return Decision("destination", "PostgreSQL", "the raw, staging, mart and reporting layers and elt's own run log,"
+                    " dead letters and state live in one database, so data and bookkeeping cannot disagree")
 
 
 def _pattern(req: Requirements) -> Decision:

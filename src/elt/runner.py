@@ -385,16 +385,20 @@ class Runner:
         deferred: Watermark | None = None
         loader.begin_stream(target, run.run_id)
 
-        def validated() -> Iterator[tuple[Batch, PreparedBatch]]:
+        def validated() -> Iterator[tuple[Batch, PreparedBatch, int]]:
             kind = target.cursor_kind
             for batch in extractor.extract(state):
                 prepared = prepare(extractor, batch.records, kind)
                 prepared.rejected += [Rejected(record, reason) for record, reason in batch.rejected]
                 kind = prepared.cursor_kind
-                yield batch, prepared
+                count = len(batch.records) + len(batch.rejected)
+                # The prepared rows are all that is loaded: dropping the dicts halves the
+                # memory of the batches waiting in the prefetch queue.
+                batch.records, batch.rejected = [], []
+                yield batch, prepared, count
 
         # Reading and validating the next batch overlaps with loading this one.
-        for batch, prepared in prefetch(validated(), depth=self.prefetch_depth, should_stop=_check_stop):
+        for batch, prepared, count in prefetch(validated(), depth=self.prefetch_depth, should_stop=_check_stop):
             target.cursor_kind = prepared.cursor_kind
             target.watermark = committed
             high = prepared.high_water
@@ -420,7 +424,7 @@ class Runner:
             for rejected in prepared.rejected[:3]:
                 log.warning("record rejected to dead_letter", reason=rejected.reason)
             figures.add(result)
-            figures.extracted += len(batch.records) + len(batch.rejected)
+            figures.extracted += count
             figures.rejected += result.rejected
             figures.watermark = committed
             progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)

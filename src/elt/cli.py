@@ -427,7 +427,8 @@ def status(
         out.print("no runs yet: `elt run` starts one")
         return
     table = Table(title=f"recent runs ({where})", title_justify="left")
-    for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "rejected", "error"):
+    for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "rejected",
+                   "transformed", "error"):
         table.add_column(column, overflow="fold")
     colours = {"success": "green", "partial": "yellow", "failed": "red", "running": "cyan", "skipped": "yellow"}
     for r in rows:
@@ -436,7 +437,7 @@ def status(
             str(r["id"]), r["pipeline_name"], f"[{colours.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['started_at']:%Y-%m-%d %H:%M:%S}", f"{seconds:.1f}" if seconds is not None else "",
             f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}",
-            (r["error_message"] or "")[:160],
+            f"{r['rows_transformed']:,}", (r["error_message"] or "")[:160],
         )
     out.print(table)
 
@@ -622,11 +623,27 @@ def _terminate(signum: int, frame: Any) -> None:
     timer.start()
 
 
+def _hoist_project(argv: list[str]) -> list[str]:
+    """``elt run --project X`` means ``elt --project X run``: move the global option before the command."""
+    args = list(argv)
+    command = next((i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in
+                                                                                ("--project", "-p"))), None)
+    if command is None:
+        return args
+    for i in range(command + 1, len(args)):
+        if args[i] in ("--project", "-p") and i + 1 < len(args):
+            return [args[i], args[i + 1], *args[:i], *args[i + 2:]]
+        if args[i].startswith("--project="):
+            return [args[i], *args[:i], *args[i + 1:]]
+    return args
+
+
 def main() -> None:
     """Entry point: user-facing errors print one clear line (secrets masked) and exit 2."""
     from elt.logs import configure_logging
 
     configure_logging()
+    sys.argv[1:] = _hoist_project(sys.argv[1:])
     # SIGTERM (systemd stop, kill) unwinds like Ctrl-C: the batch in flight rolls
     # back, the log row is closed as failed ("interrupted"), the lock is freed.
     signal.signal(signal.SIGTERM, _terminate)

@@ -601,7 +601,8 @@ def demo(
     out.print(
         f"\nThe data is in {target.description}:\n"
         "  raw.shop_orders, raw.shop_customers   every record as received (_raw_payload)\n"
-        "  stg.shop_orders                       latest version of each order\n"
+        "  stg.shop_orders                       latest version of each order, typed (sql/stg/)\n"
+        "  mart.daily_revenue, rpt.customer_value  models built from sql/ after each load\n"
         "  pipeline.execution_log                one row per run\n"
         f"Next: cd {directory} && elt status   (running `elt run` again changes nothing)"
     )

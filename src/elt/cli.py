@@ -645,8 +645,8 @@ def main() -> None:
 
     configure_logging()
     sys.argv[1:] = _hoist_project(sys.argv[1:])
-    # SIGTERM (systemd stop, kill) unwinds like Ctrl-C: the batch in flight rolls
-    # back, the log row is closed as failed ("interrupted"), the lock is freed.
+    # SIGTERM (systemd stop, kill): the run stops after the batch it is loading, closes its
+    # log row as failed ("interrupted") and frees its lock; see _terminate.
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()

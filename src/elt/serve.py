@@ -157,6 +157,8 @@ class Scheduler:
         child = subprocess.Popen(command, cwd=self.project_dir, stdin=subprocess.DEVNULL)
         with self._guard:
             self._children[f"{name} {command_name}"] = child
+            if self._stopping.is_set():
+                child.send_signal(signal.SIGTERM)  # started just as the scheduler stopped: let it stop too
         try:
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,15 @@ def child_dlt(url: str, which: str, rows: int) -> dict[str, Any]:
     import dlt
 
     source = orders(rows) if which == "first" else second_batch(rows)
-    pipe = dlt.pipeline(pipeline_name="bench_dlt", destination=dlt.destinations.postgres(url),
+    credentials = url
+    parts = urllib.parse.urlsplit(url)
+    socket_dir = urllib.parse.parse_qs(parts.query).get("host", [None])[0]
+    if socket_dir and not parts.hostname:
+        # The embedded server listens on a Unix socket only. dlt insists on a host name (and a password);
+        # libpq lets the ?host= parameter override it, so the socket is still what is used.
+        credentials = (f"postgresql://{parts.username or 'postgres'}:{parts.password or 'unused'}@localhost:5432"
+                       f"{parts.path or '/postgres'}?host={urllib.parse.quote(socket_dir, safe='')}")
+    pipe = dlt.pipeline(pipeline_name="bench_dlt", destination=dlt.destinations.postgres(credentials),
                         dataset_name="dlt_bench", pipelines_dir=os.environ["DLT_PIPELINES_DIR"])
     started = time.perf_counter()
     pipe.run(source, table_name="orders", write_disposition="merge", primary_key="id")

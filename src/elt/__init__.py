@@ -16,7 +16,6 @@ from elt.extractors import (
     BasicAuth,
     Batch,
     BearerAuth,
-    CdcExtractor,
     Cursor,
     CursorPaginator,
     Extractor,
@@ -32,7 +31,6 @@ from elt.extractors import (
     RestExtractor,
     SinglePage,
     SourceError,
-    SqlExtractor,
     StartingAfterPaginator,
     WriteStrategy,
     extractor,
@@ -85,3 +83,17 @@ __all__ = [
     "extractor",
     "from_env",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SqlExtractor and CdcExtractor need SQLAlchemy, which takes a tenth of a second to import:
+    # load them on first use so commands that do not read databases start faster.
+    if name == "SqlExtractor":
+        from elt.extractors.sql import SqlExtractor
+
+        return SqlExtractor
+    if name == "CdcExtractor":
+        from elt.extractors.cdc import CdcExtractor
+
+        return CdcExtractor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

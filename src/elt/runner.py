@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,8 +29,10 @@ from elt.progress import LogProgress, Progress, default_progress
 from elt.records import coerce_cursor, cursor_kind
 from elt.schema import diff_fields
 from elt.state import StreamState, Watermark
-from elt.transforms.build import BuildResult
 from elt.validation import PreparedBatch, Rejected, prepare
+
+if TYPE_CHECKING:  # sqlglot and the model machinery load only when a run builds models
+    from elt.transforms.build import BuildResult
 
 _stop = threading.Event()
 

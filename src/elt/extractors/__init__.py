@@ -2,7 +2,6 @@
 
 from elt.extractors.auth import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials
 from elt.extractors.base import Batch, Cursor, Extractor, WriteStrategy
-from elt.extractors.cdc import CdcExtractor
 from elt.extractors.files import FileExtractor
 from elt.extractors.function import FunctionExtractor, extractor
 from elt.extractors.paginators import (
@@ -18,7 +17,6 @@ from elt.extractors.paginators import (
 )
 from elt.extractors.ratelimit import RateLimit
 from elt.extractors.rest import RestExtractor, SourceError
-from elt.extractors.sql import SqlExtractor
 
 __all__ = [
     "ApiKeyAuth",
@@ -47,3 +45,17 @@ __all__ = [
     "WriteStrategy",
     "extractor",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SqlExtractor and CdcExtractor need SQLAlchemy, which takes a tenth of a second to import:
+    # load them on first use so commands that do not read databases start faster.
+    if name == "SqlExtractor":
+        from elt.extractors.sql import SqlExtractor
+
+        return SqlExtractor
+    if name == "CdcExtractor":
+        from elt.extractors.cdc import CdcExtractor
+
+        return CdcExtractor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -124,7 +124,7 @@ def _print_models(build: Any) -> None:
     table = Table(title="models", title_justify="left")
     for column in ("model", "status", "rows", "seconds", "action / error"):
         table.add_column(column, justify="right" if column in ("rows", "seconds") else "left", overflow="fold")
-    colours = {"success": "green", "failed": "red", "skipped": "yellow"}
+    colours = {"success": "green", "failed": "red", "skipped": "yellow", "waiting": "cyan"}
     for r in build.models.values():
         note = r.action if r.status == "success" else str(r.error)
         if r.warnings:

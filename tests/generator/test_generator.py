@@ -189,3 +189,43 @@ def test_a_generated_project_runs_on_the_embedded_default_straight_away(tmp_path
     own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
                          env=elt_env(None, **env), capture_output=True, text=True, timeout=600)
     assert own.returncode == 0, own.stdout[-3000:]
+
+
+def test_the_generated_webhook_receiver_feeds_the_pipeline(tmp_path, database_url, db):
+    import socket
+    import time
+    import urllib.request
+
+    project = generate(SPECS["webhook"], tmp_path / "orders_live").directory
+    inbox = tmp_path / "inbox"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    receiver = subprocess.Popen([sys.executable, "webhook_receiver.py", "--port", str(port)], cwd=project,
+                                env={**elt_env(database_url), "WEBHOOK_INBOX": str(inbox)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):  # wait until it listens
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/shopify/orders", method="POST",
+                                                 data=json.dumps({"id": 9001, "total": "12.50"}).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    assert response.status == 204
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the webhook receiver did not start")
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+        receiver.stderr.close()
+    files = list((inbox / "shopify").glob("orders-*.ndjson"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["id"] == 9001
+
+    run = run_elt(["run"], cwd=project, database_url=database_url, SHOPIFY_INBOX=str(inbox / "shopify"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = db.execute("SELECT _raw_payload AS p FROM raw.shopify_orders").fetchall()
+    assert [r["p"]["id"] for r in rows] == [9001]  # the live inbox, not the samples
+    assert not list((inbox / "shopify").glob("orders-*.ndjson"))  # moved to processed/ after the commit

@@ -226,3 +226,25 @@ def test_a_python_transform_builds_with_the_sql_models(shop, loader, db):
     order = list(result.models.models)
     assert order.index("mart.orders") < order.index("rpt.order_buckets")
     assert db.execute("SELECT sum(n) AS n FROM rpt.order_buckets").fetchone()["n"] == 40
+
+
+def test_models_of_a_stream_with_no_data_yet_wait_instead_of_failing(tmp_path, database_url):
+    from elt import Pipeline
+    from tests.helpers import list_stream
+
+    Pipeline("shop", streams=[list_stream([], name="refunds", primary_key="id")])
+    project = write_models(tmp_path, {
+        "stg/refunds.sql": "SELECT (_raw_payload->>'id')::int AS id FROM raw.shop_refunds",
+        "mart/refund_count.sql": "SELECT count(*) AS n FROM stg.refunds",
+        "mart/broken.sql": "SELECT nope FROM raw.shop_refunds_typo_is_not_missing_data",
+        "stg/ok.sql": "SELECT 1 AS id",
+    })
+    result = build(project, database_url)
+    models = result.models
+    assert models["stg.refunds"].status == "waiting"
+    assert models["stg.refunds"].error == "waiting: raw.shop_refunds has no data yet (no records loaded so far)"
+    assert models["mart.refund_count"].status == "waiting"  # and so does what reads it
+    assert models["stg.ok"].status == "success"
+    # A raw table no stream of the project loads is a mistake, not missing data.
+    assert models["mart.broken"].status == "failed" and "does not exist" in models["mart.broken"].error
+    assert set(result.failures) == {"mart.broken"}

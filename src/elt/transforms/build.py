@@ -19,7 +19,7 @@ from elt import secrets
 from elt.errors import EltError
 from elt.logs import get_logger
 from elt.transforms.datatests import DataTestResult, run_checks
-from elt.transforms.graph import Graph
+from elt.transforms.graph import Graph, references
 from elt.transforms.materialize import CREATE_KIND, build, create_schemas
 from elt.transforms.models import Model
 
@@ -32,7 +32,7 @@ class DataTestFailed(EltError):
 class ModelResult:
     relation: str
     path: str
-    status: str  # success | failed | skipped
+    status: str  # success | failed | skipped (an upstream failed) | waiting (its raw table has no data yet)
     rows: int = 0
     seconds: float = 0.0
     action: str = ""
@@ -52,7 +52,8 @@ class BuildResult:
 
     @property
     def failures(self) -> dict[str, str]:
-        return {r.relation: str(r.error) for r in self.models.values() if r.status != "success"}
+        """Models that failed or were skipped because of a failure (waiting for data is not a failure)."""
+        return {r.relation: str(r.error) for r in self.models.values() if r.status in ("failed", "skipped")}
 
     @property
     def status(self) -> str:
@@ -87,10 +88,18 @@ class Builder:
 
     def run(self, selected: Iterable[str]) -> BuildResult:
         order = self.plan(selected)
+        existing: set[str] = set()
         if order:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 create_schemas(conn, {m.schema for m in order})
+                existing = {r[0] for r in conn.execute(
+                    "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')")}
         chosen = {m.relation for m in order}
+        # A stream of the project that has loaded nothing yet has no raw table: its models wait
+        # instead of failing. Any other missing table is an error the build reports.
+        absent = {m.relation: sorted(r for r in references(m.sql, m.path) if r in self.graph.sources and r not in existing)
+                  for m in order}
         waiting = {m.relation: {d for d in m.depends_on if d in chosen} for m in order}
         result = BuildResult()
         running: dict[Future[ModelResult], str] = {}
@@ -100,12 +109,20 @@ class Builder:
                     relation = model.relation
                     if relation not in waiting or len(running) >= self.threads:
                         continue
-                    failed = sorted(d for d in waiting[relation] if d in result.models and result.models[d].status != "success")
+                    upstream = {d: result.models[d].status for d in waiting[relation] if d in result.models}
+                    failed = sorted(d for d, status in upstream.items() if status in ("failed", "skipped"))
+                    idle = sorted(d for d, status in upstream.items() if status == "waiting") + absent[relation]
                     if failed:
                         del waiting[relation]
                         reason = f"skipped: upstream {', '.join(failed)} failed"
                         result.models[relation] = ModelResult(relation, model.path, "skipped", error=reason)
                         self.log.warning("model skipped", model=relation, reason=reason)
+                        continue
+                    if idle and all(d in result.models for d in waiting[relation]):
+                        del waiting[relation]
+                        reason = f"waiting: {', '.join(idle)} has no data yet (no records loaded so far)"
+                        result.models[relation] = ModelResult(relation, model.path, "waiting", error=reason)
+                        self.log.info("model waits for data", model=relation, reason=reason)
                         continue
                     if all(d in result.models for d in waiting[relation]):
                         del waiting[relation]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
@@ -42,9 +42,11 @@ class Graph:
 
     models: dict[str, Model]
     dependents: dict[str, set[str]]
+    #: Raw tables the project's streams load (a model reading one that is not there yet waits for data).
+    sources: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, models: Iterable[Model], external: Iterable[str] = ()) -> Graph:
+    def build(cls, models: Iterable[Model], external: Iterable[str] = (), sources: Iterable[str] = ()) -> Graph:
         """Read each model's dependencies and check them; ``external`` are relations that exist without a model."""
         by_relation = {m.relation: m for m in models}
         known_external = set(external)
@@ -68,7 +70,7 @@ class Graph:
         for model in by_relation.values():
             for dep in model.depends_on:
                 dependents[dep].add(model.relation)
-        graph = cls(by_relation, dependents)
+        graph = cls(by_relation, dependents, set(sources))
         graph.order()  # raises on a cycle
         return graph
 

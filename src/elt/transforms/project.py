@@ -29,4 +29,6 @@ def stream_tables(pipeline: Pipeline, streams: Iterable[str] | None = None) -> s
 
 
 def project_graph(project_dir: Path, pipelines: Iterable[Pipeline]) -> Graph:
-    return Graph.build(discover(project_dir), external=generated_views(pipelines))
+    pipelines = list(pipelines)
+    raw = {f"raw.{stream.table_name(p.name)}" for p in pipelines for stream in p.streams}
+    return Graph.build(discover(project_dir), external=generated_views(pipelines), sources=raw)

@@ -229,3 +229,26 @@ def test_the_generated_webhook_receiver_feeds_the_pipeline(tmp_path, database_ur
     rows = db.execute("SELECT _raw_payload AS p FROM raw.shopify_orders").fetchall()
     assert [r["p"]["id"] for r in rows] == [9001]  # the live inbox, not the samples
     assert not list((inbox / "shopify").glob("orders-*.ndjson"))  # moved to processed/ after the commit
+
+
+def test_a_generated_rest_source_switches_to_the_real_api_when_configured(tmp_path, database_url, db, fake_api):
+    project = generate(SPECS["rate_limited_api"], tmp_path / "ads_sync").directory
+    seen = []
+
+    @fake_api.route("/v2/campaigns")
+    def campaigns(request):
+        seen.append(request)
+        page = int(request.params.get("page", 1))
+        rows = [{"id": i, "name": f"live {i}", "updated_at": "2026-06-01T00:00:00Z"} for i in range(1, 4)]
+        return {"data": rows if page == 1 else []}
+
+    fake_api.route("/v2/spend", lambda request: {"data": []})
+    fake_api.route("/oauth/token", lambda r: {"access_token": "tok-live-123", "expires_in": 3600}, method="POST")
+    env = {"ADSAPI_BASE_URL": f"{fake_api.url}/v2", "ADS_CLIENT_SECRET": "s3cret-live-value",
+           "ADSAPI_CLIENT_ID": "client-1", "ADSAPI_TOKEN_URL": f"{fake_api.url}/oauth/token"}
+    run = run_elt(["run"], cwd=project, database_url=database_url, **env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = [r["p"]["name"] for r in db.execute("SELECT _raw_payload AS p FROM raw.adsapi_campaigns ORDER BY 1").fetchall()]
+    assert names == ["live 1", "live 2", "live 3"]  # the configured API, not sample_data/
+    assert seen and all(r.headers.get("Authorization") == "Bearer tok-live-123" for r in seen)
+    assert "s3cret-live-value" not in run.stdout + run.stderr

@@ -22,7 +22,6 @@ import smtplib
 import time
 from collections.abc import Sequence
 from email.message import EmailMessage
-from typing import Any
 
 import httpx
 
@@ -177,7 +176,3 @@ def _deliver(alerts: Alerts, subject: str, text: str) -> bool:
                 if attempt < alerts.retries:
                     time.sleep(alerts.retry_wait * attempt)
     return delivered
-
-
-def describe(problems: Sequence[Problem]) -> list[dict[str, Any]]:
-    return [p.as_json() for p in problems]

@@ -26,8 +26,6 @@ from elt.loaders.base import Loader
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule, grace, parse_every
 
-CHECKS = ("failed_run", "missing_run", "stale_data", "dead_letters", "stuck_run")
-
 
 @dataclass(frozen=True)
 class Problem:

@@ -33,7 +33,7 @@ class Rejected:
 class PreparedBatch:
     """Rows in the raw table's column order, plus what the batch tells about the stream.
 
-    Each row is ``(*keys, cursor, partition, payload_json, record_hash)`` as text.
+    Each row is ``(*keys, cursor, partition, *sources, payload_json, record_hash)`` as text.
     """
 
     rows: list[tuple[str | None, ...]]
@@ -62,6 +62,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     partition = extractor.partition_by if extractor.strategy is WriteStrategy.DELETE_RELOAD else None
     contract = extractor.contract
     transform = extractor.transform_record if type(extractor).transform_record is not Extractor.transform_record else None
+    source_fields = tuple(extractor.source_fields)
 
     rows: list[tuple[str | None, ...]] = []
     rejected: list[Rejected] = []
@@ -71,10 +72,17 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     last_shape: tuple[str, ...] = ()
 
     for index, received in enumerate(records):
-        record = received
+        # Where-it-came-from fields go to their own columns; the payload stays as received.
+        # `received` (with them) is what a dead letter keeps, so it still says where the record was.
+        clean = received
+        sources: tuple[str | None, ...] = ()
+        if source_fields and isinstance(received, dict):
+            clean = dict(received)
+            sources = tuple(None if (v := clean.pop(f, None)) is None else str(v) for f in source_fields)
+        record = clean
         if transform is not None:
             try:
-                record = transform(received)
+                record = transform(clean)
             except Exception as exc:  # the user's hook: any failure rejects only this record
                 rejected.append(
                     Rejected(received, f"transform_record failed: {type(exc).__name__}: {exc}",
@@ -132,7 +140,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
             partition_text = key_text(value)
 
         try:
-            payload = to_json(received)
+            payload = to_json(clean)
         except TypeError as exc:
             rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}", index=index))
             continue
@@ -154,6 +162,8 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                     else:
                         seen.add(type(value))
 
-        rows.append((*key_values, cursor_text, partition_text, payload.decode(), record_hash(payload)))
+        # Two identical lines of a file are two records: the source is part of the identity.
+        identity = payload + b"\0" + "\0".join(v or "" for v in sources).encode() if sources else payload
+        rows.append((*key_values, cursor_text, partition_text, *sources, payload.decode(), record_hash(identity)))
 
     return PreparedBatch(rows=rows, rejected=rejected, high_water=high, low_water=low, cursor_kind=kind, fields=fields)

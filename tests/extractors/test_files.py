@@ -23,7 +23,8 @@ def pipeline(folder, **settings):
 
 
 def payloads(db):
-    return db.execute("SELECT _raw_payload AS p FROM raw.files_rows ORDER BY _row_seq").fetchall()
+    return db.execute("SELECT _raw_payload AS p, _source_id AS source, _source_version AS version FROM raw.files_rows"
+                      " ORDER BY _row_seq").fetchall()
 
 
 def dead_letters(db):
@@ -48,15 +49,15 @@ def test_csv_tsv_json_ndjson_and_gzip_all_load_with_their_source_ids(tmp_path, l
     run(Pipeline("files", streams=[Drop(folder=str(drop), pattern="c.json", records_path="data.items"),]), loader)
     run(pipeline(drop, pattern="semi.csv"), loader)
 
-    rows = [r["p"] for r in payloads(db)]
-    by_id = {str(r["id"]): r for r in rows}
+    rows = payloads(db)
+    by_id = {str(r["p"]["id"]): r for r in rows}
     assert sorted(by_id, key=int) == [str(i) for i in range(1, 11)]
-    assert by_id["1"]["name"] == "Ann, Jr." and by_id["2"]["name"] == "multi\nline note"
-    assert by_id["1"]["_source_id"] == "a.csv:2" and by_id["2"]["_source_id"] == "a.csv:3"
-    assert by_id["6"]["_source_id"] == "d.ndjson:3"
-    assert by_id["10"] == {"id": "10", "name": "Éva", "amount": "2,5", "_source_id": "semi.csv:2",
-                           "_source_version": by_id["10"]["_source_version"]}
-    assert len(by_id["10"]["_source_version"]) == 12
+    assert by_id["1"]["p"]["name"] == "Ann, Jr." and by_id["2"]["p"]["name"] == "multi\nline note"
+    # Where each row came from is in columns of its own; the payload is the row alone.
+    assert by_id["1"]["source"] == "a.csv:2" and by_id["2"]["source"] == "a.csv:3"
+    assert by_id["6"]["source"] == "d.ndjson:3"
+    assert by_id["10"]["p"] == {"id": "10", "name": "Éva", "amount": "2,5"}
+    assert by_id["10"]["source"] == "semi.csv:2" and len(by_id["10"]["version"]) == 12
 
 
 def test_each_file_loads_once_and_a_changed_file_loads_again_as_a_new_version(tmp_path, loader, db):
@@ -71,7 +72,7 @@ def test_each_file_loads_once_and_a_changed_file_loads_again_as_a_new_version(tm
     assert third.streams["rows"].extracted == 3
     rows = payloads(db)
     assert len(rows) == 5
-    versions = {r["p"]["_source_version"] for r in rows}
+    versions = {r["version"] for r in rows}
     assert len(versions) == 2
     manifest = db.execute("SELECT value FROM pipeline.state WHERE key = 'file:orders.csv'").fetchone()["value"]
     assert manifest["version"] == 2 and manifest["rows"] == 3 and manifest["status"] == "loaded"
@@ -170,3 +171,26 @@ def test_a_missing_folder_is_a_clear_error(tmp_path, loader):
     result = run(pipeline(tmp_path / "nowhere"), loader)
     assert result.status == "failed"
     assert "nowhere does not exist; create it or fix `folder`" in result.summary.error_message
+
+
+def test_identical_lines_are_two_records_and_a_dead_letter_says_where_its_row_was(tmp_path, loader, db):
+    from pydantic import BaseModel
+
+    class Sale(BaseModel):
+        id: int
+        amount: float
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "till.csv").write_text(HEADER + "1,coffee,4.5\n1,coffee,4.5\n2,tea,n/a\n", encoding="utf-8")
+    result = run(pipeline(drop, contract=Sale, write_strategy="append"), loader)
+    assert result.status == "partial"
+    rows = payloads(db)
+    # Two sales of the same coffee are two rows (the line is part of a row's identity), payloads identical.
+    assert [(r["source"], r["p"]) for r in rows] == [
+        ("till.csv:2", {"id": "1", "name": "coffee", "amount": "4.5"}),
+        ("till.csv:3", {"id": "1", "name": "coffee", "amount": "4.5"})]
+    [letter] = dead_letters(db)
+    assert letter["r"]["_source_id"] == "till.csv:4" and "amount" in letter["e"]
+    again = run(pipeline(drop, contract=Sale, write_strategy="append"), loader)  # the manifest: nothing new
+    assert again.streams["rows"].extracted == 0 and len(payloads(db)) == 2

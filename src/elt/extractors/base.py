@@ -101,6 +101,9 @@ class Extractor:
     batch_size: ClassVar[int] = 10_000
     #: Whether records arrive in cursor order (the watermark can advance per batch).
     sorted_by_cursor: ClassVar[bool] = True
+    #: Fields the extractor adds to each record to say where it came from (a file and line, say):
+    #: stored in raw columns of the same names, not in ``_raw_payload``, which stays as received.
+    source_fields: ClassVar[tuple[str, ...]] = ()
     #: Freshness SLA for `elt check`: the raw table's newest row may not be older than this
     #: (a timedelta or "6h"); default: twice the pipeline's schedule interval.
     freshness: ClassVar[dt.timedelta | str | None] = None
@@ -195,7 +198,7 @@ class Extractor:
             raise ConfigError(f"{label}: write_strategy delete_reload needs partition_by (the field naming the partition)")
         if not 0 <= float(self.max_bad_ratio) <= 1:
             raise ConfigError(f"{label}: max_bad_ratio must be between 0 and 1, got {self.max_bad_ratio!r}")
-        reserved = {"_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash", "_row_seq"}
+        reserved = {"_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash", "_row_seq", "_deleted_at"}
         for column in (*self.key_fields, self.cursor_field, self.partition_by):
             if column in reserved:
                 raise ConfigError(f"{label}: field {column!r} clashes with elt's own column of that name")

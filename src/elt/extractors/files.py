@@ -10,9 +10,9 @@
 
 Each file is loaded once: a manifest entry per file (path, size, SHA-256) is
 kept in ``pipeline.state`` and committed with the file's rows. A file whose
-content changes is loaded again as a new version. Every record gets
+content changes is loaded again as a new version. Every row's raw table row has
 ``_source_id`` (``path:line``) and ``_source_version`` (the first 12 hex digits
-of the file's SHA-256).
+of the file's SHA-256) in columns of their own; ``_raw_payload`` is the row alone.
 
 Bad files never stop good ones. A file that cannot be read (wrong encoding,
 empty, duplicate header names, too many ragged rows, corrupt gzip, invalid
@@ -86,6 +86,8 @@ class FileExtractor(Extractor):
     #: Bad files make a run partial, not failed: the good files still load.
     max_bad_ratio: ClassVar[float] = 1.0
     write_strategy: ClassVar[str | WriteStrategy | None] = None
+    #: Raw columns saying where each row came from; ``_raw_payload`` holds the row alone.
+    source_fields: ClassVar[tuple[str, ...]] = ("_source_id", "_source_version")
 
     def _check(self) -> None:
         super()._check()

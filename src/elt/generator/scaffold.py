@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from elt.errors import ConfigError
+from elt.extractors.files import FileExtractor
 from elt.extractors.function import extractor
 from elt.generator import samples
 from elt.generator.decisions import Plan, SourcePlan, StreamPlan
@@ -210,7 +211,7 @@ def _models(plan: Plan, target: Path) -> None:
             stand_in = extractor(lambda: [], name=stream.entity.name, primary_key=stream.entity.primary_key,
                                  cursor=stream.cursor, write_strategy=stream.write_strategy)
             if sp.source.type in ("file_drop", "manual", "webhook"):
-                kinds |= {"_source_id": "string"}
+                stand_in.source_fields = FileExtractor.source_fields  # type: ignore[misc]
             stg = starter_sql(stream.table, stand_in, kinds, values).replace(
                 "Written by `elt stage`", "Written by `elt init`")
             _write(target / "sql" / "stg" / f"{stream.table}.sql", stg)

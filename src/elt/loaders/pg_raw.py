@@ -46,6 +46,8 @@ class RawTable:
     partition: str | None
     strategy: WriteStrategy
     schema: str = "raw"
+    #: Where-it-came-from columns (``Extractor.source_fields``), text, after the partition.
+    sources: tuple[str, ...] = ()
 
     @classmethod
     def for_stream(cls, table: str, extractor: Extractor, cursor_kind: str | None) -> RawTable:
@@ -62,6 +64,7 @@ class RawTable:
             cursor_type=CURSOR_TYPES[cursor_kind or "text"],
             partition=partition,
             strategy=extractor.strategy,
+            sources=tuple(extractor.source_fields),
         )
 
     # --- names ------------------------------------------------------------------
@@ -79,7 +82,7 @@ class RawTable:
         return sql.Identifier(self.schema, self.shadow_name)
 
     def data_columns(self) -> list[tuple[str, str, str]]:
-        """``(column, type, stage column)`` for the key, cursor and partition columns, without repeats."""
+        """``(column, type, stage column)`` for the key, cursor, partition and source columns, without repeats."""
         columns: list[tuple[str, str, str]] = []
         seen: set[str] = set()
         for i, key in enumerate(self.keys):
@@ -90,6 +93,8 @@ class RawTable:
             seen.add(self.cursor)
         if self.partition and self.partition not in seen:
             columns.append((self.partition, "text", "_partition"))
+        for i, name in enumerate(self.sources):
+            columns.append((name, "text", f"_s{i}"))
         return columns
 
     @property
@@ -142,7 +147,8 @@ class RawTable:
     def stage_columns(self) -> list[tuple[str, str]]:
         """The stage's columns, in the order of a prepared row (see validation.PreparedBatch)."""
         return [(f"_k{i}", "text") for i in range(len(self.keys))] + [
-            ("_cursor", self.cursor_type), ("_partition", "text"), ("_payload", "jsonb"), ("_hash", "text"),
+            ("_cursor", self.cursor_type), ("_partition", "text"), *((f"_s{i}", "text") for i in range(len(self.sources))),
+            ("_payload", "jsonb"), ("_hash", "text"),
         ]
 
     def stage_sql(self) -> Statement:

@@ -70,6 +70,7 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
         used.add(name)
         quoted = name if _SAFE.match(name) else f'"{name}"'
         columns.append(f"    {expression(field, refine(kind, samples.get(field, [])))} AS {quoted}")
+    columns += [f"    {name}" for name in extractor.source_fields]  # raw columns: where each row came from
     columns.append("    _loaded_at")
     key_names = [column_name(k) for k in keys]
     header = [

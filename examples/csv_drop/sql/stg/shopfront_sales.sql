@@ -8,5 +8,5 @@ SELECT
     _raw_payload ->> 'product' AS product,
     (_raw_payload ->> 'quantity')::int AS quantity,
     replace(_raw_payload ->> 'unit_price', ',', '.')::numeric(8, 2) AS unit_price,
-    _raw_payload ->> '_source_id' AS source_line
+    _source_id AS source_line
 FROM raw.shopfront_sales

@@ -85,15 +85,11 @@ __all__ = [
 ]
 
 
+
 def __getattr__(name: str) -> object:
-    # SqlExtractor and CdcExtractor need SQLAlchemy, which takes a tenth of a second to import:
-    # load them on first use so commands that do not read databases start faster.
-    if name == "SqlExtractor":
-        from elt.extractors.sql import SqlExtractor
+    # Loaded on first use (SQLAlchemy is slow to import): see elt.extractors.
+    if name in ("SqlExtractor", "CdcExtractor"):
+        from elt import extractors
 
-        return SqlExtractor
-    if name == "CdcExtractor":
-        from elt.extractors.cdc import CdcExtractor
-
-        return CdcExtractor
+        return getattr(extractors, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

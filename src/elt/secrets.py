@@ -55,7 +55,8 @@ class Secret:
         return f"Secret({self.name}={_MASK})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other.value == self.value
+        # The name takes part so that equal secrets hash equally without reading an unset variable.
+        return isinstance(other, Secret) and other.name == self.name and other.value == self.value
 
     def __hash__(self) -> int:
         return hash(self.name)

@@ -101,15 +101,11 @@ class CdcExtractor(SqlExtractor):
     primary_key: ClassVar[Any] = "seq"
     cursor: ClassVar[Any] = Cursor("seq", lookback=1000)
     write_strategy: ClassVar[Any] = WriteStrategy.APPEND
-    table: ClassVar[str | None] = None
-    query: ClassVar[str | None] = "-"  # built from source_table in __init__
-
     def __init__(self, **settings: Any) -> None:
-        if not (settings.get("source_table") or self.source_table):
+        source_table = settings.get("source_table") or self.source_table
+        if not source_table:
             raise ConfigError(f"{type(self).__name__}: set source_table (the schema.table captured with `elt cdc install`)")
-        super().__init__(**settings)
-        schema, name = _qualified(self.source_table)
-        self.query = (  # type: ignore[misc]
-            "SELECT seq, op, table_name, before, after, changed_at, txid FROM elt_cdc.changes"
-            f" WHERE table_name = '{schema}.{name}'"
-        )
+        schema, name = _qualified(source_table)
+        query = ("SELECT seq, op, table_name, before, after, changed_at, txid FROM elt_cdc.changes"
+                 f" WHERE table_name = '{schema}.{name}'")
+        super().__init__(**{"query": query, **settings})

@@ -32,7 +32,7 @@ import io
 import json
 import shutil
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -240,11 +240,11 @@ class FileExtractor(Extractor):
                                                 delimiters=",;\t|").delimiter
             except csv.Error:
                 delimiter = ","
-        ends_with_newline = _ends_with_newline(self, path)
+        last_line = [""]  # the file's last physical line, seen by the first pass
 
-        def rows() -> Iterator[tuple[int, list[str]]]:
+        def rows(remember: bool = False) -> Iterator[tuple[int, list[str]]]:
             with self._text(path) as text:
-                reader = csv.reader(text, delimiter=delimiter)
+                reader = csv.reader(_remembering(text, last_line) if remember else text, delimiter=delimiter)
                 line = 1
                 try:
                     for row in reader:
@@ -256,16 +256,17 @@ class FileExtractor(Extractor):
         # First pass: decide whether the file as a whole is loadable.
         header: list[str] | None = None
         total = ragged = 0
-        last_line = 0
-        for line, row in rows():
+        last_row_line = 0
+        for line, row in rows(remember=True):
             if header is None:
                 header = row
                 continue
             if not row:
                 continue
             total += 1
-            last_line = line
+            last_row_line = line
             ragged += len(row) != len(header)
+        ends_with_newline = last_line[0].endswith(("\n", "\r"))
         if header is None or not any(h.strip() for h in header):
             raise FileProblem("the file has no header row", 1)
         names = [h.strip() for h in header]
@@ -287,7 +288,7 @@ class FileExtractor(Extractor):
                 continue
             if len(row) != len(names):
                 reason = (f"truncated last line (no newline at the end, {len(row)} of {len(names)} fields)"
-                          if line == last_line and not ends_with_newline
+                          if line == last_row_line and not ends_with_newline
                           else f"ragged row: {len(row)} fields, the header has {len(names)}")
                 yield _Row(line, raw=row, reason=reason)
                 continue
@@ -349,15 +350,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _ends_with_newline(extractor: FileExtractor, path: Path) -> bool:
-    with extractor._binary(path) as raw:
-        if path.suffix.lower() != ".gz":
-            raw.seek(0, io.SEEK_END)
-            if raw.tell() == 0:
-                return True
-            raw.seek(-1, io.SEEK_END)
-            return raw.read(1) in (b"\n", b"\r")
-        last = b""
-        for chunk in iter(lambda: raw.read(1 << 20), b""):
-            last = chunk[-1:]
-        return last in (b"\n", b"\r", b"")
+
+def _remembering(lines: Iterable[str], last: list[str]) -> Iterator[str]:
+    """Pass ``lines`` through, keeping the latest in ``last[0]`` (whether the file ends with a newline)."""
+    for line in lines:
+        last[0] = line
+        yield line

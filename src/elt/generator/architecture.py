@@ -137,7 +137,7 @@ class _Doc:
             out.append(f"  src_{_id(pipeline.name)} --> ext_{_id(pipeline.name)}_{_id(stream.name)}"
                        f" --> raw_{_id(table)}")
         for model in self.graph.order():
-            reads = sorted(self._reads(model.sql, model.relation))
+            reads = sorted(model.reads)
             for ref in reads:
                 schema, _, name = ref.partition(".")
                 if ref in self.graph.models:
@@ -148,11 +148,6 @@ class _Doc:
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
         out.append("```")
         return "\n".join(out)
-
-    def _reads(self, sql: str, relation: str) -> set[str]:
-        from elt.transforms.graph import references
-
-        return references(sql, relation) - {relation}
 
     # --- 3 ----------------------------------------------------------------------------
     def inventory(self) -> str:
@@ -234,7 +229,7 @@ class _Doc:
         out.append("| # | model | materialized | reads | tests |")
         out.append("|---:|---|---|---|---|")
         for number, model in enumerate(self.graph.order(), start=1):
-            reads = ", ".join(sorted(self._reads(model.sql, model.relation))) or "-"
+            reads = ", ".join(sorted(model.reads)) or "-"
             tests = ", ".join(t.text for t in model.config.tests) or "-"
             out.append(f"| {number} | {model.relation} | {model.config.materialized} | {reads} | {tests} |")
         return "\n".join(out)

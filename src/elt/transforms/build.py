@@ -19,7 +19,7 @@ from elt import secrets
 from elt.errors import EltError
 from elt.logs import get_logger
 from elt.transforms.datatests import DataTestResult, run_checks
-from elt.transforms.graph import Graph, references
+from elt.transforms.graph import Graph
 from elt.transforms.materialize import CREATE_KIND, build, create_schemas
 from elt.transforms.models import Model
 
@@ -98,8 +98,7 @@ class Builder:
         chosen = {m.relation for m in order}
         # A stream of the project that has loaded nothing yet has no raw table: its models wait
         # instead of failing. Any other missing table is an error the build reports.
-        absent = {m.relation: sorted(r for r in references(m.sql, m.path) if r in self.graph.sources and r not in existing)
-                  for m in order}
+        absent = {m.relation: sorted(r for r in m.reads if r in self.graph.sources and r not in existing) for m in order}
         waiting = {m.relation: {d for d in m.depends_on if d in chosen} for m in order}
         result = BuildResult()
         running: dict[Future[ModelResult], str] = {}

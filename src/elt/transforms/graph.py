@@ -51,7 +51,8 @@ class Graph:
         by_relation = {m.relation: m for m in models}
         known_external = set(external)
         for model in by_relation.values():
-            reads = references(model.sql, model.path) | {d.lower() for d in model.depends_on}
+            model.reads = references(model.sql, model.path) - {model.relation}
+            reads = model.reads | {d.lower() for d in model.depends_on}
             # A relationships test reads its parent table: build that first.
             reads |= {".".join(t.args[0].lower().split(".")[:2]) for t in model.config.tests if t.kind == "relationships"}
             model.depends_on = set()
@@ -123,7 +124,7 @@ class Graph:
     def reading(self, tables: Iterable[str]) -> set[str]:
         """Models that read any of ``tables`` (e.g. a pipeline's raw tables), and their dependents."""
         wanted = {t.lower() for t in tables}
-        direct = [r for r, m in self.models.items() if wanted & (references(m.sql, m.path) | m.depends_on)]
+        direct = [r for r, m in self.models.items() if wanted & (m.reads | m.depends_on)]
         return self.downstream(direct)
 
     def select(self, selectors: Iterable[str] = (), layers: Iterable[str] = ()) -> set[str]:

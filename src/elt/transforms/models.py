@@ -138,6 +138,8 @@ class Model:
     config: ModelConfig
     depends_on: set[str] = field(default_factory=set)
     transform: Transform | None = None
+    #: Every ``schema.table`` the SQL reads (models and sources), parsed once when the graph is built.
+    reads: set[str] = field(default_factory=set)
 
     @property
     def relation(self) -> str:

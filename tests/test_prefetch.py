@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -57,3 +58,15 @@ def test_the_producer_stops_when_the_consumer_stops():
         time.sleep(0.01)
     threads = [t for t in threading.enumerate() if t.name == "elt-extract"]
     assert not threads or not any(t.is_alive() for t in threads)
+
+
+def test_threads_switch_quickly_while_a_producer_runs_and_the_interval_is_restored_after():
+    before = sys.getswitchinterval()
+    outer = prefetch(iter(range(3)), depth=1)
+    assert next(outer) == 0
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    # A second producer at the same time keeps the short interval until both are done.
+    assert list(prefetch(iter(range(3)), depth=1)) == [0, 1, 2]
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert list(outer) == [1, 2]
+    assert sys.getswitchinterval() == before

@@ -42,6 +42,9 @@ class PreparedBatch:
     low_water: Any
     cursor_kind: str | None
     fields: dict[str, set[type]]
+    #: Every row has a different key (known only for keyed strategies, else False):
+    #: the loader can skip sorting the batch to keep the last version of each key.
+    unique_keys: bool = False
 
 
 def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -63,6 +66,9 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     contract = extractor.contract
     transform = extractor.transform_record if type(extractor).transform_record is not Extractor.transform_record else None
     source_fields = tuple(extractor.source_fields)
+    # Built here, in the reading thread, rather than by the loader while the server waits.
+    keyed = bool(keys) and extractor.strategy in (WriteStrategy.UPSERT, WriteStrategy.REPLACE)
+    seen_keys: set[tuple[str, ...]] = set()
 
     rows: list[tuple[str | None, ...]] = []
     rejected: list[Rejected] = []
@@ -162,8 +168,11 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                     else:
                         seen.add(type(value))
 
+        if keyed:
+            seen_keys.add(tuple(key_values))
         # Two identical lines of a file are two records: the source is part of the identity.
         identity = payload + b"\0" + "\0".join(v or "" for v in sources).encode() if sources else payload
         rows.append((*key_values, cursor_text, partition_text, *sources, payload.decode(), record_hash(identity)))
 
-    return PreparedBatch(rows=rows, rejected=rejected, high_water=high, low_water=low, cursor_kind=kind, fields=fields)
+    return PreparedBatch(rows=rows, rejected=rejected, high_water=high, low_water=low, cursor_kind=kind, fields=fields,
+                         unique_keys=keyed and len(seen_keys) == len(rows))

@@ -27,6 +27,12 @@ KIND_OF_TYPE = {
 }
 META_COLUMNS = ("_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash", "_row_seq")
 GENERATED_VIEW_MARK = "elt:generated"
+# Key columns and _record_hash compare byte for byte: the unique index on
+# random md5 hashes is the costliest part of a load under a locale collation
+# (strcoll per comparison), and a C-collated index cannot be corrupted by an
+# OS upgrade that changes the locale's sort order. Equality is the same.
+BYTEWISE = sql.SQL(' COLLATE "C"')
+KEY_SUFFIX = BYTEWISE + sql.SQL(" NOT NULL")
 MAX_IDENTIFIER = 63
 
 
@@ -108,7 +114,7 @@ class RawTable:
 
     def create_sql(self) -> Statement:
         columns: list[sql.Composable] = [
-            sql.SQL("{} {}{}").format(sql.Identifier(c), sql.SQL(t), sql.SQL(" NOT NULL" if c in self.keys else ""))
+            sql.SQL("{} {}{}").format(sql.Identifier(c), sql.SQL(t), KEY_SUFFIX if c in self.keys else sql.SQL(""))
             for c, t, _ in self.data_columns()
         ]
         columns += [
@@ -116,7 +122,7 @@ class RawTable:
             sql.SQL("_loaded_at timestamptz NOT NULL DEFAULT now()"),
             sql.SQL("_batch_id text NOT NULL"),
             sql.SQL("_run_id bigint NOT NULL"),
-            sql.SQL("_record_hash text NOT NULL"),
+            sql.SQL("_record_hash text") + KEY_SUFFIX,
             # Arrival order: breaks ties between versions of a key loaded in one batch.
             sql.SQL("_row_seq bigint GENERATED ALWAYS AS IDENTITY"),
             # Set by `elt reconcile` when the key is gone from the source (NULL otherwise).
@@ -155,7 +161,9 @@ class RawTable:
         # One temporary table per batch transaction: the COPY target. _ord is
         # the arrival order within the batch (the last version of a key wins).
         columns: list[sql.Composable] = [
-            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in self.stage_columns()
+            sql.SQL("{} {}{}").format(sql.Identifier(name), sql.SQL(kind),
+                                      BYTEWISE if name.startswith("_k") or name == "_hash" else sql.SQL(""))
+            for name, kind in self.stage_columns()
         ]
         columns.append(sql.SQL("_ord bigint GENERATED ALWAYS AS IDENTITY"))
         return sql.SQL("CREATE TEMP TABLE _elt_stage ({}) ON COMMIT DROP").format(sql.SQL(", ").join(columns))

@@ -1,0 +1,65 @@
+"""The PostgreSQL loader's table layout and connection, against a real server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from elt import Pipeline
+from tests.helpers import list_stream, run, table_rows
+
+
+def column_collations(db, table: str) -> dict[str, str | None]:
+    rows = db.execute(
+        "SELECT column_name, collation_name FROM information_schema.columns"
+        " WHERE table_schema = 'raw' AND table_name = %s", (table,)).fetchall()
+    return {r["column_name"]: r["collation_name"] for r in rows}
+
+
+def test_key_and_hash_columns_compare_bytewise(loader, db):
+    records = [{"id": f"k{i}", "sku": f"S{i}", "status": "new"} for i in range(20)]
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key=["id", "sku"], write_strategy="upsert")])
+    assert run(pipeline, loader).status == "success"
+
+    collations = column_collations(db, "shop_items")
+    assert collations["id"] == collations["sku"] == collations["_record_hash"] == "C"
+    assert collations["_batch_id"] is None  # other text columns keep the database's default
+
+
+def test_a_table_created_with_the_default_collation_keeps_loading(loader, db):
+    # Raw tables made by elt before keys were C-collated: the C-collated stage must still merge into them.
+    db.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    db.execute(
+        "CREATE TABLE raw.shop_items (id text NOT NULL, _raw_payload jsonb NOT NULL,"
+        " _loaded_at timestamptz NOT NULL DEFAULT now(), _batch_id text NOT NULL, _run_id bigint NOT NULL,"
+        " _record_hash text NOT NULL, _row_seq bigint GENERATED ALWAYS AS IDENTITY, _deleted_at timestamptz)")
+    records = [{"id": i, "status": "new"} for i in range(1, 31)]
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="upsert")])
+    assert run(pipeline, loader).status == "success"
+    for r in records[:5]:
+        r["status"] = "paid"
+    result = run(pipeline, loader)
+
+    assert result.status == "success"
+    assert (result.streams["items"].updated, result.streams["items"].unchanged) == (5, 25)
+    assert column_collations(db, "shop_items")["id"] is None  # left as it was
+    assert len(table_rows(db, "raw.shop_items", "id")) == 30
+
+
+def test_the_last_version_of_a_key_repeated_within_one_batch_wins(loader, db):
+    records = [{"id": 1, "v": "first"}, {"id": 2, "v": "only"}, {"id": 1, "v": "second"}, {"id": 1, "v": "third"}]
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="upsert")])
+    result = run(pipeline, loader)
+
+    assert result.status == "success"
+    stored = {r["id"]: r["_raw_payload"]["v"] for r in table_rows(db, "raw.shop_items", "id, _raw_payload")}
+    assert stored == {"1": "third", "2": "only"}
+
+
+def test_the_data_connection_asks_for_a_larger_send_buffer(loader):
+    # Linux reports twice what was granted; the grant is capped by net.core.wmem_max.
+    cap = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    with socket.socket(fileno=loader.data.fileno()) as sock:
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        sock.detach()  # the fd belongs to the connection
+    assert granted >= 2 * min(cap, 4 * 1024 * 1024)

@@ -110,16 +110,12 @@ def peak_rss_mb() -> float:
 # --- child processes: one load each --------------------------------------------------
 
 
-def child_elt(url: str, strategy: str, which: str, rows: int, batch_size: int) -> dict[str, Any]:
-    from elt import Pipeline, extractor
+def timed_run(pipeline: Any, url: str) -> dict[str, Any]:
+    """Run ``pipeline`` into ``url`` as `elt run` would; its seconds, counts of the ``orders`` stream and peak RSS."""
     from elt.loaders.postgres import PostgresLoader
     from elt.progress import LogProgress
     from elt.runner import Runner
 
-    source = (lambda: orders(rows)) if which == "first" else (lambda: second_batch(rows))
-    stream = extractor(lambda: source(), name="orders", primary_key="id", write_strategy=strategy,
-                       batch_size=batch_size)
-    pipeline = Pipeline(f"bench_{strategy}", streams=[stream])
     loader = PostgresLoader(url)
     started = time.perf_counter()
     result = Runner(pipeline, loader=loader, progress=LogProgress(interval=3600)).run()
@@ -129,6 +125,15 @@ def child_elt(url: str, strategy: str, which: str, rows: int, batch_size: int) -
     f = result.streams["orders"]
     return {"seconds": seconds, "rows": f.extracted, "inserted": f.inserted, "updated": f.updated,
             "peak_rss_mb": peak_rss_mb()}
+
+
+def child_elt(url: str, strategy: str, which: str, rows: int, batch_size: int) -> dict[str, Any]:
+    from elt import Pipeline, extractor
+
+    source = (lambda: orders(rows)) if which == "first" else (lambda: second_batch(rows))
+    stream = extractor(lambda: source(), name="orders", primary_key="id", write_strategy=strategy,
+                       batch_size=batch_size)
+    return timed_run(Pipeline(f"bench_{strategy}", streams=[stream]), url)
 
 
 def child_dlt(url: str, which: str, rows: int) -> dict[str, Any]:

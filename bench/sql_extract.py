@@ -23,19 +23,15 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_postgres import bench_server, peak_rss_mb, run_child  # noqa: E402  (shared with the load benchmark)
+from load_postgres import bench_server, run_child, timed_run  # noqa: E402  (shared with the load benchmark)
 
 
 def child(url: str, source: str) -> dict[str, Any]:
     from elt import Cursor, Pipeline, SqlExtractor
-    from elt.loaders.postgres import PostgresLoader
-    from elt.progress import LogProgress
-    from elt.runner import Runner
 
     class Orders(SqlExtractor):
         name = "orders"
@@ -44,16 +40,7 @@ def child(url: str, source: str) -> dict[str, Any]:
         cursor = Cursor("updated_at")
         write_strategy = "upsert"
 
-    loader = PostgresLoader(url)
-    started = time.perf_counter()
-    result = Runner(Pipeline("bench_sql", streams=[Orders(url=source)], transforms=False), loader=loader,
-                    progress=LogProgress(interval=3600)).run()
-    seconds = time.perf_counter() - started
-    loader.close()
-    assert result.status == "success", result.summary.error_message
-    f = result.streams["orders"]
-    return {"seconds": seconds, "rows": f.extracted, "inserted": f.inserted, "updated": f.updated,
-            "peak_rss_mb": peak_rss_mb()}
+    return timed_run(Pipeline("bench_sql", streams=[Orders(url=source)], transforms=False), url)
 
 
 def main() -> None:

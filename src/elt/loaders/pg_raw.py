@@ -31,8 +31,8 @@ GENERATED_VIEW_MARK = "elt:generated"
 # random md5 hashes is the costliest part of a load under a locale collation
 # (strcoll per comparison), and a C-collated index cannot be corrupted by an
 # OS upgrade that changes the locale's sort order. Equality is the same.
-BYTEWISE = sql.SQL(' COLLATE "C"')
-KEY_SUFFIX = BYTEWISE + sql.SQL(" NOT NULL")
+KEY_TEXT = 'text COLLATE "C"'
+KEY_SUFFIX = sql.SQL(' COLLATE "C" NOT NULL')
 MAX_IDENTIFIER = 63
 
 
@@ -152,18 +152,16 @@ class RawTable:
 
     def stage_columns(self) -> list[tuple[str, str]]:
         """The stage's columns, in the order of a prepared row (see validation.PreparedBatch)."""
-        return [(f"_k{i}", "text") for i in range(len(self.keys))] + [
+        return [(f"_k{i}", KEY_TEXT) for i in range(len(self.keys))] + [
             ("_cursor", self.cursor_type), ("_partition", "text"), *((f"_s{i}", "text") for i in range(len(self.sources))),
-            ("_payload", "jsonb"), ("_hash", "text"),
+            ("_payload", "jsonb"), ("_hash", KEY_TEXT),
         ]
 
     def stage_sql(self) -> Statement:
         # One temporary table per batch transaction: the COPY target. _ord is
         # the arrival order within the batch (the last version of a key wins).
         columns: list[sql.Composable] = [
-            sql.SQL("{} {}{}").format(sql.Identifier(name), sql.SQL(kind),
-                                      BYTEWISE if name.startswith("_k") or name == "_hash" else sql.SQL(""))
-            for name, kind in self.stage_columns()
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in self.stage_columns()
         ]
         columns.append(sql.SQL("_ord bigint GENERATED ALWAYS AS IDENTITY"))
         return sql.SQL("CREATE TEMP TABLE _elt_stage ({}) ON COMMIT DROP").format(sql.SQL(", ").join(columns))

@@ -58,7 +58,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def loader(database_url: str) -> Iterator[PostgresLoader]:
     loader = PostgresLoader(database_url)
-    loader.migrate()
+    loader.store.migrate()
     try:
         yield loader
     finally:

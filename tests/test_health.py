@@ -27,7 +27,7 @@ def kinds(problems):
 def test_a_healthy_project_has_no_problems(loader, db):
     pipeline = Pipeline("shop", every="1h", streams=[list_stream([{"id": 1}], primary_key="id")])
     assert run(pipeline, loader).status == "success"
-    assert run_checks(loader, [pipeline]) == []
+    assert run_checks(loader.store, [pipeline]) == []
 
 
 def test_each_check_finds_its_problem(loader, db):
@@ -53,7 +53,7 @@ def test_each_check_finds_its_problem(loader, db):
     # 5. stuck: running for an hour with a 10-minute timeout.
     log_run(db, "slow", "running", NOW - dt.timedelta(hours=1))
 
-    problems = run_checks(loader, [hourly, daily, never, slow, fresh])
+    problems = run_checks(loader.store, [hourly, daily, never, slow, fresh])
     assert kinds(problems) == [
         ("dead_letters", "fresh.items"),
         ("failed_run", "daily"),

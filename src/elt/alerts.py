@@ -27,7 +27,7 @@ import httpx
 
 from elt.errors import ConfigError
 from elt.health import Problem
-from elt.loaders.base import Loader
+from elt.loaders.base import BookkeepingStore
 from elt.logs import get_logger
 from elt.schedules import parse_every
 from elt.secrets import Secret, redact
@@ -117,23 +117,19 @@ def clear_alerts() -> None:
     _configured.clear()
 
 
-def notify(loader: Loader, problems: Sequence[Problem], alerts: Alerts | None = None,
+def notify(store: BookkeepingStore, problems: Sequence[Problem], alerts: Alerts | None = None,
            now: dt.datetime | None = None) -> list[tuple[str, str]]:
     """Send what is new, due for a reminder, or resolved; returns ``(kind, key)`` for each alert sent."""
     alerts = alerts or configured()
     now = now or dt.datetime.now(dt.UTC)
     project = f"[{alerts.project}] " if alerts.project else ""
     sent: list[tuple[str, str]] = []
-    open_rows = {r["key"]: r for r in loader.query(
-        "SELECT id, key, detail, first_seen, last_sent FROM pipeline.alerts WHERE resolved_at IS NULL")}
+    open_rows = store.open_alerts()
     current = {p.key: p for p in problems}
     for key, problem in current.items():
         row = open_rows.get(key)
         if row is None:
-            row = loader.query(
-                "INSERT INTO pipeline.alerts (key, check_name, subject, detail) VALUES (%s, %s, %s, %s)"
-                " RETURNING id, key, detail, first_seen, last_sent",
-                (key, problem.check, problem.subject, problem.detail))[0]
+            row = store.open_alert(key, problem.check, problem.subject, problem.detail)
         if row["last_sent"] is None:
             kind = "problem"
         elif alerts.remind_every and now - row["last_sent"] >= alerts.remind_every:
@@ -143,8 +139,7 @@ def notify(loader: Loader, problems: Sequence[Problem], alerts: Alerts | None = 
         open_for = "" if kind == "problem" else f" (open since {row['first_seen']:%Y-%m-%d %H:%M} UTC)"
         subject = f"{project}elt {problem.check.replace('_', ' ')}: {problem.subject}"
         if _deliver(alerts, ("REMINDER: " if kind == "reminder" else "") + subject, problem.detail + open_for):
-            loader.execute("UPDATE pipeline.alerts SET last_sent = now(), sent_count = sent_count + 1, detail = %s"
-                           " WHERE id = %s", (problem.detail, row["id"]))
+            store.alert_sent(row["id"], problem.detail)
             sent.append((kind, key))
     for key, row in open_rows.items():
         if key in current:
@@ -154,7 +149,7 @@ def notify(loader: Loader, problems: Sequence[Problem], alerts: Alerts | None = 
         if row["last_sent"] is None or _deliver(
                 alerts, f"{project}RESOLVED elt {check.replace('_', ' ')}: {subject_name}",
                 f"resolved; it was: {row['detail']}"):
-            loader.execute("UPDATE pipeline.alerts SET resolved_at = now() WHERE id = %s", (row["id"],))
+            store.resolve_alert(row["id"])
             if row["last_sent"] is not None:
                 sent.append(("resolved", key))
     return sent

@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +52,16 @@ def _loader(*, migrate: bool = True) -> Any:
 
     loader = Postgres().loader(_project_dir())
     if migrate:
-        loader.migrate()
+        loader.store.migrate()
     return loader
 
 
-def _query(statement: str, params: Any = ()) -> tuple[list[dict[str, Any]], str]:
-    """Read bookkeeping rows; returns them and a description of the database."""
-    loader = _loader()
+@contextmanager
+def _store(*, migrate: bool = True) -> Iterator[Any]:
+    """The destination's bookkeeping store, for commands that only read or edit bookkeeping."""
+    loader = _loader(migrate=migrate)
     try:
-        return loader.query(statement, params), loader.description
+        yield loader.store
     finally:
         loader.close()
 
@@ -219,7 +222,7 @@ def docs(check: bool = typer.Option(False, "--check", help="Only report drift (e
     except Exception as exc:  # no database yet: the raw DDL is drawn as elt will create it
         err.print(f"database not reachable ({secrets.redact(str(exc))}); drawing raw tables as they will be created")
     try:
-        diff = draw(project_dir, registry, loader, write=not check)
+        diff = draw(project_dir, registry, loader.store if loader is not None else None, write=not check)
     finally:
         if loader is not None:
             loader.close()
@@ -271,11 +274,8 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
     from elt.pipeline import load_project
 
     _, registry = load_project(_Ctx.project)
-    loader = _loader()
-    try:
-        problems = run_checks(loader, registry.values())
-    finally:
-        loader.close()
+    with _store() as store:
+        problems = run_checks(store, registry.values())
     if as_json:
         _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
     elif not problems:
@@ -400,7 +400,7 @@ def stage(
     pipeline, extractor = matches[0]
     loader = pipeline.destination.loader(project_dir)  # type: ignore[union-attr]
     try:
-        path = write_starter(project_dir, pipeline.name, extractor, loader, force=force)
+        path = write_starter(project_dir, pipeline.name, extractor, loader.store, force=force)
     finally:
         loader.close()
     out.print(f"wrote {path.relative_to(project_dir)}; edit it, then `elt transform --select {path.stem}`")
@@ -413,13 +413,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Recent runs, newest first."""
-    rows, where = _query(
-        "SELECT id, pipeline_name, status, trigger, started_at, completed_at, execution_duration_seconds,"
-        " rows_extracted, rows_loaded, rows_rejected, rows_transformed, error_message, streams"
-        " FROM pipeline.execution_log WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
-        " ORDER BY id DESC LIMIT %(n)s",
-        {"p": pipeline, "n": limit},
-    )
+    with _store() as store:
+        rows, where = store.last_runs(pipeline, limit), store.description
     if as_json:
         _print_json(rows)
         return
@@ -427,8 +422,8 @@ def status(
         out.print("no runs yet: `elt run` starts one")
         return
     table = Table(title=f"recent runs ({where})", title_justify="left")
-    for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "rejected",
-                   "transformed", "error"):
+    for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "unchanged",
+                   "rejected", "transformed", "error"):
         table.add_column(column, overflow="fold")
     colours = {"success": "green", "partial": "yellow", "failed": "red", "running": "cyan", "skipped": "yellow"}
     for r in rows:
@@ -436,7 +431,9 @@ def status(
         table.add_row(
             str(r["id"]), r["pipeline_name"], f"[{colours.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['started_at']:%Y-%m-%d %H:%M:%S}", f"{seconds:.1f}" if seconds is not None else "",
-            f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}",
+            f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}",
+            f"{r['rows_unchanged']:,}" + (f" (+{r['rows_collapsed']:,} collapsed)" if r["rows_collapsed"] else ""),
+            f"{r['rows_rejected']:,}",
             f"{r['rows_transformed']:,}", (r["error_message"] or "")[:160],
         )
     out.print(table)
@@ -445,12 +442,9 @@ def status(
 @app.command()
 def migrate() -> None:
     """Create or upgrade elt's own schema (pipeline.*). Runs by itself before every run too."""
-    loader = _loader(migrate=False)
-    try:
-        applied = loader.migrate()
-    finally:
-        loader.close()
-    out.print(f"applied {', '.join(applied)}" if applied else f"up to date ({loader.description})")
+    with _store(migrate=False) as store:
+        applied = store.migrate()
+    out.print(f"applied {', '.join(applied)}" if applied else f"up to date ({store.description})")
 
 
 @state_app.command("show")
@@ -459,12 +453,8 @@ def state_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Watermarks per pipeline and stream."""
-    rows, where = _query(
-        "SELECT pipeline_name, stream_name, key, value, updated_at, updated_by_run FROM pipeline.state"
-        " WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s) AND key = 'watermark'"
-        " ORDER BY pipeline_name, stream_name",
-        {"p": pipeline},
-    )
+    with _store() as store:
+        rows = store.watermarks(pipeline)
     if as_json:
         _print_json(rows)
         return
@@ -487,13 +477,8 @@ def state_reset(
     what = f"streams {', '.join(stream)} of {pipeline}" if stream else f"every stream of {pipeline}"
     if not yes and not typer.confirm(f"Reset the watermark of {what}? The next run re-reads from the start."):
         raise typer.Exit(1)
-    loader = _loader()
-    count = loader.execute(
-        "DELETE FROM pipeline.state WHERE pipeline_name = %s AND key = 'watermark'"
-        " AND (%s::text[] IS NULL OR stream_name = ANY(%s::text[]))",
-        (pipeline, stream or None, stream or None),
-    )
-    loader.close()
+    with _store() as store:
+        count = store.reset_watermarks(pipeline, stream or ())
     out.print(f"reset {count} watermark(s) of {what}")
 
 
@@ -506,13 +491,8 @@ def dead_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
     """Rejected records, newest first (unresolved only, unless --all)."""
-    rows, where = _query(
-        "SELECT id, pipeline_name, stream_name, run_id, created_at, error_message, resolved_at, resolved_by"
-        " FROM pipeline.dead_letter WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
-        " AND (%(s)s::text IS NULL OR stream_name = %(s)s) AND (%(all)s OR resolved_at IS NULL)"
-        " ORDER BY id DESC LIMIT %(n)s",
-        {"p": pipeline, "s": stream, "all": include_resolved, "n": limit},
-    )
+    with _store() as store:
+        rows = store.dead_letters(pipeline, stream, include_resolved=include_resolved, limit=limit)
     if as_json:
         _print_json(rows)
         return
@@ -532,10 +512,11 @@ def dead_list(
 @dead_app.command("show")
 def dead_show(id: int = typer.Argument(..., help="Dead letter id (from `elt dead-letter list`).")) -> None:
     """One rejected record in full, with its reason."""
-    rows, _ = _query("SELECT * FROM pipeline.dead_letter WHERE id = %s", (id,))
-    if not rows:
+    with _store() as store:
+        row = store.dead_letter(id)
+    if row is None:
         raise EltError(f"no dead letter with id {id}: `elt dead-letter list --all` shows them")
-    _print_json(rows[0])
+    _print_json(row)
 
 
 @dead_app.command("replay")
@@ -554,8 +535,10 @@ def dead_replay(
     result = Runner(chosen, project_dir=project_dir, streams=stream or None, trigger="replay").replay(ids or (), by)
     loaded = sum(f.loaded for f in result.streams.values())
     still = sum(f.rejected for f in result.streams.values())
-    out.print(f"replay run {result.run_id}: {loaded} record(s) loaded and resolved, {still} still rejected")
-    if result.summary.error_message and result.status == "failed":
+    superseded = sum(f.superseded or 0 for f in result.streams.values())
+    out.print(f"replay run {result.run_id}: {loaded} record(s) loaded and resolved, {superseded} resolved as superseded"
+              f" (a newer version is stored), {still} still rejected")
+    if result.summary.error_message and result.status != "success":
         err.print(f"[red]{secrets.redact(result.summary.error_message)}[/]")
     raise typer.Exit(result.exit_code)
 
@@ -567,12 +550,8 @@ def dead_resolve(
     note: str = typer.Option("resolved without loading", "--note", help="What was done."),
 ) -> None:
     """Mark dead letters handled without loading them."""
-    loader = _loader()
-    count = loader.execute(
-        "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = %s, resolution = %s"
-        " WHERE id = ANY(%s) AND resolved_at IS NULL",
-        (by, note, ids),
-    )
+    with _store() as store:
+        count = store.resolve_dead_letters(ids, by, note)
     out.print(f"resolved {count} dead letter(s)")
     if count < len(ids):
         err.print(f"{len(ids) - count} id(s) were unknown or already resolved")

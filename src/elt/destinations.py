@@ -24,10 +24,10 @@ class Postgres:
         return database_target(project_dir, self.url_env)
 
     def loader(self, project_dir: Path | None = None) -> Loader:
-        from elt.loaders.postgres import PostgresLoader
+        from elt.loaders import open_loader
 
         target = self.target(project_dir)
-        return PostgresLoader(target.url, target.description)
+        return open_loader("postgres", target.url, target.description)
 
 
 Destination = Postgres

@@ -1,8 +1,8 @@
 """Health checks: what `elt check` reports and `elt serve` alerts on, computed from the database alone.
 
-Five checks, each a query over ``pipeline.execution_log``, the raw tables or
-``pipeline.dead_letter`` (never over scheduler memory, so a dead scheduler is
-caught too):
+Five checks, each a question to the destination's bookkeeping store about
+``pipeline.execution_log``, the raw tables or ``pipeline.dead_letter`` (never
+over scheduler memory, so a dead scheduler is caught too):
 
 1. ``failed_run``: a failed run in the last 24 hours not followed by a success;
 2. ``missing_run``: a scheduled pipeline whose next run after its last success
@@ -20,9 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import sql
-
-from elt.loaders.base import Loader
+from elt.loaders.base import BookkeepingStore
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule, grace, parse_every
 
@@ -43,7 +41,7 @@ class Problem:
                 "since": self.since.isoformat() if self.since else None}
 
 
-def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime | None = None,
+def run_checks(store: BookkeepingStore, pipelines: Iterable[Pipeline], now: dt.datetime | None = None,
                watching_since: dt.datetime | None = None) -> list[Problem]:
     """Every problem found now, in check order.
 
@@ -53,66 +51,20 @@ def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime |
     """
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
-    return [*_failed(loader), *_missing(loader, pipelines, now, watching_since), *_stale(loader, pipelines, now),
-            *_dead_letters(loader), *_stuck(loader, pipelines, now)]
+    return [*_failed(store), *_missing(store, pipelines, now, watching_since), *_stale(store, pipelines, now),
+            *_dead_letters(store), *_stuck(store, pipelines, now)]
 
 
-FAILED_RUNS = """
--- The latest failure per pipeline in 24 hours, unless a success came after it (then it is history).
-SELECT DISTINCT ON (l.pipeline_name) l.pipeline_name, l.id, l.started_at, l.error_message,
-       count(*) OVER (PARTITION BY l.pipeline_name) AS failures
-  FROM pipeline.execution_log l
- WHERE l.status = 'failed' AND l.started_at > now() - interval '24 hours'
-   AND NOT EXISTS (SELECT 1 FROM pipeline.execution_log s WHERE s.pipeline_name = l.pipeline_name
-                   AND s.status IN ('success', 'partial') AND s.started_at > l.started_at)
- ORDER BY l.pipeline_name, l.id DESC
-"""
-
-LAST_RUNS = """
--- Per pipeline: when it last succeeded (compared with its schedule in Python) and first ran.
-SELECT pipeline_name, max(started_at) FILTER (WHERE status IN ('success', 'partial')) AS last_success,
-       min(started_at) AS first_run
-  FROM pipeline.execution_log GROUP BY pipeline_name
-"""
-
-OLD_DEAD_LETTERS = """
-SELECT pipeline_name, stream_name, count(*) AS n, min(created_at) AS oldest
-  FROM pipeline.dead_letter
- WHERE resolved_at IS NULL AND created_at < now() - interval '1 day'
- GROUP BY pipeline_name, stream_name ORDER BY 1, 2
-"""
-
-RUNNING = """
--- Runs still open; those past their pipeline's timeout (plus 5 minutes) are stuck.
-SELECT id, pipeline_name, started_at, hostname, pid FROM pipeline.execution_log
- WHERE status = 'running' ORDER BY id
-"""
-
-STALE_TABLE = """
--- Per raw table (compared with the stream's freshness SLA).
-SELECT max(_loaded_at) AS newest FROM raw.<table>
-"""
-
-#: The queries behind the checks, as the architecture document shows them.
-CHECK_QUERIES = {"failed runs": FAILED_RUNS, "missing runs": LAST_RUNS, "stale data": STALE_TABLE,
-                 "old dead letters": OLD_DEAD_LETTERS, "stuck runs": RUNNING}
-
-
-def _failed(loader: Loader) -> list[Problem]:
-    rows = loader.query(FAILED_RUNS)
+def _failed(store: BookkeepingStore) -> list[Problem]:
+    rows = store.recent_failures()
     return [Problem("failed_run", r["pipeline_name"],
                     f"{r['failures']} failed run(s) in 24 h; the last, run {r['id']}: {r['error_message'] or 'no message'}",
                     r["started_at"]) for r in rows]
 
 
-def _last_runs(loader: Loader) -> dict[str, dict[str, Any]]:
-    rows = loader.query(LAST_RUNS)
-    return {r["pipeline_name"]: r for r in rows}
-
-
-def _missing(loader: Loader, pipelines: list[Pipeline], now: dt.datetime,
+def _missing(store: BookkeepingStore, pipelines: list[Pipeline], now: dt.datetime,
              watching_since: dt.datetime | None) -> list[Problem]:
-    runs = _last_runs(loader)
+    runs = store.run_history()
     problems = []
     for pipeline in pipelines:
         schedule = Schedule.of(pipeline)
@@ -150,18 +102,16 @@ def freshness_sla(stream: Any, pipeline: Pipeline, now: dt.datetime) -> dt.timed
     return 2 * interval + grace(interval)
 
 
-def _stale(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+def _stale(store: BookkeepingStore, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
     problems = []
-    existing = {r["table_name"] for r in loader.query(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")}
+    existing = store.raw_tables()
     for pipeline in pipelines:
         for stream in pipeline.streams:
             sla = freshness_sla(stream, pipeline, now)
             table = stream.table_name(pipeline.name)
             if sla is None or table not in existing:
                 continue
-            newest = loader.query(sql.SQL("SELECT max(_loaded_at) AS newest FROM {}").format(  # type: ignore[arg-type]
-                sql.Identifier("raw", table)))[0]["newest"]
+            newest = store.newest_load(table)
             if newest is None or newest < now - sla:
                 age = "no rows" if newest is None else f"newest row loaded {newest:%Y-%m-%d %H:%M} UTC"
                 problems.append(Problem("stale_data", f"{pipeline.name}.{stream.name}",
@@ -169,16 +119,16 @@ def _stale(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[
     return problems
 
 
-def _dead_letters(loader: Loader) -> list[Problem]:
-    rows = loader.query(OLD_DEAD_LETTERS)
+def _dead_letters(store: BookkeepingStore) -> list[Problem]:
+    rows = store.old_dead_letters(dt.timedelta(days=1))
     return [Problem("dead_letters", f"{r['pipeline_name']}.{r['stream_name']}",
                     f"{r['n']} unresolved dead letter(s) older than a day: `elt dead-letter list`, then replay or resolve",
                     r["oldest"]) for r in rows]
 
 
-def _stuck(loader: Loader, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+def _stuck(store: BookkeepingStore, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
     timeouts = {p.name: p.timeout for p in pipelines}
-    rows = loader.query(RUNNING)
+    rows = store.open_runs()
     problems = []
     for r in rows:
         timeout = timeouts.get(r["pipeline_name"]) or dt.timedelta(hours=1)

@@ -87,7 +87,25 @@ class Pipeline:
 
 
 def register(pipeline: Pipeline) -> None:
-    # Re-importing a project (tests, `elt` reloading) replaces, not duplicates.
+    """Add ``pipeline`` to the registry; refuse a stream whose raw table another stream already loads.
+
+    Two streams writing one raw table would mix their records, strategies and
+    watermarks, so the second declaration fails, naming both.
+    """
+    owners: dict[str, str] = {}
+    for other in _registry.values():
+        if other.name == pipeline.name:
+            continue  # re-importing a project (tests, `elt` reloading) replaces, not duplicates
+        for stream in other.streams:
+            owners[stream.table_name(other.name)] = f"{other.name}.{stream.name}"
+    for stream in pipeline.streams:
+        table = stream.table_name(pipeline.name)
+        here = f"{pipeline.name}.{stream.name}"
+        if table in owners:
+            raise ConfigError(
+                f"streams {owners[table]} and {here} would both load raw.{table}; give one of them another"
+                " name or source (source = '...' sets the table's prefix)")
+        owners[table] = here
     _registry[pipeline.name] = pipeline
 
 

@@ -88,7 +88,13 @@ def coerce_cursor(value: Any, kind: str) -> Any:
         if kind == "integer":
             if isinstance(value, bool):
                 raise TypeError
-            return int(value)
+            if isinstance(value, int):
+                return value
+            # int() would truncate 3.7 to 3 and move the watermark past records at 3.x.
+            number = decimal.Decimal(str(value).strip()) if isinstance(value, str) else decimal.Decimal(value)
+            if not number.is_finite() or number != number.to_integral_value():
+                raise ValueError("not a whole number")
+            return int(number)
         if kind == "number":
             return decimal.Decimal(str(value))
         if kind == "timestamp":

@@ -20,15 +20,15 @@ import structlog
 
 from elt import secrets
 from elt.errors import ConfigError, EltError
-from elt.extractors.base import Batch, Extractor, WriteStrategy
-from elt.loaders.base import Loader, LoadResult, RunSummary, StreamTarget
+from elt.extractors.base import Batch, Extractor
+from elt.loaders.base import DeadLetter, Loader, LoadResult, RunSummary, StreamTarget
 from elt.logs import get_logger
 from elt.pipeline import Pipeline
 from elt.prefetch import prefetch
 from elt.progress import LogProgress, Progress, default_progress
-from elt.records import coerce_cursor, cursor_kind
-from elt.schema import diff_fields
-from elt.state import StreamState, Watermark
+from elt.records import coerce_cursor
+from elt.schema import diff_fields, removed_fields
+from elt.state import StreamState, UnsortedStream, Watermark, WatermarkTracker
 from elt.validation import PreparedBatch, Rejected, prepare
 
 if TYPE_CHECKING:  # sqlglot and the model machinery load only when a run builds models
@@ -73,17 +73,25 @@ def worst_exit_code(codes: Sequence[int]) -> int:
 @dataclass
 class StreamFigures:
     extracted: int = 0
+    #: Rows written: inserted + updated.
     loaded: int = 0
     inserted: int = 0
     updated: int = 0
+    #: Records already stored exactly as they are (nothing written).
     unchanged: int = 0
+    #: Records that repeated a key within a batch (only the last version written).
+    collapsed: int = 0
     rejected: int = 0
     batches: int = 0
     #: Key reconciliation (`elt reconcile`): rows newly marked deleted, and rows back in the source.
     deleted: int | None = None
     restored: int | None = None
+    #: Replay: dead letters not loaded because a newer version of the key is stored.
+    superseded: int | None = None
     watermark: Any = None
     error: str | None = None
+    #: Why the read may have skipped records (the run is partial).
+    incomplete: list[str] | None = None
 
     def add(self, result: LoadResult) -> None:
         self.batches += 1
@@ -91,6 +99,7 @@ class StreamFigures:
         self.inserted += result.inserted
         self.updated += result.updated
         self.unchanged += result.unchanged
+        self.collapsed += result.collapsed
 
     def as_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -125,6 +134,8 @@ class _Run:
         self.streams: dict[str, StreamFigures] = {}
         self.failures: dict[str, dict[str, Any]] = {}
         self.over_ratio: list[str] = []
+        #: Per stream: why its read may have skipped records, or what a replay left unloaded.
+        self.incomplete: dict[str, list[str]] = {}
         #: Set when another run held the lock: the message logged for the skip.
         self.skipped: str | None = None
         #: What was written to the log row when the run closed.
@@ -151,6 +162,8 @@ class _Run:
             rows_loaded=sum(f.loaded for f in figures),
             rows_rejected=sum(f.rejected for f in figures),
             rows_transformed=self.transforms.rows_transformed if self.transforms else 0,
+            rows_unchanged=sum(f.unchanged for f in figures),
+            rows_collapsed=sum(f.collapsed for f in figures),
             streams={name: f.as_json() for name, f in self.streams.items()},
         )
 
@@ -160,8 +173,8 @@ class _Run:
             status = "failed"
         elif model_failures and not self.streams and len(model_failures) == len(self.transforms.models):  # type: ignore[union-attr]
             status = "failed"  # a transform-only run that built nothing
-        elif model_failures or any(f.rejected for f in self.streams.values()):
-            # The data is loaded; what is missing is downstream of it.
+        elif model_failures or self.incomplete or any(f.rejected for f in self.streams.values()):
+            # What was read is loaded; what is missing is named in the message.
             status = "partial"
         else:
             status = "success"
@@ -170,6 +183,7 @@ class _Run:
         messages = [f["error"] if f["error"].startswith(f"stream {name!r}") else f"stream {name!r}: {f['error']}"
                     for name, f in self.failures.items()]
         messages += self.over_ratio
+        messages += [f"stream {name!r}: {reason}" for name, reasons in self.incomplete.items() for reason in reasons]
         messages += [f"model {relation}: {error}" for relation, error in model_failures.items()]
         if status == "partial" and summary.rows_rejected:
             rejected = summary.rows_rejected
@@ -231,11 +245,11 @@ class Runner:
         loader = self._open_loader()
         owns_loader = self._loader is None
         try:
-            loader.migrate()
-            run_id = loader.start_run(name, trigger)
+            loader.store.migrate()
+            run_id = loader.store.start_run(name, trigger)
             structlog.contextvars.bind_contextvars(pipeline=name, run_id=run_id)
-            if not loader.try_lock(name):
-                other = loader.running_elsewhere(name, run_id)
+            if not loader.store.try_lock(name):
+                other = loader.store.running_elsewhere(name, run_id)
                 where = (f" (run {other['run_id']} started {other['started_at']:%Y-%m-%d %H:%M:%S} UTC on"
                          f" {other['hostname']}, pid {other['pid']})") if other else ""
                 message = f"another run of {name} is in progress{where}; this run was skipped"
@@ -243,11 +257,11 @@ class Runner:
                 run = _Run(name, run_id)
                 run.skipped = message
                 run.closed = RunSummary(status="skipped", error_message=message)
-                loader.finish_run(run_id, run.closed)
+                loader.store.finish_run(run_id, run.closed)
                 yield loader, run
                 return
             try:
-                abandoned = loader.mark_abandoned(name, run_id)
+                abandoned = loader.store.mark_abandoned(name, run_id)
                 if abandoned:
                     self.log.warning("closed runs left 'running' by a stopped process as failed (abandoned)",
                                      count=abandoned)
@@ -262,13 +276,13 @@ class Runner:
                         "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}"
                     )
                     summary.error_detail = {"traceback": secrets.redact(traceback.format_exc())}
-                    loader.finish_run(run_id, summary)
+                    loader.store.finish_run(run_id, summary)
                     raise
                 else:
                     run.closed = run.close()
-                    loader.finish_run(run_id, run.closed)
+                    loader.store.finish_run(run_id, run.closed)
             finally:
-                loader.unlock(name)
+                loader.store.unlock(name)
         finally:
             structlog.contextvars.unbind_contextvars("pipeline", "run_id")
             if owns_loader:
@@ -351,45 +365,51 @@ class Runner:
                 " see `elt dead-letter list`"
             )
 
-    def _stream_state(self, loader: Loader, extractor: Extractor, target: StreamTarget) -> tuple[StreamState, dict[str, str]]:
-        watermark, known_fields = loader.read_state(self.pipeline.name, extractor.name)
-        kind = watermark.kind if watermark else None
+    def _stream_state(self, loader: Loader, extractor: Extractor, target: StreamTarget
+                      ) -> tuple[StreamState, WatermarkTracker, dict[str, Any]]:
+        """The stream's stored state, and the watermark tracker that decides how it moves in this read."""
+        watermark, known_fields = loader.store.read_state(self.pipeline.name, extractor.name)
+        # The cursor's kind: declared, else stored, else the raw table's column, else the first accepted value.
+        kind = extractor.cursor_declared_kind or (watermark.kind if watermark else None)
         if kind is None and extractor.cursor_field:
-            kind = loader.table_cursor_kind(target.table, extractor.cursor_field)
-        target.cursor_kind = kind
+            kind = loader.writer.table_cursor_kind(target.table, extractor.cursor_field)
+        tracker = WatermarkTracker(
+            extractor.name, extractor.cursor_field, watermark, kind, lookback=extractor.lookback,
+            sorted=extractor.sorted_by_cursor,
+            per_batch=(extractor.sorted_by_cursor and extractor.complete_per_batch
+                       and extractor.strategy.watermark_per_batch),
+        )
+        target.cursor_kind = tracker.kind
         state = StreamState(self.pipeline.name, extractor.name, watermark=watermark, full_refresh=self.full_refresh,
-                            values=loader.read_values(self.pipeline.name, extractor.name))
-        if extractor.cursor_field and not self.full_refresh:
-            if self.since is not None:
-                since_kind = kind or cursor_kind(self.since)
-                try:
-                    state.since = coerce_cursor(self.since, since_kind)
-                except ValueError as exc:
-                    raise ConfigError(f"stream {extractor.name!r}: --since {self.since!r}: {exc}") from None
-            elif watermark is not None:
-                state.since = watermark.minus(extractor.lookback)
-        return state, known_fields
+                            values=loader.store.read_values(self.pipeline.name, extractor.name),
+                            since=tracker.since(self.full_refresh, self.since))
+        return state, tracker, known_fields
 
     def _run_stream(
         self, loader: Loader, run: _Run, extractor: Extractor, figures: StreamFigures, progress: Progress
     ) -> None:
         log = self.log.bind(stream=extractor.name)
+        strategy = extractor.strategy
+        writer = loader.writer
         target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
-        state, known_fields = self._stream_state(loader, extractor, target)
-        committed = state.watermark
-        log.info("stream started", table=f"raw.{target.table}", strategy=extractor.strategy.value,
+        state, tracker, known_fields = self._stream_state(loader, extractor, target)
+        log.info("stream started", table=f"raw.{target.table}", strategy=strategy.name,
                  since=str(state.since) if state.since is not None else None)
-        # The watermark may only advance with each batch when the batches come in
-        # cursor order and land in the real table (not a replace shadow).
-        per_batch = extractor.sorted_by_cursor and extractor.strategy is not WriteStrategy.REPLACE
-        deferred: Watermark | None = None
-        loader.begin_stream(target, run.run_id)
+        # A stream-atomic strategy (replace, delete_reload) applies the read only when it
+        # completes: the extractor's state and after-commit hooks (a file manifest, moving a
+        # processed file) wait for that too, or they would claim rows that were never applied.
+        atomic = strategy.unit == "stream"
+        deferred_state: dict[str, Any] = {}
+        after_commit: list[Any] = []
+        seen_fields: set[str] = set()
+        writer.begin_stream(target, run.run_id)
 
         def validated() -> Iterator[tuple[Batch, PreparedBatch, int]]:
             kind = target.cursor_kind
             for batch in extractor.extract(state):
                 prepared = prepare(extractor, batch.records, kind)
-                prepared.rejected += [Rejected(record, reason) for record, reason in batch.rejected]
+                # What the extractor itself could not read describes a problem, not a record.
+                prepared.rejected += [Rejected(record, reason, kind="problem") for record, reason in batch.rejected]
                 kind = prepared.cursor_kind
                 count = len(batch.records) + len(batch.rejected)
                 # The prepared rows are all that is loaded: dropping the dicts halves the
@@ -397,44 +417,89 @@ class Runner:
                 batch.records, batch.rejected = [], []
                 yield batch, prepared, count
 
-        # Reading and validating the next batch overlaps with loading this one.
-        for batch, prepared, count in prefetch(validated(), depth=self.prefetch_depth, should_stop=_check_stop):
-            target.cursor_kind = prepared.cursor_kind
-            target.watermark = committed
-            high = prepared.high_water
-            if batch.high_water is not None and target.cursor_kind:
-                high = coerce_cursor(batch.high_water, target.cursor_kind)
-            new_mark: Watermark | None = None
-            if extractor.cursor_field and high is not None:
-                candidate = Watermark(high, target.cursor_kind or cursor_kind(high)).later(committed)
-                if candidate != committed:
-                    if per_batch:
-                        new_mark = committed = candidate
-                    else:
-                        deferred = candidate.later(deferred)
-            changes, known_fields = diff_fields(known_fields, prepared.fields)
-            result = loader.load_batch(target, run.run_id, prepared, new_mark, changes, known_fields, state=batch.state)
-            if batch.after_commit is not None:
-                batch.after_commit()
-            for change in changes:
-                if change.change != "initial":
-                    log.warning("schema change: records keep the field in _raw_payload; update the stg model if needed",
-                                field=change.field, change=change.change, old_type=change.old_type,
-                                new_type=change.new_type)
-            for rejected in prepared.rejected[:3]:
-                log.warning("record rejected to dead_letter", reason=rejected.reason)
-            figures.add(result)
-            figures.extracted += count
-            figures.rejected += result.rejected
-            figures.watermark = committed
-            progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)
-            loader.update_run(run.run_id, run.summary())
-            _check_stop()  # a requested stop happens here, with this batch committed
+        applied = False
+        accepted = 0
+        try:
+            # Reading and validating the next batch overlaps with loading this one.
+            for number, (batch, prepared, count) in enumerate(
+                    prefetch(validated(), depth=self.prefetch_depth, should_stop=_check_stop), start=1):
+                tracker.learn(prepared.cursor_kind)
+                target.cursor_kind = tracker.kind
+                target.watermark = tracker.committed
+                high = prepared.high_water
+                if batch.high_water is not None and tracker.kind:
+                    high = coerce_cursor(batch.high_water, tracker.kind)
+                unsorted: UnsortedStream | None = None
+                try:
+                    tracker.check_sort(prepared.low_water, prepared.drop, number)
+                    mark = tracker.advance(high, batch.incomplete)
+                except UnsortedStream as exc:
+                    unsorted, mark = exc, None  # this batch's rows still load; the watermark stays
+                changes, known_fields = diff_fields(known_fields, prepared.fields)
+                seen_fields.update(prepared.fields)
+                if atomic:
+                    deferred_state.update(batch.state)
+                    if batch.after_commit is not None:
+                        after_commit.append(batch.after_commit)
+                result = writer.load_batch(target, run.run_id, prepared, mark, changes, known_fields,
+                                           state=None if atomic else batch.state)
+                if not atomic and batch.after_commit is not None:
+                    batch.after_commit()
+                for change in changes:
+                    if change.change != "initial":
+                        log.warning("schema change: records keep the field in _raw_payload; update the stg model if"
+                                    " needed", field=change.field, change=change.change, old_type=change.old_type,
+                                    new_type=change.new_type)
+                for rejected in prepared.rejected[:3]:
+                    log.warning("record rejected to dead_letter", reason=rejected.reason)
+                for reason in batch.incomplete:
+                    log.warning("the read may have skipped records", reason=reason)
+                figures.add(result)
+                figures.extracted += count
+                figures.rejected += result.rejected
+                figures.watermark = tracker.committed
+                accepted += len(prepared.rows)
+                progress.advance(extractor.name, figures.extracted, figures.loaded, figures.rejected)
+                loader.store.update_run(run.run_id, run.summary())
+                if unsorted is not None:
+                    raise unsorted
+                _check_stop()  # a requested stop happens here, with this batch committed
 
-        final = deferred.later(committed) if deferred else None
-        loader.finish_stream(target, run.run_id, final)
-        if final is not None:
-            figures.watermark = final
+            empty = strategy.empty_read_problem(extractor) if accepted == 0 else None
+            complete = not tracker.incomplete and empty is None
+            final = tracker.final(complete)
+            writer.finish_stream(target, run.run_id, final, complete, deferred_state)
+            applied = True
+        finally:
+            if not applied and atomic:
+                # A failed or stopped read of a stream-atomic strategy is not applied: drop its shadow.
+                try:
+                    writer.finish_stream(target, run.run_id, None, False)
+                except Exception as exc:  # the original error matters more; a killed run's shadow is rebuilt anyway
+                    log.warning("could not drop the shadow of the unfinished read", error=str(exc))
+        if empty is not None:
+            raise EltError(empty)
+        if complete:
+            for hook in after_commit:
+                hook()
+            # Only a read of the whole source can tell that a field is gone (an incremental slice
+            # may simply hold no record carrying a sparse field).
+            gone = removed_fields(known_fields, seen_fields) if accepted and state.since is None else []
+            if gone:
+                known_fields = {k: v for k, v in known_fields.items() if k not in {c.field for c in gone}}
+                loader.store.record_schema_changes(self.pipeline.name, extractor.name, target.table, run.run_id,
+                                                   gone, known_fields)
+                for change in gone:
+                    log.warning("schema change: no record of this read carried the field", field=change.field,
+                                change="removed")
+        else:
+            kept = ("; the replace table was kept as it was" if strategy.name == "replace" else
+                    "; the partitions it read were not replaced" if atomic else "")
+            reasons = [f"the read may have skipped records: {reason}; the watermark stays where the read was proven"
+                       f" complete{kept}" for reason in tracker.incomplete]
+            run.incomplete[extractor.name] = reasons
+            figures.incomplete = list(tracker.incomplete)
+        figures.watermark = tracker.committed
 
     # --- deletes (`elt reconcile`) ----------------------------------------------------------
 
@@ -452,7 +517,7 @@ class Runner:
                 target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
                 try:
                     self._stream_state(loader, extractor, target)  # the cursor kind the table stores
-                    figures.deleted, figures.restored = loader.mark_deleted(target, extractor.source_keys())  # type: ignore[attr-defined]
+                    figures.deleted, figures.restored = loader.writer.mark_deleted(target, extractor.source_keys())  # type: ignore[attr-defined]
                     self.log.info("keys reconciled", stream=extractor.name, marked_deleted=figures.deleted,
                                   restored=figures.restored, table=f"raw.{target.table}")
                 except Exception as exc:
@@ -481,25 +546,14 @@ class Runner:
     # --- dead-letter replay ----------------------------------------------------------
 
     def replay(self, ids: Sequence[int] = (), resolved_by: str = "elt dead-letter replay") -> RunResult:
-        """Re-validate unresolved dead letters with today's code and load those that pass."""
+        """Re-validate unresolved dead letters with today's code and load those that pass, by each strategy's replay rule."""
         progress = self.progress or LogProgress()
         with self._frame("replay") as (loader, run):
             if run.skipped:
                 return run.result()
-            filters = ["pipeline_name = %s", "resolved_at IS NULL"]
-            params: list[Any] = [self.pipeline.name]
-            if ids:
-                filters.append("id = ANY(%s)")
-                params.append(list(ids))
-            if self.stream_names:
-                filters.append("stream_name = ANY(%s)")
-                params.append(self.stream_names)
-            rows = loader.query(
-                f"SELECT id, stream_name, source_record FROM pipeline.dead_letter WHERE {' AND '.join(filters)}"
-                " ORDER BY id", params)
-            by_stream: dict[str, list[dict[str, Any]]] = {}
-            for row in rows:
-                by_stream.setdefault(row["stream_name"], []).append(row)
+            by_stream: dict[str, list[DeadLetter]] = {}
+            for letter in loader.store.unresolved_dead_letters(self.pipeline.name, self.stream_names, ids):
+                by_stream.setdefault(letter.stream, []).append(letter)
             for name, letters in by_stream.items():
                 figures = run.streams.setdefault(name, StreamFigures())
                 try:
@@ -510,29 +564,43 @@ class Runner:
         return run.result()
 
     def _replay_stream(
-        self, loader: Loader, run: _Run, extractor: Extractor, letters: list[dict[str, Any]],
+        self, loader: Loader, run: _Run, extractor: Extractor, letters: list[DeadLetter],
         figures: StreamFigures, resolved_by: str,
     ) -> None:
-        if extractor.strategy is WriteStrategy.REPLACE:
-            raise ConfigError(
-                f"stream {extractor.name!r} uses replace: its next run reloads the whole source, so replay does not"
-                " apply; fix the cause, run the pipeline, then `elt dead-letter resolve` these records"
-            )
+        strategy = extractor.strategy
+        if strategy.replay_refusal:
+            raise ConfigError(f"stream {extractor.name!r} {strategy.replay_refusal}")
+        problems = [letter for letter in letters if letter.kind == "problem"]
+        if problems:
+            example = problems[0]
+            run.incomplete[extractor.name] = [
+                f"{len(problems)} dead letter(s) describe a problem in the source, not a record (e.g. id {example.id}:"
+                f" {example.error[:120]}); they were not replayed. Fix the source or the stream's settings and read it"
+                " again (a file: drop it again into the folder), then `elt dead-letter resolve` them"]
         target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
-        _, known_fields = self._stream_state(loader, extractor, target)
-        loader.begin_stream(target, run.run_id)
-        for start in range(0, len(letters), 1000):
-            chunk = letters[start:start + 1000]
-            prepared = prepare(extractor, [letter["source_record"] for letter in chunk], target.cursor_kind)
-            target.cursor_kind = prepared.cursor_kind
-            still_bad = {rejected.index for rejected in prepared.rejected}
-            accepted = [letter["id"] for i, letter in enumerate(chunk) if i not in still_bad]
-            # Records still bad stay in dead_letter as they are (no second copy).
-            figures.rejected += len(still_bad)
-            prepared.rejected = []
-            changes, known_fields = diff_fields(known_fields, prepared.fields)
-            result = loader.load_batch(target, run.run_id, prepared, None, changes, known_fields,
-                                       resolves=accepted, resolved_by=f"{resolved_by} (run {run.run_id})")
-            figures.add(result)
-            figures.extracted += len(chunk)
-
+        _, tracker, known_fields = self._stream_state(loader, extractor, target)
+        by_arrival: dict[Any, list[DeadLetter]] = {}
+        for letter in letters:
+            if letter.kind == "record":
+                by_arrival.setdefault(letter.created_at, []).append(letter)
+        # Letters that arrived together are replayed together: "newer" compares with their arrival.
+        for arrived, group in sorted(by_arrival.items()):
+            for start in range(0, len(group), 1000):
+                chunk = group[start:start + 1000]
+                prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind)
+                tracker.learn(prepared.cursor_kind)
+                target.cursor_kind = tracker.kind
+                still_bad = {rejected.index for rejected in prepared.rejected}
+                accepted = [letter for i, letter in enumerate(chunk) if i not in still_bad]
+                resolved = {letter.id: row[-1] for letter, row in zip(accepted, prepared.rows, strict=True)}
+                # Records still bad stay in dead_letter as they are (no second copy).
+                figures.rejected += len(still_bad)
+                prepared.rejected = []
+                changes, known_fields = diff_fields(known_fields, prepared.fields)
+                result = loader.writer.replay_batch(target, run.run_id, prepared, arrived, changes, known_fields,
+                                                    resolved, f"{resolved_by} (run {run.run_id})")
+                figures.add(result)
+                figures.extracted += len(chunk)
+                superseded = sum(1 for h in resolved.values() if h not in result.written_hashes)
+                if superseded:
+                    figures.superseded = (figures.superseded or 0) + superseded

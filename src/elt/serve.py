@@ -210,9 +210,9 @@ class Scheduler:
         try:
             loader = self._loader_factory()
             try:
-                loader.migrate()
-                problems = run_checks(loader, self.pipelines.values(), watching_since=self.started_at)
-                sent = notify(loader, problems, self.alerts)
+                loader.store.migrate()
+                problems = run_checks(loader.store, self.pipelines.values(), watching_since=self.started_at)
+                sent = notify(loader.store, problems, self.alerts)
             finally:
                 loader.close()
             self.log.info("health checked", problems=len(problems), alerts_sent=len(sent))
@@ -223,20 +223,17 @@ class Scheduler:
         """Mark the log rows of a stopped child failed with ``message`` (it may have closed them itself)."""
         loader = self._loader_factory()
         try:
-            loader.execute(
-                "UPDATE pipeline.execution_log SET status = 'failed', completed_at = coalesce(completed_at, clock_timestamp()),"
-                " error_message = %s || coalesce('; ' || nullif(error_message, 'interrupted'), '')"
-                " WHERE pid = %s AND hostname = %s AND started_at >= %s AND status IN ('running', 'failed')",
-                (message, pid, socket.gethostname(), since or dt.datetime.now(dt.UTC) - dt.timedelta(days=2)))
+            loader.store.close_runs_of(pid, socket.gethostname(), since or dt.datetime.now(dt.UTC) - dt.timedelta(days=2),
+                                       message)
         finally:
             loader.close()
 
     def _log_skip(self, name: str, reason: str) -> None:
         loader = self._loader_factory()
         try:
-            loader.migrate()
-            run_id = loader.start_run(name, "schedule")
-            loader.finish_run(run_id, RunSummary(status="skipped", error_message=reason))
+            loader.store.migrate()
+            run_id = loader.store.start_run(name, "schedule")
+            loader.store.finish_run(run_id, RunSummary(status="skipped", error_message=reason))
         finally:
             loader.close()
 

@@ -1,8 +1,10 @@
-"""Stream state: the watermark an incremental stream has reached, and how to store it.
+"""Stream state: the watermark an incremental stream has reached, and when it may move.
 
 The loader stores state in ``pipeline.state`` in the same transaction as the
-rows it describes. This module only turns watermarks into JSON and back and
-computes where the next extraction starts (watermark minus lookback).
+rows it describes. This module owns the rules: the cursor's kind, where the
+next extraction starts (watermark minus lookback), how far each batch may
+move the watermark, and the sort check (:class:`WatermarkTracker`). The runner
+asks the tracker; nothing else decides.
 """
 
 from __future__ import annotations
@@ -12,7 +14,38 @@ import decimal
 from dataclasses import dataclass, field
 from typing import Any
 
+from elt.errors import ConfigError, EltError
 from elt.records import coerce_cursor, cursor_kind
+
+#: The kinds a cursor can have; ``Cursor(kind=...)`` takes one of these.
+CURSOR_KINDS = ("timestamp", "integer", "number", "date", "text")
+
+
+def check_lookback(stream: str, kind: str, lookback: Any) -> None:
+    """Refuse a lookback that cannot apply to a cursor of ``kind`` (it would be ignored silently)."""
+    if not lookback:
+        return
+    label = f"stream {stream!r}"
+    if kind == "text":
+        raise ConfigError(
+            f"{label}: the cursor holds text, which has no arithmetic, so lookback={lookback!r} cannot apply."
+            " If the values are timestamps or numbers, declare Cursor(..., kind='timestamp') (or 'integer');"
+            " otherwise remove the lookback")
+    if isinstance(lookback, dt.timedelta):
+        if kind not in ("timestamp", "date"):
+            raise ConfigError(
+                f"{label}: lookback is a timedelta but the cursor is a {kind}; give the lookback as a number"
+                " of cursor units (lookback=1000)")
+    elif kind == "date":
+        raise ConfigError(f"{label}: a date cursor needs its lookback as a timedelta (lookback=timedelta(days=2))")
+    elif isinstance(lookback, bool) or not isinstance(lookback, (int, float, decimal.Decimal)):
+        raise ConfigError(f"{label}: lookback {lookback!r} is neither a timedelta nor a number")
+    elif kind == "integer" and int(lookback) != lookback:
+        raise ConfigError(f"{label}: an integer cursor needs a whole-number lookback, got {lookback!r}")
+
+
+class UnsortedStream(EltError):
+    """A stream declared sorted by cursor went backwards: the watermark would pass unread records."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +76,7 @@ class Watermark:
 
     def minus(self, lookback: Any) -> Any:
         """The value to extract from: this watermark minus ``lookback`` (inclusive bound)."""
-        if not lookback:
-            return self.value
-        if self.kind in ("timestamp", "date"):
-            delta = lookback if isinstance(lookback, dt.timedelta) else dt.timedelta(seconds=float(lookback))
-            return self.value - delta
-        if self.kind == "integer":
-            return self.value - int(lookback)
-        if self.kind == "number":
-            return self.value - decimal.Decimal(str(lookback))
-        # Text cursors have no arithmetic; the overlap is just the last value.
-        return self.value
+        return _minus(self.value, self.kind, lookback)
 
     def later(self, other: Watermark | None) -> Watermark:
         """The later of two watermarks: stored state never moves backwards."""
@@ -78,3 +101,134 @@ class StreamState:
     full_refresh: bool = False
     #: Extra state the extractor keeps (written with :attr:`Batch.state`), by key.
     values: dict[str, Any] = field(default_factory=dict)
+
+
+def _minus(value: Any, kind: str, lookback: Any) -> Any:
+    """``value`` moved back by ``lookback`` (checked by :func:`check_lookback` first)."""
+    if not lookback:
+        return value
+    if kind in ("timestamp", "date"):
+        delta = lookback if isinstance(lookback, dt.timedelta) else dt.timedelta(seconds=float(lookback))
+        return value - delta
+    if kind == "integer":
+        return value - int(lookback)
+    if kind == "number":
+        return value - decimal.Decimal(str(lookback))
+    return value
+
+
+@dataclass
+class WatermarkTracker:
+    """When and how far one stream's watermark moves during a read.
+
+    - The cursor's kind is locked from the declaration (``Cursor(kind=...)``),
+      the stored state, the raw table's column, or the first accepted
+      non-null value, in that order; never defaulted to text.
+    - A batch may carry the watermark only when each batch lands for good
+      (``per_batch``: the strategy commits per batch, the stream is sorted and
+      proves completeness per batch). Otherwise the highest value waits for
+      :meth:`final`, which writes it only for a complete read.
+    - Once the read reports that it may have skipped records, the watermark
+      stays where it is for the rest of the read.
+    - Sort check: a sorted stream whose batch goes below the highest value
+      already committed in this read, by more than the lookback, raises
+      :class:`UnsortedStream` (the Singer SDK's ``InvalidStreamSortException``).
+    """
+
+    stream: str
+    cursor: str | None
+    committed: Watermark | None
+    kind: str | None
+    lookback: Any = None
+    sorted: bool = True
+    per_batch: bool = True
+    #: Reasons the read may have skipped records (see ``Batch.incomplete``).
+    incomplete: list[str] = field(default_factory=list)
+    _deferred: Watermark | None = None
+    _run_high: Any = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None:
+            self._lock_kind(self.kind)
+
+    def _lock_kind(self, kind: str) -> None:
+        self.kind = kind
+        if self.cursor:
+            check_lookback(self.stream, kind, self.lookback)
+
+    def learn(self, kind: str | None) -> None:
+        """Take the kind the first accepted value showed, when nothing fixed it before."""
+        if self.kind is None and kind is not None:
+            self._lock_kind(kind)
+
+    def since(self, full_refresh: bool, override: Any = None) -> Any:
+        """Where the read starts (inclusive): ``--since``, else the watermark minus the lookback."""
+        if not self.cursor or full_refresh:
+            return None
+        if override is not None:
+            kind = self.kind or cursor_kind(override)
+            try:
+                return coerce_cursor(override, kind)
+            except ValueError as exc:
+                raise ConfigError(f"stream {self.stream!r}: --since {override!r}: {exc}") from None
+        if self.committed is not None:
+            return self.committed.minus(self.lookback)
+        return None
+
+    def check_sort(self, low: Any, drop: Any, batch_no: int) -> None:
+        """Raise :class:`UnsortedStream` when this batch goes back beyond the lookback."""
+        if not (self.sorted and self.cursor and self.kind):
+            return
+        tolerance = self.lookback or None
+        problems = []
+        if low is not None and self._run_high is not None:
+            floor = _minus(self._run_high, self.kind, tolerance) if tolerance else self._run_high
+            if low < floor:
+                problems.append(f"batch {batch_no} holds {self.cursor} = {low} after {self._run_high} was committed")
+        if drop is not None and (tolerance is None or self.kind == "text" or drop > _as_step(tolerance, self.kind)):
+            problems.append(f"batch {batch_no} goes back by {drop} within itself")
+        if problems:
+            raise UnsortedStream(
+                f"stream {self.stream!r}: records are not in {self.cursor} order ({'; '.join(problems)}), beyond the"
+                " lookback, so the watermark would pass records not read yet. It stays at the last good batch."
+                f" Sort the source by {self.cursor}, or set sorted_by_cursor = False on the stream (the watermark"
+                " then moves only when a read completes); then run once with --full-refresh to pick up records"
+                " earlier runs may have passed")
+
+    def advance(self, high: Any, incomplete: list[str]) -> Watermark | None:
+        """The watermark to commit with this batch (None: leave the stored one as it is)."""
+        self.incomplete += incomplete
+        if not self.cursor or high is None or self.kind is None:
+            return None
+        candidate = Watermark(coerce_cursor(high, self.kind), self.kind)
+        if self._run_high is None or candidate.value > self._run_high:
+            self._run_high = candidate.value
+        if self.incomplete:
+            return None
+        candidate = candidate.later(self.committed)
+        if not self.per_batch:
+            self._deferred = candidate.later(self._deferred)
+            return None
+        if candidate == self.committed:
+            return None
+        self.committed = candidate
+        return candidate
+
+    def final(self, complete: bool) -> Watermark | None:
+        """The deferred watermark to commit at the end of a read, only when it is complete."""
+        if not complete or self.incomplete or self._deferred is None:
+            return None
+        final = self._deferred.later(self.committed)
+        if final == self.committed:
+            return None
+        self.committed = final
+        return final
+
+
+def _as_step(lookback: Any, kind: str) -> Any:
+    """The lookback in the unit a within-batch drop is measured in (see validation.prepare)."""
+    if kind in ("timestamp", "date"):
+        return lookback if isinstance(lookback, dt.timedelta) else dt.timedelta(seconds=float(lookback))
+    if kind == "number":
+        return decimal.Decimal(str(lookback))
+    return lookback

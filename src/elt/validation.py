@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from elt.extractors.base import Extractor, WriteStrategy
+from elt.extractors.base import Extractor
 from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
 
 
@@ -27,6 +27,9 @@ class Rejected:
     detail: dict[str, Any] = field(default_factory=dict)
     #: Position of the record in the list given to :func:`prepare`.
     index: int = -1
+    #: ``record`` (replayable once the code is fixed) or ``problem`` (something the extractor
+    #: could not read, such as a bad file or a ragged line: there is no record to replay).
+    kind: str = "record"
 
 
 @dataclass
@@ -45,6 +48,10 @@ class PreparedBatch:
     #: Every row has a different key (known only for keyed strategies, else False):
     #: the loader can skip sorting the batch to keep the last version of each key.
     unique_keys: bool = False
+    #: Rows that repeat a key of this batch (keyed strategies): only the last version is written.
+    collapsed: int = 0
+    #: The largest step backwards of the cursor within the batch (None: never went back).
+    drop: Any = None
 
 
 def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -62,18 +69,20 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     """
     keys = extractor.key_fields
     cursor = extractor.cursor_field
-    partition = extractor.partition_by if extractor.strategy is WriteStrategy.DELETE_RELOAD else None
+    strategy = extractor.strategy
+    partition = extractor.partition_by if strategy.needs_partition else None
     contract = extractor.contract
     transform = extractor.transform_record if type(extractor).transform_record is not Extractor.transform_record else None
     source_fields = tuple(extractor.source_fields)
     # Built here, in the reading thread, rather than by the loader while the server waits.
-    keyed = bool(keys) and extractor.strategy in (WriteStrategy.UPSERT, WriteStrategy.REPLACE)
+    keyed = bool(keys) and strategy.keyed
     seen_keys: set[tuple[str, ...]] = set()
 
     rows: list[tuple[str | None, ...]] = []
     rejected: list[Rejected] = []
     high: Any = None
     low: Any = None
+    drop: Any = None
     fields: dict[str, set[type]] = {}
     last_shape: tuple[str, ...] = ()
 
@@ -121,20 +130,19 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
             continue
 
         cursor_text = None
+        typed: Any = None
+        value_kind = kind
         if cursor is not None:
             value = record.get(cursor)
             if value is not None:
-                if kind is None:
-                    kind = cursor_kind(value)
+                # Only an accepted record may fix the kind: a rejected first record must
+                # not lock a timestamp stream into text.
+                value_kind = kind or cursor_kind(value)
                 try:
-                    typed = coerce_cursor(value, kind)
+                    typed = coerce_cursor(value, value_kind)
                 except CursorTypeError as exc:
                     rejected.append(Rejected(received, f"cursor field {cursor!r}: {exc}", index=index))
                     continue
-                if high is None or typed > high:
-                    high = typed
-                if low is None or typed < low:
-                    low = typed
                 cursor_text = typed.isoformat() if hasattr(typed, "isoformat") else str(typed)
 
         partition_text = None
@@ -161,13 +169,24 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
         if shape != last_shape or len(rows) % 64 == 0:
             last_shape = shape
             for name, value in record.items():
+                seen = fields.get(name)
+                if seen is None:
+                    # A field present only as null is still present (schema.removed_fields).
+                    seen = fields[name] = set()
                 if value is not None:
-                    seen = fields.get(name)
-                    if seen is None:
-                        fields[name] = {type(value)}
-                    else:
-                        seen.add(type(value))
+                    seen.add(type(value))
 
+        if typed is not None:
+            kind = value_kind
+            if high is None or typed > high:
+                high = typed
+            elif typed < high:
+                # Out of order within the batch: the sort check compares this with the lookback.
+                step = high - typed if kind != "text" else True
+                if drop is None or (kind != "text" and step > drop):
+                    drop = step
+            if low is None or typed < low:
+                low = typed
         if keyed:
             seen_keys.add(tuple(key_values))
         # Two identical lines of a file are two records: the source is part of the identity.
@@ -175,4 +194,5 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
         rows.append((*key_values, cursor_text, partition_text, *sources, payload.decode(), record_hash(identity)))
 
     return PreparedBatch(rows=rows, rejected=rejected, high_water=high, low_water=low, cursor_kind=kind, fields=fields,
-                         unique_keys=keyed and len(seen_keys) == len(rows))
+                         unique_keys=keyed and len(seen_keys) == len(rows),
+                         collapsed=len(rows) - len(seen_keys) if keyed else 0, drop=drop)

@@ -59,7 +59,7 @@ def test_the_last_version_of_a_key_repeated_within_one_batch_wins(loader, db):
 def test_the_data_connection_asks_for_a_larger_send_buffer(loader):
     # Linux reports twice what was granted; the grant is capped by net.core.wmem_max.
     cap = int(Path("/proc/sys/net/core/wmem_max").read_text())
-    with socket.socket(fileno=loader.data.fileno()) as sock:
+    with socket.socket(fileno=loader.writer.data.fileno()) as sock:
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         sock.detach()  # the fd belongs to the connection
     assert granted >= 2 * min(cap, 4 * 1024 * 1024)

@@ -22,23 +22,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from elt import strategies
 from elt.errors import ConfigError
-from elt.state import StreamState
-
-
-class WriteStrategy(StrEnum):
-    """How a batch is written to its raw table (see DESIGN.md, "Write strategies")."""
-
-    APPEND = "append"
-    APPEND_DEDUP = "append_dedup"
-    UPSERT = "upsert"
-    DELETE_RELOAD = "delete_reload"
-    REPLACE = "replace"
+from elt.state import CURSOR_KINDS, StreamState, check_lookback
+from elt.strategies import WriteStrategy
 
 
 @dataclass(frozen=True)
@@ -51,11 +42,15 @@ class Cursor:
 
     ``param`` names the request parameter that carries the start value to the
     source (``updated_since``), for extractors that build requests (REST).
+
+    ``kind`` (``timestamp``, ``integer``, ``number``, ``date`` or ``text``) fixes
+    how values compare; without it the first accepted non-null value decides.
     """
 
     field: str
     lookback: dt.timedelta | int | float | None = None
     param: str | None = None
+    kind: str | None = None
 
 
 @dataclass
@@ -68,6 +63,12 @@ class Batch:
     ``(record, reason)`` pairs the extractor itself could not read, sent to
     ``pipeline.dead_letter`` with the batch; ``after_commit`` runs once the
     batch is committed (moving a processed file, say).
+
+    ``incomplete`` holds reasons the read may have skipped records (a page that
+    failed for good, unreadable rows, a key seen twice by offset paging over
+    moving data), each naming the cause and the fix. The runner then ends the
+    run ``partial``, keeps the watermark at what is proven complete and never
+    swaps a ``replace`` table for that read. A batch may carry only reasons.
     """
 
     records: list[dict[str, Any]]
@@ -75,6 +76,7 @@ class Batch:
     state: dict[str, Any] = field(default_factory=dict)
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     after_commit: Callable[[], None] | None = None
+    incomplete: list[str] = field(default_factory=list)
 
 
 class Extractor:
@@ -99,8 +101,16 @@ class Extractor:
     max_bad_ratio: ClassVar[float] = 0.0
     #: Records per batch (one destination transaction each).
     batch_size: ClassVar[int] = 10_000
-    #: Whether records arrive in cursor order (the watermark can advance per batch).
+    #: Whether records arrive in cursor order (the watermark can advance per batch). A
+    #: sorted stream whose cursor goes backwards fails at that batch (see state.WatermarkTracker).
     sorted_by_cursor: ClassVar[bool] = True
+    #: Whether each batch, once yielded, is known complete up to its high-water mark. False for
+    #: reads that can only tell at the end (offset paging over moving data): the watermark then
+    #: moves only when the whole read completed.
+    complete_per_batch: ClassVar[bool] = True
+    #: ``replace`` only: an empty read empties the table. By default an empty read keeps the
+    #: table and fails the stream (an empty answer is likelier a broken source than an empty one).
+    allow_empty: ClassVar[bool] = False
     #: Fields the extractor adds to each record to say where it came from (a file and line, say):
     #: stored in raw columns of the same names, not in ``_raw_payload``, which stays as received.
     source_fields: ClassVar[tuple[str, ...]] = ()
@@ -173,12 +183,16 @@ class Extractor:
         return self.cursor.lookback if isinstance(self.cursor, Cursor) else None
 
     @property
+    def cursor_declared_kind(self) -> str | None:
+        return self.cursor.kind if isinstance(self.cursor, Cursor) else None
+
+    @property
     def strategy(self) -> WriteStrategy:
         if self.write_strategy is not None:
-            return WriteStrategy(self.write_strategy)
+            return strategies.get(self.write_strategy)
         if not self.key_fields:
-            return WriteStrategy.APPEND
-        return WriteStrategy.APPEND_DEDUP if self.cursor_field else WriteStrategy.UPSERT
+            return strategies.get("append")
+        return strategies.get("append_dedup" if self.cursor_field else "upsert")
 
     def table_name(self, pipeline_name: str) -> str:
         return f"{self.source or pipeline_name}_{self.name}"
@@ -189,13 +203,14 @@ class Extractor:
             raise ConfigError(f"{label}: set a name (the entity, e.g. name = 'orders')")
         try:
             strategy = self.strategy
-        except ValueError:
-            allowed = ", ".join(s.value for s in WriteStrategy)
-            raise ConfigError(f"{label}: write_strategy {self.write_strategy!r} is not one of {allowed}") from None
-        if strategy in (WriteStrategy.UPSERT, WriteStrategy.APPEND_DEDUP) and not self.key_fields:
-            raise ConfigError(f"{label}: write_strategy {strategy.value} needs a primary_key")
-        if strategy is WriteStrategy.DELETE_RELOAD and not self.partition_by:
-            raise ConfigError(f"{label}: write_strategy delete_reload needs partition_by (the field naming the partition)")
+        except ValueError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+        strategy.check(self)
+        kind = self.cursor_declared_kind
+        if kind is not None and kind not in CURSOR_KINDS:
+            raise ConfigError(f"{label}: Cursor kind {kind!r} is not one of {', '.join(CURSOR_KINDS)}")
+        if self.cursor_field and self.lookback and kind:
+            check_lookback(self.name, kind, self.lookback)
         if not 0 <= float(self.max_bad_ratio) <= 1:
             raise ConfigError(f"{label}: max_bad_ratio must be between 0 and 1, got {self.max_bad_ratio!r}")
         reserved = {"_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash", "_row_seq", "_deleted_at"}

@@ -47,9 +47,9 @@ def generate(requirements_text: str, target: Path, where: str = "requirements") 
     return Generated(target, the_plan, counts)
 
 
-def docs(project_dir: Path, pipelines: dict[str, Any], loader: Any | None = None, *, write: bool = True) -> str:
+def docs(project_dir: Path, pipelines: dict[str, Any], store: Any | None = None, *, write: bool = True) -> str:
     """Re-draw ``docs/architecture.md``; returns the unified diff against the previous text ("" when unchanged)."""
-    text = render(project_dir, pipelines, live_columns_from(loader) if loader is not None else None)
+    text = render(project_dir, pipelines, live_columns_from(store) if store is not None else None)
     path = project_dir / "docs" / "architecture.md"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), text.splitlines(keepends=True),

@@ -18,8 +18,8 @@ from typing import Any
 from elt.extractors.base import Extractor
 from elt.generator.decisions import Plan, plan
 from elt.generator.requirements import Requirements, load
-from elt.health import CHECK_QUERIES
-from elt.loaders.pg_raw import RawTable
+from elt.loaders.postgres.monitoring import CHECK_QUERIES
+from elt.loaders.postgres.raw import RawTable
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule
 from elt.transforms import Graph, project_graph
@@ -333,9 +333,7 @@ class _Doc:
         return "\n".join(rows)
 
 
-def live_columns_from(loader: Any) -> Callable[[str], Columns | None]:
+def live_columns_from(store: Any) -> Callable[[str], Columns | None]:
     def columns(table: str) -> Columns | None:
-        rows = loader.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw'"
-                            " AND table_name = %s ORDER BY ordinal_position", (table,))
-        return [(r["column_name"], r["data_type"]) for r in rows] or None
+        return store.raw_columns(table) or None
     return columns

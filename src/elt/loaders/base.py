@@ -1,13 +1,23 @@
-"""What a loader is: the one place that writes to a destination.
+"""What a destination is: a raw writer plus a bookkeeping store.
 
-A loader owns one destination. It writes raw rows with the stream's write
-strategy, and keeps the run log, watermarks, schema trail and dead letters in
-that same destination, so data and bookkeeping commit together and cannot
-disagree. The runner sequences; the loader never decides what runs next.
+The **raw writer** is the one place that writes ``raw.*``: it runs a stream's
+write strategy (see ``elt.strategies``) batch by batch, committing each
+batch's rows, dead letters, schema trail and watermark in one transaction, so
+data and bookkeeping cannot disagree.
+
+The **bookkeeping store** holds the run log, the pipeline lock, stream state,
+dead letters, alerts and the schema trail, and answers typed questions about
+them (``last_runs``, ``unresolved_dead_letters``, ...). It never takes a query
+string, so health checks, alerts, the scheduler, the CLI and replay work the
+same on every destination.
+
+Both are opened together as a :class:`Loader`; the runner sequences, the
+writer writes, the store remembers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,18 +34,23 @@ class LoadResult:
 
     inserted: int = 0
     updated: int = 0
+    #: Records already stored exactly as they are (re-read overlaps, re-runs): nothing written.
     unchanged: int = 0
+    #: Records that repeated a key within the batch: only the last version was written.
+    collapsed: int = 0
     rejected: int = 0
+    #: Replay only: hashes of the records written (the others were superseded by newer versions).
+    written_hashes: set[str] = field(default_factory=set)
 
     @property
     def loaded(self) -> int:
-        """Records now present in the destination (new, updated or already there unchanged)."""
-        return self.inserted + self.updated + self.unchanged
+        """Rows written: inserted plus updated (unchanged and collapsed records are counted apart)."""
+        return self.inserted + self.updated
 
 
 @dataclass
 class SchemaChange:
-    """A top-level field that is new to a stream, or whose JSON type changed."""
+    """A top-level field that is new to a stream, gone from it, or showing a type never seen before."""
 
     field: str
     change: str
@@ -52,6 +67,8 @@ class RunSummary:
     rows_loaded: int = 0
     rows_rejected: int = 0
     rows_transformed: int = 0
+    rows_unchanged: int = 0
+    rows_collapsed: int = 0
     error_message: str | None = None
     error_detail: dict[str, Any] | None = None
     streams: dict[str, Any] = field(default_factory=dict)
@@ -61,7 +78,7 @@ class RunSummary:
 
 @dataclass
 class StreamTarget:
-    """Everything a loader needs to know about the stream it writes."""
+    """Everything a writer needs to know about the stream it writes."""
 
     pipeline: str
     stream: str
@@ -72,10 +89,84 @@ class StreamTarget:
     watermark: Watermark | None = None
 
 
-class Loader(ABC):
-    """A destination's writer and bookkeeper."""
+@dataclass
+class DeadLetter:
+    """One unresolved dead letter, as replay reads it."""
+
+    id: int
+    stream: str
+    record: Any
+    #: ``record``: a record that failed validation (replayable); ``problem``: a description of
+    #: something the extractor could not read (a bad file, a ragged line), not a record.
+    kind: str
+    created_at: dt.datetime
+    error: str = ""
+
+
+class RawWriter(ABC):
+    """Writes one destination's raw tables."""
+
+    @abstractmethod
+    def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:
+        """The cursor kind an existing raw table stores, or None."""
+
+    @abstractmethod
+    def begin_stream(self, target: StreamTarget, run_id: int) -> None:
+        """Before the first batch of a read (a stream-atomic strategy starts its shadow here)."""
+
+    @abstractmethod
+    def load_batch(
+        self,
+        target: StreamTarget,
+        run_id: int,
+        batch: PreparedBatch,
+        watermark: Watermark | None,
+        schema_changes: Sequence[SchemaChange],
+        known_fields: dict[str, Any],
+        state: dict[str, Any] | None = None,
+    ) -> LoadResult:
+        """Write one batch with the stream's strategy, plus its dead letters, watermark, extra state and
+        schema trail, in one transaction."""
+
+    @abstractmethod
+    def replay_batch(
+        self,
+        target: StreamTarget,
+        run_id: int,
+        batch: PreparedBatch,
+        arrived: dt.datetime,
+        schema_changes: Sequence[SchemaChange],
+        known_fields: dict[str, Any],
+        resolved: dict[int, str],
+        resolved_by: str,
+    ) -> LoadResult:
+        """Load replayed records by the strategy's replay rule; resolve each dead letter id in ``resolved``
+        (id -> record hash) as ``replayed`` when written or ``superseded`` when a newer version is stored."""
+
+    @abstractmethod
+    def finish_stream(self, target: StreamTarget, run_id: int, watermark: Watermark | None, complete: bool,
+                      state: dict[str, Any] | None = None) -> None:
+        """After the last batch: apply (or, for an incomplete read, discard) a stream-atomic strategy's shadow,
+        with the deferred watermark and state, in one transaction."""
+
+    @abstractmethod
+    def mark_deleted(self, target: StreamTarget, source_keys: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
+        """Set ``_deleted_at`` on stored keys absent from ``source_keys`` (and clear it on keys back again).
+
+        Returns (newly deleted, restored) key counts.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+
+class BookkeepingStore(ABC):
+    """Run log, lock, state, dead letters, alerts and schema trail of one destination."""
 
     description: str
+
+    # --- schema and run log --------------------------------------------------------
 
     @abstractmethod
     def migrate(self) -> list[str]:
@@ -95,23 +186,33 @@ class Loader(ABC):
 
     @abstractmethod
     def running_elsewhere(self, pipeline: str, run_id: int) -> dict[str, Any] | None:
-        """The other open run of ``pipeline`` (id, start, host, pid), for the skipped-run message."""
+        """The other open run of ``pipeline`` (run_id, started_at, hostname, pid), for the skipped-run message."""
 
     @abstractmethod
     def mark_abandoned(self, pipeline: str, run_id: int) -> int:
         """Close ``running`` rows left by dead processes as failed; call while holding the lock."""
 
     @abstractmethod
-    def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:
-        """The cursor kind an existing raw table stores, or None."""
+    def close_runs_of(self, pid: int, hostname: str, since: dt.datetime, message: str) -> int:
+        """Mark the open (or interrupted) rows of a stopped process failed with ``message`` first."""
 
     @abstractmethod
-    def query(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        """Read bookkeeping rows as dicts."""
+    def last_runs(self, pipeline: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent runs, newest first, as `elt status` shows them."""
 
     @abstractmethod
-    def execute(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
-        """Change bookkeeping rows (autocommit); returns the row count."""
+    def recent_failures(self) -> list[dict[str, Any]]:
+        """Per pipeline, the latest failed run of the last 24 hours not followed by a success."""
+
+    @abstractmethod
+    def run_history(self) -> dict[str, dict[str, Any]]:
+        """Per pipeline: ``last_success`` and ``first_run`` start times."""
+
+    @abstractmethod
+    def open_runs(self) -> list[dict[str, Any]]:
+        """Runs still ``running``: id, pipeline_name, started_at, hostname, pid."""
+
+    # --- lock ------------------------------------------------------------------------
 
     @abstractmethod
     def try_lock(self, pipeline: str) -> bool:
@@ -121,44 +222,101 @@ class Loader(ABC):
     def unlock(self, pipeline: str) -> None:
         """Release the pipeline's run lock."""
 
+    # --- state -----------------------------------------------------------------------
+
     @abstractmethod
-    def read_state(self, pipeline: str, stream: str) -> tuple[Watermark | None, dict[str, str]]:
-        """The stream's committed watermark and its known top-level fields."""
+    def read_state(self, pipeline: str, stream: str) -> tuple[Watermark | None, dict[str, Any]]:
+        """The stream's committed watermark and its known top-level fields (field -> observed types)."""
 
     @abstractmethod
     def read_values(self, pipeline: str, stream: str) -> dict[str, Any]:
         """The stream's extra state (keys written with ``Batch.state``)."""
 
     @abstractmethod
-    def begin_stream(self, target: StreamTarget, run_id: int) -> None:
-        """Prepare the stream's raw table (and shadow, for ``replace``)."""
+    def watermarks(self, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """Stored watermarks: pipeline_name, stream_name, value, updated_at, updated_by_run."""
 
     @abstractmethod
-    def load_batch(
-        self,
-        target: StreamTarget,
-        run_id: int,
-        batch: PreparedBatch,
-        watermark: Watermark | None,
-        schema_changes: Sequence[SchemaChange],
-        known_fields: dict[str, str],
-        resolves: Sequence[int] = (),
-        resolved_by: str | None = None,
-        state: dict[str, Any] | None = None,
-    ) -> LoadResult:
-        """Write one batch, its dead letters, watermark, extra state and schema trail in one transaction."""
+    def reset_watermarks(self, pipeline: str, streams: Sequence[str] = ()) -> int:
+        """Forget the watermarks of ``pipeline`` (all streams, or these); returns how many."""
 
     @abstractmethod
-    def mark_deleted(self, target: StreamTarget, source_keys: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:
-        """Set ``_deleted_at`` on stored keys absent from ``source_keys`` (and clear it on keys back again).
+    def record_schema_changes(self, pipeline: str, stream: str, table: str, run_id: int,
+                              changes: Sequence[SchemaChange], known_fields: dict[str, Any]) -> None:
+        """Write schema changes found outside a batch (fields gone at the end of a read)."""
 
-        Returns (newly deleted, restored) key counts.
-        """
+    # --- dead letters ------------------------------------------------------------------
 
     @abstractmethod
-    def finish_stream(self, target: StreamTarget, run_id: int, watermark: Watermark | None) -> None:
-        """Complete the stream (swap a ``replace`` shadow in; commit a deferred watermark)."""
+    def dead_letters(self, pipeline: str | None = None, stream: str | None = None, *, include_resolved: bool = False,
+                     limit: int = 50) -> list[dict[str, Any]]:
+        """Dead letters, newest first, for `elt dead-letter list`."""
+
+    @abstractmethod
+    def dead_letter(self, id: int) -> dict[str, Any] | None:
+        """One dead letter in full."""
+
+    @abstractmethod
+    def unresolved_dead_letters(self, pipeline: str, streams: Sequence[str] = (), ids: Sequence[int] = ()) -> list[DeadLetter]:
+        """Unresolved dead letters of ``pipeline`` (optionally only these streams or ids), oldest first."""
+
+    @abstractmethod
+    def old_dead_letters(self, older_than: dt.timedelta) -> list[dict[str, Any]]:
+        """Per pipeline and stream: unresolved dead letters older than ``older_than`` (n, oldest)."""
+
+    @abstractmethod
+    def resolve_dead_letters(self, ids: Sequence[int], by: str, resolution: str) -> int:
+        """Mark dead letters handled; returns how many were open."""
+
+    # --- alerts ------------------------------------------------------------------------
+
+    @abstractmethod
+    def open_alerts(self) -> dict[str, dict[str, Any]]:
+        """Open alerts by key: id, key, detail, first_seen, last_sent."""
+
+    @abstractmethod
+    def open_alert(self, key: str, check: str, subject: str, detail: str) -> dict[str, Any]:
+        """Record a new problem; returns its row as :meth:`open_alerts` gives it."""
+
+    @abstractmethod
+    def alert_sent(self, alert_id: int, detail: str) -> None:
+        """Note that an alert (or its reminder) was delivered."""
+
+    @abstractmethod
+    def resolve_alert(self, alert_id: int) -> None:
+        """Close an alert whose problem is gone."""
+
+    # --- raw tables, as the checks, `elt stage` and `elt docs` read them ------------------
+
+    @abstractmethod
+    def raw_tables(self) -> set[str]:
+        """Names of the existing raw tables."""
+
+    @abstractmethod
+    def newest_load(self, table: str) -> dt.datetime | None:
+        """When the newest row of ``raw.<table>`` was loaded (None: no rows)."""
+
+    @abstractmethod
+    def sample_payloads(self, table: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest ``limit`` payloads of ``raw.<table>``."""
+
+    @abstractmethod
+    def raw_columns(self, table: str) -> list[tuple[str, str]]:
+        """``(column, type)`` of ``raw.<table>`` in order; empty when it does not exist."""
 
     @abstractmethod
     def close(self) -> None:
-        """Release connections and locks."""
+        """Release connections."""
+
+
+class Loader:
+    """An opened destination: its raw writer and its bookkeeping store."""
+
+    def __init__(self, writer: RawWriter, store: BookkeepingStore, description: str) -> None:
+        self.writer = writer
+        self.store = store
+        self.description = description
+
+    def close(self) -> None:
+        self.writer.close()
+        self.store.close()

@@ -24,7 +24,7 @@ from typing import Any
 from psycopg import sql
 
 from elt.errors import EltError
-from elt.loaders.pg_raw import short_identifier
+from elt.loaders.postgres.raw import short_identifier
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
 

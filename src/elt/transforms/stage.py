@@ -49,8 +49,17 @@ def refine(kind: str, samples: list[Any]) -> str:
     return "timestamp"
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _relation(schema: str, name: str) -> str:
+    """A quoted schema.name: stream names come from sources and may hold any character."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+
+
 def expression(field: str, kind: str) -> str:
-    literal = "'" + field.replace("'", "''") + "'"
+    literal = _literal(field)
     if kind in ("object", "array") or "|" in kind:
         return f"_raw_payload -> {literal}"  # stays jsonb: nested or mixed-type data
     text = f"_raw_payload ->> {literal}"
@@ -83,36 +92,40 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
         header.append(f"-- unique_key: {', '.join(key_names)}")
         header.append(f"-- tests: unique({', '.join(key_names)}), " + ", ".join(f"not_null({k})" for k in key_names))
     select = "SELECT\n" + ",\n".join(columns)
+    relation = _relation("raw", table)
     if not keys:
-        return "\n".join(header) + f"\n{select}\nFROM raw.{table}\n"
+        return "\n".join(header) + f"\n{select}\nFROM {relation}\n"
     # The latest version of each key: raw keeps every version the source sent.
-    order = [f"_raw_payload ->> '{k}'" for k in keys]
+    order = [f"_raw_payload ->> {_literal(k)}" for k in keys]
     cursor = extractor.cursor_field
     if cursor:
         kind = refine(fields.get(cursor, "string"), samples.get(cursor, []))
         order.append(f"{expression(cursor, kind)} DESC NULLS LAST")
     order.append("_row_seq DESC")
-    distinct = ", ".join(f"_raw_payload ->> '{k}'" for k in keys)
+    distinct = ", ".join(f"_raw_payload ->> {_literal(k)}" for k in keys)
+    # `elt reconcile` marks every stored version of a key gone from the source, so leaving
+    # marked rows out before DISTINCT ON leaves deleted keys out (a key back again is unmarked).
     return ("\n".join(header) + f"\nSELECT DISTINCT ON ({distinct})\n" + ",\n".join(columns)
-            + f"\nFROM raw.{table}\nORDER BY {', '.join(order)}\n")
+            + f"\nFROM {relation}\nWHERE _deleted_at IS NULL\nORDER BY {', '.join(order)}\n")
 
 
-def write_starter(project_dir: Path, pipeline: str, extractor: Extractor, loader: Any, *, force: bool = False) -> Path:
+def write_starter(project_dir: Path, pipeline: str, extractor: Extractor, store: Any, *, force: bool = False) -> Path:
     """Write ``sql/stg/<table>.sql`` for a stream that has loaded at least once."""
     table = extractor.table_name(pipeline)
     path = project_dir / "sql" / "stg" / f"{table}.sql"
     if path.exists() and not force:
         raise ConfigError(f"{path} exists and is yours now; delete it (or pass --force) to write a new starter")
-    _, fields = loader.read_state(pipeline, extractor.name)
+    _, known = store.read_state(pipeline, extractor.name)
+    # The schema trail keeps every type a field showed; several types stay jsonb.
+    fields = {name: "|".join(types) if isinstance(types, list) else str(types) for name, types in known.items()}
     if not fields:
         raise ConfigError(
             f"stream {extractor.name!r} of {pipeline} has not loaded any records yet, so its fields are unknown;"
             f" run `elt run {pipeline} --stream {extractor.name}` first"
         )
-    rows = loader.query(f'SELECT _raw_payload FROM raw."{table}" ORDER BY _row_seq DESC LIMIT 200')
     samples: dict[str, list[Any]] = {}
-    for row in rows:
-        for field, value in row["_raw_payload"].items():
+    for payload in store.sample_payloads(table, 200):
+        for field, value in payload.items():
             samples.setdefault(field, []).append(value)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(starter_sql(table, extractor, fields, samples), encoding="utf-8")

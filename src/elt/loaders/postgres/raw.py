@@ -1,4 +1,4 @@
-"""Raw tables in PostgreSQL: their columns, and the set-based SQL of each write strategy.
+"""Raw tables in PostgreSQL: their columns, and the set-based SQL behind each strategy primitive.
 
 Every batch arrives in a temporary stage table by COPY; one INSERT ... SELECT
 then applies the write strategy. Every identifier that comes from a source
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from elt.errors import ConfigError
-from elt.extractors.base import Extractor, WriteStrategy
+from elt.extractors.base import Extractor
+from elt.strategies import WriteStrategy
 
 #: A statement psycopg can execute.
 Statement = sql.SQL | sql.Composed
@@ -62,7 +63,7 @@ class RawTable:
                 f"stream {extractor.name!r}: table name {table!r} is longer than PostgreSQL's {MAX_IDENTIFIER} bytes;"
                 " set a shorter source or name"
             )
-        partition = extractor.partition_by if extractor.strategy is WriteStrategy.DELETE_RELOAD else None
+        partition = extractor.partition_by if extractor.strategy.needs_partition else None
         return cls(
             name=table,
             keys=extractor.key_fields,
@@ -106,7 +107,7 @@ class RawTable:
     @property
     def conflict_columns(self) -> tuple[str, ...]:
         """The unique columns a batch's INSERT resolves conflicts on."""
-        if self.strategy in (WriteStrategy.UPSERT, WriteStrategy.REPLACE) and self.keys:
+        if self.strategy.keyed and self.keys:
             return self.keys
         return ("_record_hash",)
 
@@ -142,7 +143,7 @@ class RawTable:
                 sql.SQL(", ").join(map(sql.Identifier, unique)),
             )
         ]
-        if self.strategy is WriteStrategy.APPEND_DEDUP:
+        if self.strategy.name == "append_dedup":
             statements.append(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, _row_seq)").format(
                     sql.Identifier(short_identifier(name, "key")), table, sql.SQL(", ").join(map(sql.Identifier, self.keys))
@@ -194,47 +195,58 @@ class RawTable:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
         return statement, picks
 
-    def write_sql(self, into_shadow: bool = False, unique_keys: bool = False) -> list[Statement]:
-        """The statements that move ``_elt_stage`` into the raw table (or the replace shadow).
+    def _returning_counts(self) -> sql.Composable:
+        return sql.SQL(" SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins")
 
-        ``unique_keys`` says the batch holds each key once, so no DISTINCT ON
-        (a sort of every row) is needed. The last statement returns one row:
-        (inserted, updated).
+    def insert_sql(self, shadow: bool = False, restore_deleted: bool = False) -> list[Statement]:
+        """Insert staged records not stored yet byte for byte; returns (inserted, restored).
+
+        A record already stored is not stored again: re-reads of a lookback
+        overlap and re-runs leave the table as it was. ``restore_deleted``
+        clears ``_deleted_at`` of stored records sent again (their key is back).
         """
-        target = self.shadow if into_shadow else self.ident
-        conflict = self.conflict_columns
-        columns = self._target_columns()
-        select = self._select_list()
+        target = self.shadow if shadow else self.ident
         statements: list[Statement] = []
+        if restore_deleted:
+            statements.append(sql.SQL(
+                "UPDATE {t} AS r SET _deleted_at = NULL FROM _elt_stage s"
+                " WHERE r._record_hash = s._hash AND r._deleted_at IS NOT NULL").format(t=target))
+        statements.append(sql.SQL(
+            # A fresh temp table is read back in COPY order, so rows keep
+            # their arrival order in _row_seq without a sort.
+            "WITH ins AS (INSERT INTO {t} ({cols}) SELECT {sel} FROM _elt_stage s"
+            " ON CONFLICT (_record_hash) DO NOTHING RETURNING true AS inserted)"
+        ).format(t=target, cols=self._target_columns(), sel=self._select_list()) + self._returning_counts())
+        return statements
 
-        if self.strategy is WriteStrategy.DELETE_RELOAD and not into_shadow:
-            # Partitions this run already wrote in an earlier batch stay: a
-            # partition may span several batches of one run.
-            statements.append(
-                sql.SQL(
-                    "DELETE FROM {t} r USING (SELECT DISTINCT _partition FROM _elt_stage) p"
-                    " WHERE r.{part} = p._partition AND r._run_id <> %(run_id)s"
-                ).format(t=target, part=sql.Identifier(self.partition or ""))
-            )
+    def _stage_keys(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys)))
 
-        if conflict == ("_record_hash",):
-            # A record already stored byte for byte is not stored again: re-reads
-            # of a lookback overlap and re-runs leave the table as it was.
-            statements.append(
-                sql.SQL(
-                    # A fresh temp table is read back in COPY order, so rows keep
-                    # their arrival order in _row_seq without a sort.
-                    "WITH ins AS (INSERT INTO {t} ({cols}) SELECT {sel} FROM _elt_stage s"
-                    " ON CONFLICT (_record_hash) DO NOTHING RETURNING 1)"
-                    " SELECT count(*), 0 FROM ins"
-                ).format(t=target, cols=columns, sel=select)
-            )
-            return statements
+    def _newer_rule(self, stored: str, incoming: str) -> sql.Composable:
+        """SQL true when the ``incoming`` version may replace the ``stored`` one in a replay.
 
-        # Keyed upsert: the last version of each key in the batch wins, and a
-        # row whose hash is unchanged is not rewritten (no dead tuple, no new
-        # _loaded_at), so re-running an unchanged batch changes nothing.
-        stage_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys)))
+        Newer means a greater cursor; with equal (or no) cursors, arriving after
+        the stored row was loaded (``%(arrived)s``: when the dead letter was written).
+        """
+        arrival = sql.SQL("{s}._loaded_at < %(arrived)s").format(s=sql.SQL(stored))
+        if not self.cursor:
+            return arrival
+        c = sql.Identifier(self.cursor)
+        return sql.SQL(
+            "(({i}.{c} > {s}.{c}) OR ({s}.{c} IS NULL AND {i}.{c} IS NOT NULL)"
+            " OR ({i}.{c} IS NOT DISTINCT FROM {s}.{c} AND {arrival}))"
+        ).format(i=sql.SQL(incoming), s=sql.SQL(stored), c=c, arrival=arrival)
+
+    def merge_sql(self, shadow: bool = False, unique_keys: bool = False, newer_than_arrival: bool = False) -> list[Statement]:
+        """Insert or update staged records by key; returns (inserted, updated) or, for replay, (hash, inserted) rows.
+
+        The last version of each key in the batch wins, and a row whose hash
+        is unchanged is not rewritten (no dead tuple, no new _loaded_at), so
+        re-running an unchanged batch changes nothing, unless the key was
+        marked deleted: its coming back clears the mark.
+        """
+        target = self.shadow if shadow else self.ident
+        conflict = self.keys
         updates: list[sql.Composable] = [
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
             for c, _, _ in self.data_columns() if c not in self.keys
@@ -243,24 +255,71 @@ class RawTable:
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
             for c in ("_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash")
         ]
+        updates.append(sql.SQL("_deleted_at = NULL"))
         source = (
             sql.SQL("_elt_stage s") if unique_keys else
-            sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM _elt_stage s ORDER BY {keys}, s._ord DESC) s").format(keys=stage_keys)
+            sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM _elt_stage s ORDER BY {keys}, s._ord DESC) s").format(
+                keys=self._stage_keys())
         )
-        statements.append(
-            sql.SQL(
-                "WITH ins AS (INSERT INTO {t} AS r ({cols})"
-                " SELECT {sel} FROM {source}"
-                " ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-                " WHERE r._record_hash IS DISTINCT FROM EXCLUDED._record_hash"
-                " RETURNING (xmax = 0) AS inserted)"
-                " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
-            ).format(
-                t=target, cols=columns, sel=select, source=source,
-                conflict=sql.SQL(", ").join(map(sql.Identifier, conflict)), updates=sql.SQL(", ").join(updates),
-            )
+        condition: sql.Composable = sql.SQL(
+            "(r._record_hash IS DISTINCT FROM EXCLUDED._record_hash OR r._deleted_at IS NOT NULL)")
+        if newer_than_arrival:
+            condition = sql.SQL("{} AND {}").format(condition, self._newer_rule("r", "EXCLUDED"))
+        statement = sql.SQL(
+            "WITH ins AS (INSERT INTO {t} AS r ({cols}) SELECT {sel} FROM {source}"
+            " ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE {condition}"
+            " RETURNING _record_hash, (xmax = 0) AS inserted)"
+        ).format(
+            t=target, cols=self._target_columns(), sel=self._select_list(), source=source,
+            conflict=sql.SQL(", ").join(map(sql.Identifier, conflict)), updates=sql.SQL(", ").join(updates),
+            condition=condition,
         )
-        return statements
+        if newer_than_arrival:
+            return [statement + sql.SQL(" SELECT _record_hash, inserted FROM ins")]
+        return [statement + self._returning_counts()]
+
+    def insert_newest_sql(self) -> list[Statement]:
+        """Replay into a history table: insert staged records unless a stored version of the key is newer.
+
+        Returns (hash, inserted) per written row. An older version is never
+        inserted, because the latest-per-key view would then show it.
+        """
+        match = sql.SQL(" AND ").join(
+            sql.SQL("r.{k} = s.{sk}").format(k=sql.Identifier(k), sk=sql.Identifier(f"_k{i}"))
+            for i, k in enumerate(self.keys))
+        stage_view = sql.SQL("(SELECT s.*, now() AS _loaded_at, {cur} FROM _elt_stage s) s").format(
+            cur=sql.SQL("s._cursor AS {}").format(sql.Identifier(self.cursor)) if self.cursor else sql.SQL("NULL AS _none"))
+        return [sql.SQL(
+            "WITH ins AS (INSERT INTO {t} ({cols}) SELECT {sel} FROM {stage}"
+            " WHERE NOT EXISTS (SELECT 1 FROM {t} r WHERE {match} AND NOT {newer})"
+            " ON CONFLICT (_record_hash) DO NOTHING RETURNING _record_hash)"
+            " SELECT _record_hash, true FROM ins"
+        ).format(t=self.ident, cols=self._target_columns(), sel=self._select_list(), stage=stage_view, match=match,
+                 newer=self._newer_rule("r", "s"))]
+
+    def create_shadow_sql(self) -> list[Statement]:
+        """An empty shadow like the raw table, with the same unique index."""
+        return [
+            sql.SQL("DROP TABLE IF EXISTS {}").format(self.shadow),
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING IDENTITY)").format(self.shadow, self.ident),
+            *self.index_sql(self.shadow, self.shadow_name),
+        ]
+
+    def replace_partitions_sql(self) -> list[Statement]:
+        """Replace every partition the shadow holds with the shadow's rows, in the caller's transaction.
+
+        Readers see each partition old or new, never half: the delete and the
+        insert commit together, after the whole read completed.
+        """
+        names = [c for c, _, _ in self.data_columns()] + ["_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash"]
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        part = sql.Identifier(self.partition or "")
+        return [
+            sql.SQL("DELETE FROM {t} r USING (SELECT DISTINCT {p} FROM {s}) p WHERE r.{p} = p.{p}").format(
+                t=self.ident, s=self.shadow, p=part),
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ORDER BY _row_seq").format(t=self.ident, c=cols, s=self.shadow),
+            sql.SQL("DROP TABLE {}").format(self.shadow),
+        ]
 
     def swap_sql(self) -> list[Statement]:
         """Replace the raw table's contents with the shadow's, in the caller's transaction.
@@ -288,7 +347,9 @@ class RawTable:
         view = sql.Identifier("stg", self.name)
         comment = f"{GENERATED_VIEW_MARK}: latest version per key of raw.{self.name}; a model in sql/stg/ replaces it"
         return [
-            sql.SQL("CREATE OR REPLACE VIEW {v} AS SELECT DISTINCT ON ({keys}) * FROM {t} ORDER BY {order}").format(
+            # Keys whose latest version `elt reconcile` marked deleted are left out (the raw rows stay).
+            sql.SQL("CREATE OR REPLACE VIEW {v} AS SELECT * FROM (SELECT DISTINCT ON ({keys}) * FROM {t} ORDER BY {order}) v"
+                    " WHERE v._deleted_at IS NULL").format(
                 v=view, keys=keys, t=self.ident, order=sql.SQL(", ").join(order)
             ),
             sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(comment)),

@@ -1,0 +1,62 @@
+"""Connections to a PostgreSQL destination, with elt's session settings, and the shipped migrations."""
+
+from __future__ import annotations
+
+import os
+import socket
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from elt import secrets
+from elt.errors import ConfigError, LoadError
+
+# First key of every advisory lock elt takes ("elt" in ASCII), so they do not
+# collide with an application's own advisory locks.
+LOCK_SPACE = 0x656C74
+MIGRATION_LOCK = 0
+_SEND_BUFFER = 4 * 1024 * 1024
+
+
+def migrations_dir() -> Path:
+    """The shipped DDL: ``elt/sql`` in an installed wheel, ``sql/`` in a source checkout."""
+    packaged = resources.files("elt") / "sql" / "postgres" / "migrations"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parents[4] / "sql" / "postgres" / "migrations"
+    if source.is_dir():
+        return source
+    raise ConfigError("elt's SQL files are missing from this installation; reinstall elt")
+
+
+def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """Open a connection with elt's session settings, or fail with a message that names the fix."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, application_name="elt", connect_timeout=15)
+    except psycopg.OperationalError as exc:
+        raise LoadError(
+            f"cannot connect to the database {secrets.redact(url)}: {secrets.redact(str(exc)).strip()}\n"
+            "Check that the server is running and that ELT_DATABASE_URL (environment or .env) is right."
+        ) from None
+    # UTC everywhere: timestamps without zone in records mean UTC (see records.parse_timestamp).
+    conn.execute("SET TIME ZONE 'UTC'")
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def widen_send_buffer(conn: psycopg.Connection[Any]) -> None:
+    """Ask the OS for a 4 MB send buffer on the data connection (best effort; capped by net.core.wmem_max).
+
+    During a COPY the server drains the socket while this process prepares the
+    next rows in another thread; the default buffer (about 200 kB) holds only a
+    millisecond or two of the server's work, so each time this process is slow
+    to refill it the server sits idle. A larger buffer keeps it busy.
+    """
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+    except OSError:
+        pass  # a socket type or platform that refuses: the default buffer still works

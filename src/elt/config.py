@@ -46,7 +46,7 @@ def database_target(project_dir: Path | None = None, env_var: str = "ELT_DATABAS
     load_dotenv_once(project_dir)
     url = os.environ.get(env_var, "").strip()
     if url:
-        secrets.register(_password_of(url))
+        secrets.register_connection(url)
         return DatabaseTarget(url=url, description=secrets.redact(url), embedded=False)
     if env_var != "ELT_DATABASE_URL":
         from elt.errors import ConfigError
@@ -56,13 +56,3 @@ def database_target(project_dir: Path | None = None, env_var: str = "ELT_DATABAS
 
     url, data_dir = embedded_url(project_dir or Path.cwd())
     return DatabaseTarget(url=url, description=f"embedded PostgreSQL (data in {data_dir})", embedded=True)
-
-
-def _password_of(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None

@@ -583,8 +583,10 @@ class Runner:
         for letter in letters:
             if letter.kind == "record":
                 by_arrival.setdefault(letter.created_at, []).append(letter)
-        # Letters that arrived together are replayed together: "newer" compares with their arrival.
-        for arrived, group in sorted(by_arrival.items()):
+        # Letters that arrived together are replayed together, newest arrival first: "newer" compares
+        # with arrival, and a replayed row is stored as loaded now, so an older letter of the same key
+        # replayed after it is seen as older (unless its cursor is greater) and never wins.
+        for arrived, group in sorted(by_arrival.items(), key=lambda item: item[0], reverse=True):
             for start in range(0, len(group), 1000):
                 chunk = group[start:start + 1000]
                 prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind)

@@ -22,8 +22,13 @@ _values: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
 # A password inside a connection URL (scheme://user:password@host) is a secret
-# whether or not anyone registered it.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]+)(?=@)")
+# whether or not anyone registered it. Greedy up to the last "@" of the URL: an
+# unencoded "@" or "/" inside the password must not leave its tail visible.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>\S+)(?=@[^@\s]*)")
+# A password given as a parameter: a URL's ?password=..., a libpq keyword string
+# (host=db password=... or password='with spaces'), PGPASSWORD=... in a command line.
+_PARAM_PASSWORD = re.compile(
+    r"(?i)(?P<head>\b(?:pg)?(?:ssl)?password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;'\"]+)")
 
 
 class Secret:
@@ -113,7 +118,35 @@ def redact(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(_MASK, text)
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+    return _PARAM_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+
+
+def register_connection(conninfo: str) -> None:
+    """Register the password of a database URL or libpq keyword string, in every form it may be printed in.
+
+    A percent-encoded password (``p%40ss``) can reach a message decoded (``p@ss``) and
+    the other way round, so both are masked.
+    """
+    from urllib.parse import quote, unquote, urlsplit
+
+    password: str | None = None
+    if "://" in conninfo:
+        try:
+            password = urlsplit(conninfo).password
+        except ValueError:
+            password = None
+        query_password = re.search(r"[?&]password=([^&#]*)", conninfo)
+        if query_password:
+            register(unquote(query_password.group(1)))
+            register(query_password.group(1))
+    else:
+        match = _PARAM_PASSWORD.search(conninfo)
+        if match:
+            password = match.group("pw").strip("'\"")
+    if password:
+        for form in {password, unquote(password), quote(unquote(password), safe="")}:
+            register(form)
 
 
 def redact_value(value: Any) -> Any:

@@ -43,7 +43,10 @@ class RawOps(Protocol):
         """Replay: write a row by key only where no stored version is newer (cursor, then arrival)."""
 
     def insert_newest(self, *, arrived: Any) -> tuple[int, int]:
-        """Replay into a history table: insert only rows no stored version of the key is newer than."""
+        """Replay into a history table: insert only rows no stored version of the key is newer than.
+
+        A table without a primary key falls back to :meth:`insert_new`.
+        """
 
     def create_shadow(self) -> None:
         """Start an empty shadow of the raw table for this read (dropping any a killed run left)."""
@@ -191,7 +194,8 @@ class DeleteReload(WriteStrategy):
     unit = "stream"
     needs_partition = True
     _replaces = "(every partition the read touches)"
-    replay_rule = "adds the record to its partition; nothing else is deleted"
+    replay_rule = ("adds the record to its partition, unless a newer version of its key is stored (streams with a"
+                   " primary_key); nothing else is deleted")
 
     def write(self, ops: RawOps) -> tuple[int, int]:
         return ops.insert_new(shadow=True)
@@ -203,7 +207,7 @@ class DeleteReload(WriteStrategy):
             ops.drop_shadow()
 
     def replay(self, ops: RawOps, arrived: Any) -> tuple[int, int]:
-        return ops.insert_new()
+        return ops.insert_newest(arrived=arrived)
 
 
 class Replace(WriteStrategy):

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from elt.errors import ConfigError
 from elt.extractors.base import Extractor
 from elt.logs import get_logger
-from elt.secrets import Secret, redact
+from elt.secrets import Secret, redact, register_connection
 from elt.state import StreamState
 
 
@@ -73,6 +73,7 @@ class SqlExtractor(Extractor):
 
     def engine(self) -> sa.Engine:
         raw = self.url.value if isinstance(self.url, Secret) else str(self.url)
+        register_connection(raw)  # whatever the URL's form, its password never reaches a message
         return sa.create_engine(engine_url(raw), pool_pre_ping=True)
 
     def relation(self) -> sa.FromClause:

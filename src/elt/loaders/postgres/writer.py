@@ -97,6 +97,8 @@ class _Ops:
         return self._written_hashes(self.table.merge_sql(newer_than_arrival=True))
 
     def insert_newest(self, *, arrived: Any) -> tuple[int, int]:
+        if not self.table.keys:
+            return self.insert_new()
         self._stage()
         self.params["arrived"] = arrived
         return self._written_hashes(self.table.insert_newest_sql())
@@ -351,7 +353,8 @@ class PostgresWriter(RawWriter):
                 ops = _Ops(self, cur, table, target, batch, params)
                 result.inserted, result.updated = strategy.replay(ops, arrived)
                 # Primitives that report which records they wrote; the plain insert writes every new one.
-                result.written_hashes = getattr(ops, "written", None) or {row[-1] for row in batch.rows}
+                written = getattr(ops, "written", None)
+                result.written_hashes = written if written is not None else {row[-1] for row in batch.rows}
             self._bookkeeping(cur, target, run_id, batch_id, batch, schema_changes, known_fields)
             replayed = [i for i, h in resolved.items() if h in result.written_hashes]
             superseded = [i for i in resolved if i not in set(replayed)]

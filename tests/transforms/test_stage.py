@@ -1,0 +1,28 @@
+"""`elt stage` starter models: identifiers quoted, deleted keys left out, types from the schema trail."""
+
+from __future__ import annotations
+
+from elt import Pipeline
+from elt.transforms.stage import write_starter
+from tests.helpers import list_stream, run
+
+
+def test_a_starter_for_a_hostile_stream_name_quotes_it_and_leaves_deleted_keys_out(loader, db, tmp_path):
+    name = 'odd"name; DROP TABLE x; --'
+    records = [{"id": 1, "amount": 5}, {"id": 2, "amount": "7.50"}]
+    stream = list_stream(records, name=name, primary_key="id", write_strategy="upsert")
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    db.execute('UPDATE raw."shop_odd""name; DROP TABLE x; --" SET _deleted_at = now() WHERE _raw_payload->>\'id\' = \'2\'')
+
+    path = write_starter(tmp_path, "shop", stream, loader.store)
+    text = path.read_text()
+    assert 'FROM "raw"."shop_odd""name; DROP TABLE x; --"' in text
+    rows = db.execute(_select_of(text)).fetchall()
+    assert [r["id"] for r in rows] == [1]
+    # Several types seen for a field keep it as jsonb rather than a cast that would fail.
+    assert "_raw_payload -> 'amount' AS amount" in text
+
+
+def _select_of(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("--"))

@@ -10,7 +10,7 @@ from tests.helpers import list_stream, run
 def test_a_starter_for_a_hostile_stream_name_quotes_it_and_leaves_deleted_keys_out(loader, db, tmp_path):
     name = 'odd"name; DROP TABLE x; --'
     records = [{"id": 1, "amount": 5}, {"id": 2, "amount": "7.50"}]
-    stream = list_stream(records, name=name, primary_key="id", write_strategy="upsert")
+    stream = list_stream(records, name=name, primary_key="id", write_strategy="upsert", batch_size=1)
     pipeline = Pipeline("shop", streams=[stream])
     run(pipeline, loader)
     db.execute('UPDATE raw."shop_odd""name; DROP TABLE x; --" SET _deleted_at = now() WHERE _raw_payload->>\'id\' = \'2\'')

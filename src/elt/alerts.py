@@ -29,6 +29,7 @@ from elt.errors import ConfigError
 from elt.health import Problem
 from elt.loaders.base import BookkeepingStore
 from elt.logs import get_logger
+from elt.pipeline import on_clear
 from elt.schedules import parse_every
 from elt.secrets import Secret, redact
 
@@ -115,6 +116,9 @@ def configured() -> Alerts:
 
 def clear_alerts() -> None:
     _configured.clear()
+
+
+on_clear(clear_alerts)
 
 
 def notify(store: BookkeepingStore, problems: Sequence[Problem], alerts: Alerts | None = None,

@@ -12,7 +12,7 @@ import datetime as dt
 import importlib.util
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +79,6 @@ class Pipeline:
         names = ", ".join(s.name for s in self.streams) or "none"
         raise ConfigError(f"pipeline {self.name!r} has no stream {name!r} (streams: {names})")
 
-    def run(self, **options: Any) -> Any:
-        """Run this pipeline now (same as ``elt run NAME``); returns the run's result."""
-        from elt.runner import Runner
-
-        return Runner(self, **options).run()
 
 
 def register(pipeline: Pipeline) -> None:
@@ -113,13 +108,20 @@ def registered() -> dict[str, Pipeline]:
     return dict(_registry)
 
 
-def clear_registry() -> None:
-    from elt.alerts import clear_alerts
-    from elt.transforms.models import clear_transforms
+#: Other registries filled by importing a project (alerts, Python transforms) clear themselves
+#: through these hooks, so this declaration module imports nothing that runs pipelines.
+_clear_hooks: list[Callable[[], None]] = []
 
+
+def on_clear(hook: Callable[[], None]) -> None:
+    """Call ``hook`` whenever the registry is cleared (before a project is imported again)."""
+    _clear_hooks.append(hook)
+
+
+def clear_registry() -> None:
     _registry.clear()
-    clear_transforms()
-    clear_alerts()
+    for hook in _clear_hooks:
+        hook()
 
 
 def load_project(project: Path | str | None = None) -> tuple[Path, dict[str, Pipeline]]:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from elt.errors import ConfigError
+from elt.pipeline import on_clear
 
 #: The layers, in the order data flows through them; each is a schema and a folder.
 LAYERS = ("stg", "mart", "rpt")
@@ -201,6 +202,9 @@ def registered_transforms() -> list[type[Transform]]:
 
 def clear_transforms() -> None:
     Transform._registry.clear()
+
+
+on_clear(clear_transforms)
 
 
 def _body(sql: str) -> str:

@@ -38,7 +38,7 @@ def predicted_columns(table: RawTable) -> Columns:
     """The raw table as elt will create it."""
     columns = [(c, _FORMAL.get(t, t)) for c, t, _ in table.data_columns()]
     return columns + [("_raw_payload", "jsonb"), ("_loaded_at", "timestamp with time zone"), ("_batch_id", "text"),
-                      ("_run_id", "bigint"), ("_record_hash", "text"), ("_row_seq", "bigint"),
+                      ("_run_id", "bigint"), ("_record_hash", "uuid"), ("_row_seq", "bigint"),
                       ("_deleted_at", "timestamp with time zone")]
 
 

@@ -22,7 +22,7 @@ from elt import secrets
 from elt.errors import ConfigError, LoadError
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget
 from elt.loaders.postgres.connection import connect, widen_send_buffer
-from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KIND_OF_TYPE, RawTable
+from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
 from elt.records import key_text, record_hash, to_json
@@ -243,6 +243,8 @@ class PostgresWriter(RawWriter):
                         " the primary_key changed since it was created. Load into a new stream name, or rename the"
                         " old table (ALTER TABLE ... RENAME) so elt creates a new one."
                     )
+                if existing.get("_record_hash") == "text":
+                    table.hash_type = KEY_TEXT  # a table from before the uuid hash: keep comparing as text
                 if "_deleted_at" not in existing:  # tables created before elt had reconciliation
                     cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS _deleted_at timestamptz").format(table.ident))
                 for column, col_type, _ in table.data_columns():

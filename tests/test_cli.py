@@ -233,7 +233,8 @@ def test_dead_letter_replay_from_the_command_line(tmp_path, database_url, db):
     assert run_elt(["run"], cwd=project, database_url=database_url, STRICT="1").returncode == 3
     replay = run_elt(["dead-letter", "replay", "shop", "--by", "carol"], cwd=project, database_url=database_url)
     assert replay.returncode == 0, replay.stderr
-    assert "1 record(s) loaded and resolved, 0 resolved as superseded (a newer version is stored), 0 still rejected" in replay.stdout
+    assert ("1 record(s) loaded and resolved, 0 resolved as superseded (a newer version is stored),"
+            " 0 still rejected") in replay.stdout
     assert count(db, "raw.shop_items") == 2
     assert db.execute("SELECT trigger FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()["trigger"] == "replay"
 

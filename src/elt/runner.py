@@ -493,10 +493,8 @@ class Runner:
                     log.warning("schema change: no record of this read carried the field", field=change.field,
                                 change="removed")
         else:
-            kept = ("; the replace table was kept as it was" if strategy.name == "replace" else
-                    "; the partitions it read were not replaced" if atomic else "")
             reasons = [f"the read may have skipped records: {reason}; the watermark stays where the read was proven"
-                       f" complete{kept}" for reason in tracker.incomplete]
+                       f" complete{strategy.kept_when_incomplete}" for reason in tracker.incomplete]
             run.incomplete[extractor.name] = reasons
             figures.incomplete = list(tracker.incomplete)
         figures.watermark = tracker.committed
@@ -594,7 +592,7 @@ class Runner:
                 target.cursor_kind = tracker.kind
                 still_bad = {rejected.index for rejected in prepared.rejected}
                 accepted = [letter for i, letter in enumerate(chunk) if i not in still_bad]
-                resolved = {letter.id: row[-1] for letter, row in zip(accepted, prepared.rows, strict=True)}
+                resolved = {letter.id: str(row[-1]) for letter, row in zip(accepted, prepared.rows, strict=True)}
                 # Records still bad stay in dead_letter as they are (no second copy).
                 figures.rejected += len(still_bad)
                 prepared.rejected = []

@@ -76,8 +76,12 @@ class WriteStrategy:
     keyed: ClassVar[bool] = False
     needs_key: ClassVar[bool] = False
     needs_partition: ClassVar[bool] = False
+    #: The destination keeps a generated ``stg`` view of the latest version per key.
+    latest_view: ClassVar[bool] = False
     #: How a dead letter is loaded by `elt dead-letter replay`, in words (README table).
     replay_rule: ClassVar[str]
+    #: What an incomplete read left as it was, for the run's message.
+    kept_when_incomplete: ClassVar[str] = ""
 
     # Kept for code that reads ``strategy.value`` (the enum this class replaced).
     @property
@@ -164,6 +168,7 @@ class AppendDedup(Append):
     name = "append_dedup"
     summary = "insert every version; a generated stg view keeps the latest per key"
     needs_key = True
+    latest_view = True
     replay_rule = ("inserts the record unless a newer version of its key is stored (greater cursor, or the same"
                    " cursor loaded after the record arrived): an older version never becomes the current one")
 
@@ -194,6 +199,7 @@ class DeleteReload(WriteStrategy):
     unit = "stream"
     needs_partition = True
     _replaces = "(every partition the read touches)"
+    kept_when_incomplete = "; the partitions it read were not replaced"
     replay_rule = ("adds the record to its partition, unless a newer version of its key is stored (streams with a"
                    " primary_key); nothing else is deleted")
 
@@ -216,6 +222,7 @@ class Replace(WriteStrategy):
     accepts_cursor = False
     unit = "stream"
     _replaces = "(the whole table)"
+    kept_when_incomplete = "; the replace table was kept as it was"
     replay_rule = "refused: the next run reloads the whole source"
     replay_refusal = ("uses replace: its next run reloads the whole source, so replay does not apply; fix the cause,"
                       " run the pipeline, then `elt dead-letter resolve` these records")
@@ -241,12 +248,6 @@ class Replace(WriteStrategy):
 
 
 STRATEGIES: dict[str, WriteStrategy] = {s.name: s for s in (Append(), AppendDedup(), Upsert(), DeleteReload(), Replace())}
-# The enum-style names (WriteStrategy.UPSERT) that extractors and tests use.
-WriteStrategy.APPEND = STRATEGIES["append"]  # type: ignore[attr-defined]
-WriteStrategy.APPEND_DEDUP = STRATEGIES["append_dedup"]  # type: ignore[attr-defined]
-WriteStrategy.UPSERT = STRATEGIES["upsert"]  # type: ignore[attr-defined]
-WriteStrategy.DELETE_RELOAD = STRATEGIES["delete_reload"]  # type: ignore[attr-defined]
-WriteStrategy.REPLACE = STRATEGIES["replace"]  # type: ignore[attr-defined]
 
 
 def get(name: str | WriteStrategy) -> WriteStrategy:

@@ -216,7 +216,7 @@ def test_delete_reload_leaves_partitions_whole_when_the_run_is_killed(loader, db
     import textwrap
 
     script = tmp_path / "kill.py"
-    script.write_text(textwrap.dedent(f'''
+    script.write_text(textwrap.dedent('''
         import os, signal
         from elt import Pipeline, extractor
         from elt.loaders.postgres import PostgresLoader
@@ -226,7 +226,7 @@ def test_delete_reload_leaves_partitions_whole_when_the_run_is_killed(loader, db
             for i in range(1, 31):
                 if i == 20:
                     os.kill(os.getpid(), signal.SIGKILL)
-                yield {{"id": i, "day": "d1", "v": 2}}
+                yield {"id": i, "day": "d1", "v": 2}
 
         stream = extractor(read, name="items", primary_key="id", partition_by="day", write_strategy="delete_reload",
                            batch_size=5)

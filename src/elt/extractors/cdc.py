@@ -18,7 +18,7 @@ import re
 from typing import Any, ClassVar
 
 from elt.errors import ConfigError
-from elt.extractors.base import Cursor, WriteStrategy
+from elt.extractors.base import Cursor
 from elt.extractors.sql import SqlExtractor
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -100,7 +100,7 @@ class CdcExtractor(SqlExtractor):
     source_table: ClassVar[str] = ""
     primary_key: ClassVar[Any] = "seq"
     cursor: ClassVar[Any] = Cursor("seq", lookback=1000)
-    write_strategy: ClassVar[Any] = WriteStrategy.APPEND
+    write_strategy: ClassVar[Any] = "append"
     def __init__(self, **settings: Any) -> None:
         source_table = settings.get("source_table") or self.source_table
         if not source_table:

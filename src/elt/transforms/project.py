@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from elt.extractors.base import WriteStrategy
 from elt.pipeline import Pipeline
 from elt.transforms.graph import Graph
 from elt.transforms.models import discover
@@ -14,7 +13,7 @@ from elt.transforms.models import discover
 def generated_views(pipelines: Iterable[Pipeline]) -> set[str]:
     """The ``stg`` views the loader generates (append_dedup streams): models may read them without owning them."""
     return {f"stg.{stream.table_name(p.name)}" for p in pipelines for stream in p.streams
-            if stream.strategy is WriteStrategy.APPEND_DEDUP}
+            if stream.strategy.latest_view}
 
 
 def stream_tables(pipeline: Pipeline, streams: Iterable[str] | None = None) -> set[str]:

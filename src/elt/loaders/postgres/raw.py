@@ -150,7 +150,7 @@ class RawTable:
                 sql.SQL(", ").join(map(sql.Identifier, unique)),
             )
         ]
-        if self.strategy.name == "append_dedup":
+        if self.strategy.latest_view:
             statements.append(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, _row_seq)").format(
                     sql.Identifier(short_identifier(name, "key")), table, sql.SQL(", ").join(map(sql.Identifier, self.keys))

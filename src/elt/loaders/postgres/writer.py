@@ -266,7 +266,7 @@ class PostgresWriter(RawWriter):
                     f"{', '.join(table.conflict_columns)}, so write_strategy {table.strategy.name} cannot apply to it"
                     " (it was loaded with another strategy). Load into a new stream name, or deduplicate the table first."
                 ) from None
-            if table.keys and table.strategy.name == "append_dedup":
+            if table.keys and table.strategy.latest_view:
                 self._ensure_dedup_view(cur, table)
         self.data.commit()
         self._tables[key] = table
@@ -356,7 +356,7 @@ class PostgresWriter(RawWriter):
                 result.inserted, result.updated = strategy.replay(ops, arrived)
                 # Primitives that report which records they wrote; the plain insert writes every new one.
                 written = getattr(ops, "written", None)
-                result.written_hashes = written if written is not None else {row[-1] for row in batch.rows}
+                result.written_hashes = written if written is not None else {str(row[-1]) for row in batch.rows}
             self._bookkeeping(cur, target, run_id, batch_id, batch, schema_changes, known_fields)
             replayed = [i for i, h in resolved.items() if h in result.written_hashes]
             superseded = [i for i in resolved if i not in set(replayed)]

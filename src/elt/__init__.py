@@ -39,6 +39,7 @@ from elt.pipeline import Pipeline
 from elt.runner import EXIT_CODES, Runner, RunResult
 from elt.secrets import Secret, from_env
 from elt.state import StreamState, Watermark
+from elt.transforms.models import Transform
 
 __version__ = "0.1.0"
 
@@ -77,6 +78,7 @@ __all__ = [
     "SqlExtractor",
     "StartingAfterPaginator",
     "StreamState",
+    "Transform",
     "Watermark",
     "Webhook",
     "WriteStrategy",

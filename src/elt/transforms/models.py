@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -186,13 +187,20 @@ class Transform:
         raise NotImplementedError(f"{type(self).__name__} must implement sql()")
 
     def model(self) -> Model:
-        where = f"{type(self).__module__}.{type(self).__name__}"
+        where = _where(type(self))
         if self.schema not in LAYERS:
             raise ConfigError(f"{where}: schema must be one of {', '.join(LAYERS)}, got {self.schema!r}")
         config = _config(where, {
             "materialized": self.materialized or DEFAULT_MATERIALIZED[self.schema], "unique_key": self.unique_key,
             "watermark": self.watermark, "tests": self.tests, "description": (type(self).__doc__ or "").strip()})
         return Model(self.schema, self.name, where, _body(self.sql()), config, set(self.depends_on), self)
+
+
+def _where(cls: type[Transform]) -> str:
+    """``pipelines.py:ClientHealth``: the file and class, the same in every run (not the import name)."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    return f"{Path(filename).name if filename else cls.__module__}:{cls.__qualname__}"
 
 
 def registered_transforms() -> list[type[Transform]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
@@ -27,6 +27,7 @@ from elt.errors import EltError
 from elt.loaders.pg_raw import short_identifier
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
+from elt.transforms.swap import swap
 
 #: Start of the COMMENT on every relation a model builds (the loader leaves these alone).
 MODEL_MARK = "elt:model"
@@ -45,6 +46,8 @@ class Built:
     rows: int
     tests: list[DataTestResult]
     action: str
+    #: Dependent materialised views the swap computed from the new data (their own build need not refresh them).
+    recomputed: list[str] = field(default_factory=list)
 
 
 def fingerprint(model: Model) -> str:
@@ -105,28 +108,15 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
                 f"{model.path}: unique_key ({', '.join(model.config.unique_key)}) is not unique in the new"
                 f" {model.relation}: {str(exc).splitlines()[0]}. Deduplicate in the SELECT, or fix unique_key"
             ) from None
-    grants: list[tuple[str, str]] = []
-    dependents: list[dict[str, Any]] = []
-    if existing is not None:
-        # Swaps take turns: two models sharing a dependent view would otherwise deadlock
-        # dropping it. Only this short step is serialised; the builds above run in parallel.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('elt:swap'))")
-        grants = _grants(cur, existing["oid"])
-        dependents = _dependents(cur, existing["oid"])
-        cur.execute(sql.SQL("DROP {kind} {t} CASCADE").format(
-            kind=sql.SQL(_KINDS[existing["relkind"]]), t=sql.Identifier(model.schema, model.name)))
-    create_kind = sql.SQL(CREATE_KIND[kind])
-    cur.execute(sql.SQL("ALTER {kind} {t} RENAME TO {n}").format(kind=create_kind, t=target, n=sql.Identifier(model.name)))
+    report = swap(cur, model.schema, model.name, temp, where=model.path, own_indexes={key_index})
     if model.config.unique_key and kind != "view":
         cur.execute(sql.SQL("ALTER INDEX {i} RENAME TO {n}").format(
             i=sql.Identifier(model.schema, key_index + "_new"), n=sql.Identifier(key_index)))
     relation = sql.Identifier(model.schema, model.name)
-    cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(kind=create_kind, t=relation, c=sql.Literal(_comment(model))))
-    _grant(cur, relation, grants)
-    for dependent in dependents:
-        _recreate(cur, dependent)
-    action = "created" if existing is None else f"rebuilt ({len(dependents)} dependent views kept)" if dependents else "rebuilt"
-    return Built(rows, tests, action)
+    cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(
+        kind=sql.SQL(CREATE_KIND[kind]), t=relation, c=sql.Literal(_comment(model))))
+    action = "created" if existing is None else report.describe()
+    return Built(rows, tests, action, recomputed=report.recomputed)
 
 
 def _merge(cur: Any, model: Model, check: Check) -> Built:
@@ -191,64 +181,3 @@ def _existing(cur: Any, schema: str, name: str) -> dict[str, Any] | None:
         " AND c.relkind IN ('r', 'p', 'v', 'm')", [schema, name])
     row = cur.fetchone()
     return None if row is None else {"oid": row[0], "relkind": row[1], "comment": row[2]}
-
-
-def _dependents(cur: Any, oid: int) -> list[dict[str, Any]]:
-    """Views and materialised views reading ``oid`` (directly or not), dependencies first, as they are defined now."""
-    # Definitions are printed with every name schema-qualified, so they re-create exactly.
-    cur.execute("SELECT current_setting('search_path')")
-    search_path = cur.fetchone()[0]
-    cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
-    cur.execute(
-        """
-        WITH RECURSIVE deps(oid, depth) AS (
-            SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %(oid)s AND r.ev_class <> %(oid)s
-            UNION ALL
-            SELECT r.ev_class, deps.depth + 1 FROM deps
-              JOIN pg_depend d ON d.refobjid = deps.oid AND d.classid = 'pg_rewrite'::regclass
-              JOIN pg_rewrite r ON r.oid = d.objid
-             WHERE r.ev_class <> deps.oid AND deps.depth < 50   -- bounded even if the catalog surprises us
-        )
-        SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid) AS definition,
-               obj_description(c.oid, 'pg_class') AS comment,
-               array(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid) AS indexes,
-               max(deps.depth) AS depth
-          FROM deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
-         GROUP BY c.oid, n.nspname, c.relname, c.relkind
-         ORDER BY depth, c.oid
-        """,
-        {"oid": oid},
-    )
-    columns = [d.name for d in cur.description]
-    found = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-    for dependent in found:
-        dependent["grants"] = _grants(cur, dependent["oid"])
-    cur.execute("SELECT set_config('search_path', %s, true)", [search_path])
-    return found
-
-
-def _recreate(cur: Any, dependent: dict[str, Any]) -> None:
-    kind = sql.SQL(_KINDS[dependent["relkind"]])
-    name = sql.Identifier(dependent["nspname"], dependent["relname"])
-    cur.execute(sql.SQL("CREATE {kind} {name} AS {definition}").format(
-        kind=kind, name=name, definition=sql.SQL(dependent["definition"].rstrip().rstrip(";"))))
-    for index in dependent["indexes"] or []:
-        cur.execute(index)
-    if dependent["comment"]:
-        cur.execute(sql.SQL("COMMENT ON {kind} {name} IS {c}").format(kind=kind, name=name, c=sql.Literal(dependent["comment"])))
-    _grant(cur, name, dependent["grants"])
-
-
-def _grants(cur: Any, oid: int) -> list[tuple[str, str]]:
-    cur.execute(
-        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type"
-        " FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner", [oid])
-    return [(r[0], r[1]) for r in cur.fetchall()]
-
-
-def _grant(cur: Any, relation: sql.Identifier, grants: list[tuple[str, str]]) -> None:
-    # Privileges given to BI tools or Supabase roles survive the rebuild.
-    for grantee, privilege in grants:
-        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.SQL(grantee)  # regrole text is already quoted
-        cur.execute(sql.SQL("GRANT {p} ON {r} TO {who}").format(p=sql.SQL(privilege), r=relation, who=who))

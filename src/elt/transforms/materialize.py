@@ -5,9 +5,10 @@ relation and a failed build (or a failed data test) leaves the last good
 version in place:
 
 - a rebuild creates ``<name>__elt_new``, runs the data tests against it, then
-  swaps it in: drop the old relation, rename the new one, and re-create the
-  views that read the old one (with their comments, indexes and grants) --
-  all before COMMIT;
+  swaps it in with :func:`elt.transforms.swap.swap`, which carries over
+  everything users added to the old relation (grants, policies, indexes,
+  dependent views and functions, ...) or refuses by name -- all before COMMIT;
+  ``swap: delete_insert`` replaces the rows in place instead;
 - an ``incremental`` model merges the rows at or past its watermark into the
   existing table by ``unique_key`` (full rebuild with ``--full-refresh``);
 - an unchanged ``materialized_view`` is refreshed (``CONCURRENTLY`` when it has
@@ -17,7 +18,7 @@ version in place:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from elt.errors import EltError
 from elt.loaders.pg_raw import short_identifier
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
-from elt.transforms.swap import swap
+from elt.transforms.swap import replace_rows, swap
 
 #: Start of the COMMENT on every relation a model builds (the loader leaves these alone).
 MODEL_MARK = "elt:model"
@@ -56,10 +57,11 @@ def fingerprint(model: Model) -> str:
     return hashlib.md5(text.encode()).hexdigest()[:12]
 
 
-def build(cur: Any, model: Model, *, full_refresh: bool, check: Check) -> Built:
+def build(cur: Any, model: Model, *, full_refresh: bool, check: Check, recomputed: Collection[str] = ()) -> Built:
     """Build ``model`` with the cursor's connection (in a transaction the caller commits).
 
-    The model's schema must exist (see :func:`create_schemas`).
+    The model's schema must exist (see :func:`create_schemas`). ``recomputed`` names materialised
+    views that an upstream's swap already computed from the new data in this build.
     """
     # Two builds of one model (a cron run and `elt transform`) take turns.
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:model:{model.relation}"])
@@ -70,6 +72,10 @@ def build(cur: Any, model: Model, *, full_refresh: bool, check: Check) -> Built:
         if kind == "incremental" and existing["relkind"] in ("r", "p"):
             return _merge(cur, model, check)
         if kind == "materialized_view" and existing["relkind"] == "m" and unchanged:
+            if model.relation in recomputed:
+                # Computed once, beside the upstream's swap and outside its lock: not a second time.
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(model.schema, model.name)))
+                return Built(int(cur.fetchone()[0]), check(model.relation), "kept (computed when its upstream was swapped)")
             return _refresh(cur, model, check)
         if kind == "view" and existing["relkind"] == "v" and unchanged:
             return Built(0, check(model.relation), "kept (unchanged)")
@@ -108,11 +114,15 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
                 f"{model.path}: unique_key ({', '.join(model.config.unique_key)}) is not unique in the new"
                 f" {model.relation}: {str(exc).splitlines()[0]}. Deduplicate in the SELECT, or fix unique_key"
             ) from None
+    relation = sql.Identifier(model.schema, model.name)
+    if (model.config.swap == "delete_insert" and existing is not None and existing["relkind"] in ("r", "p")
+            and kind in ("table", "incremental") and replace_rows(cur, model.schema, model.name, temp)):
+        cur.execute(sql.SQL("COMMENT ON TABLE {t} IS {c}").format(t=relation, c=sql.Literal(_comment(model))))
+        return Built(rows, tests, "replaced rows in place (delete + insert)")
     report = swap(cur, model.schema, model.name, temp, where=model.path, own_indexes={key_index})
     if model.config.unique_key and kind != "view":
         cur.execute(sql.SQL("ALTER INDEX {i} RENAME TO {n}").format(
             i=sql.Identifier(model.schema, key_index + "_new"), n=sql.Identifier(key_index)))
-    relation = sql.Identifier(model.schema, model.name)
     cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(
         kind=sql.SQL(CREATE_KIND[kind]), t=relation, c=sql.Literal(_comment(model))))
     action = "created" if existing is None else report.describe()

@@ -11,7 +11,8 @@ the schema, the file name the relation. Settings sit in a comment header::
 Header keys: ``materialized`` (view | table | materialized_view | incremental;
 default view in stg and rpt, table in mart), ``unique_key`` (columns, comma
 separated), ``watermark`` (the column an incremental model merges from),
-``tests`` and ``description``.
+``tests``, ``description`` and ``swap`` (rename | delete_insert, see
+:mod:`elt.transforms.swap`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class ModelConfig(BaseModel):
     watermark: str | None = None
     tests: tuple[DataTest, ...] = ()
     description: str = ""
+    #: How a rebuilt table replaces the live one: ``rename`` (readers blocked for catalog work only;
+    #: a REPEATABLE READ reader that first reads it after the swap sees it empty) or ``delete_insert``
+    #: (rows replaced in one transaction: snapshot readers keep the old rows; costs a table-sized write).
+    swap: Literal["rename", "delete_insert"] = "rename"
 
     @field_validator("unique_key", mode="before")
     @classmethod

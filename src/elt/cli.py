@@ -270,10 +270,10 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
     from elt.health import run_checks
     from elt.pipeline import load_project
 
-    _, registry = load_project(_Ctx.project)
+    project_dir, registry = load_project(_Ctx.project)
     loader = _loader()
     try:
-        problems = run_checks(loader, registry.values())
+        problems = run_checks(loader, registry.values(), project_dir=project_dir)
     finally:
         loader.close()
     if as_json:

@@ -10,7 +10,9 @@ caught too):
 3. ``stale_data``: a raw table whose newest row is older than the stream's
    freshness SLA;
 4. ``dead_letters``: unresolved dead letters older than a day;
-5. ``stuck_run``: a run still ``running`` past its pipeline's timeout.
+5. ``stuck_run``: a run still ``running`` past its pipeline's timeout;
+6. ``full_refresh_overdue``: an incremental model not fully refreshed within its
+   ``full_refresh_every`` (see :mod:`elt.transforms.incremental`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
@@ -25,6 +28,7 @@ from psycopg import sql
 from elt.loaders.base import Loader
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule, grace, parse_every
+from elt.transforms.incremental import overdue_full_refreshes
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Problem:
 
 
 def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime | None = None,
-               watching_since: dt.datetime | None = None) -> list[Problem]:
+               watching_since: dt.datetime | None = None, project_dir: Path | None = None) -> list[Problem]:
     """Every problem found now, in check order.
 
     ``watching_since`` is when a scheduler started: a pipeline that never ran
@@ -54,7 +58,9 @@ def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime |
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
     return [*_failed(loader), *_missing(loader, pipelines, now, watching_since), *_stale(loader, pipelines, now),
-            *_dead_letters(loader), *_stuck(loader, pipelines, now)]
+            *_dead_letters(loader), *_stuck(loader, pipelines, now),
+            *(Problem("full_refresh_overdue", *p)
+              for p in (overdue_full_refreshes(getattr(loader, "url", ""), project_dir, now) if project_dir else []))]
 
 
 FAILED_RUNS = """

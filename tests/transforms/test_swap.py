@@ -219,7 +219,8 @@ def test_swap_works_on_a_raw_table_by_schema_name_and_shadow(db, database_url, r
     assert report.replaced
     assert as_role(database_url, roles["other"], "SELECT count(*) FROM raw.rates") == 3
     # The shadow's own primary key is the same definition: not doubled.
-    assert db.execute("SELECT count(*) AS n FROM pg_constraint WHERE conrelid = 'raw.rates'::regclass AND contype = 'p'").fetchone()["n"] == 1
+    primary_keys = "SELECT count(*) AS n FROM pg_constraint WHERE conrelid = 'raw.rates'::regclass AND contype = 'p'"
+    assert db.execute(primary_keys).fetchone()["n"] == 1
 
 
 def test_delete_insert_mode_keeps_the_relation_and_what_a_snapshot_reader_sees(shop_built, db, database_url):

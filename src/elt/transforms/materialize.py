@@ -9,8 +9,9 @@ version in place:
   everything users added to the old relation (grants, policies, indexes,
   dependent views and functions, ...) or refuses by name -- all before COMMIT;
   ``swap: delete_insert`` replaces the rows in place instead;
-- an ``incremental`` model merges the rows at or past its watermark into the
-  existing table by ``unique_key`` (full rebuild with ``--full-refresh``);
+- an ``incremental`` model merges its watermark window into the existing table
+  by ``unique_key`` and removes rows that left it (:mod:`elt.transforms.incremental`;
+  full rebuild with ``--full-refresh``);
 - an unchanged ``materialized_view`` is refreshed (``CONCURRENTLY`` when it has
   a unique index, so readers are not blocked); an unchanged ``view`` is kept.
 """
@@ -26,6 +27,7 @@ from psycopg import sql
 
 from elt.errors import EltError
 from elt.loaders.pg_raw import short_identifier
+from elt.transforms import incremental
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
 from elt.transforms.swap import replace_rows, swap
@@ -92,6 +94,8 @@ def create_schemas(conn: Any, schemas: set[str]) -> None:
 
 def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Check) -> Built:
     kind = model.config.materialized
+    # Taken before the SELECT runs (see incremental.read_horizon).
+    horizon = incremental.read_horizon(cur) if kind == "incremental" else None
     temp = f"{model.name}__elt_new"
     if len(temp.encode()) > 63:
         temp = short_identifier(model.relation, "new")
@@ -118,6 +122,8 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
     if (model.config.swap == "delete_insert" and existing is not None and existing["relkind"] in ("r", "p")
             and kind in ("table", "incremental") and replace_rows(cur, model.schema, model.name, temp)):
         cur.execute(sql.SQL("COMMENT ON TABLE {t} IS {c}").format(t=relation, c=sql.Literal(_comment(model))))
+        if horizon is not None:
+            incremental.record(cur, model, horizon, full_refresh=True)
         return Built(rows, tests, "replaced rows in place (delete + insert)")
     report = swap(cur, model.schema, model.name, temp, where=model.path, own_indexes={key_index})
     if model.config.unique_key and kind != "view":
@@ -125,45 +131,19 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
             i=sql.Identifier(model.schema, key_index + "_new"), n=sql.Identifier(key_index)))
     cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(
         kind=sql.SQL(CREATE_KIND[kind]), t=relation, c=sql.Literal(_comment(model))))
+    if horizon is not None:
+        incremental.record(cur, model, horizon, full_refresh=True)
     action = "created" if existing is None else report.describe()
     return Built(rows, tests, action, recomputed=report.recomputed)
 
 
 def _merge(cur: Any, model: Model, check: Check) -> Built:
-    """Merge rows at or past the watermark into the existing table, by unique_key."""
-    target = sql.Identifier(model.schema, model.name)
-    cur.execute(sql.SQL("SELECT * FROM ({body}) AS m LIMIT 0").format(body=sql.SQL(model.sql)))  # type: ignore[arg-type]
-    columns = [d.name for d in cur.description]
-    cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
-        " ORDER BY attnum", [f'"{model.schema}"."{model.name}"'])
-    stored = [r[0] for r in cur.fetchall()]
-    if columns != stored:
-        raise ModelError(
-            f"{model.path}: the SELECT's columns ({', '.join(columns)}) differ from {model.relation}'s"
-            f" ({', '.join(stored)}); rebuild it with `elt transform --full-refresh --select {model.relation}`"
-        )
-    keys = list(model.config.unique_key)
-    rest = [c for c in columns if c not in keys]
-    mark = sql.Identifier(str(model.config.watermark))
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    if rest:
-        excluded = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in rest)
-        current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in rest)
-        # Rows that come back identical are not rewritten (and not counted).
-        action: sql.Composable = sql.SQL("DO UPDATE SET ({cols}) = ROW({ex}) WHERE ({cur}) IS DISTINCT FROM ({ex})").format(
-            cols=sql.SQL(", ").join(map(sql.Identifier, rest)), ex=excluded, cur=current)
-    else:
-        action = sql.SQL("DO NOTHING")
-    cur.execute(sql.SQL(
-        # `>=` re-reads the newest watermark value on purpose: rows sharing it may have arrived since.
-        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM ({body}) AS m"
-        " WHERE m.{mark} >= (SELECT max({mark}) FROM {t}) OR NOT EXISTS (SELECT 1 FROM {t})"
-        " ON CONFLICT ({keys}) {action}"
-    ).format(t=target, cols=cols, body=sql.SQL(model.sql), mark=mark,  # type: ignore[arg-type]
-             keys=sql.SQL(", ").join(map(sql.Identifier, keys)), action=action))
-    rows = max(cur.rowcount, 0)
-    return Built(rows, check(model.relation), "merged")
+    try:
+        merged = incremental.merge(cur, model)
+    except incremental.IncrementalError as exc:
+        raise ModelError(str(exc)) from None
+    action = f"merged ({merged.deleted} rows no longer in the model removed)" if merged.deleted else "merged"
+    return Built(merged.rows + merged.deleted, check(model.relation), action)
 
 
 def _refresh(cur: Any, model: Model, check: Check) -> Built:

@@ -11,8 +11,9 @@ the schema, the file name the relation. Settings sit in a comment header::
 Header keys: ``materialized`` (view | table | materialized_view | incremental;
 default view in stg and rpt, table in mart), ``unique_key`` (columns, comma
 separated), ``watermark`` (the column an incremental model merges from),
-``tests``, ``description`` and ``swap`` (rename | delete_insert, see
-:mod:`elt.transforms.swap`).
+``tests``, ``description``, ``swap`` (rename | delete_insert, see
+:mod:`elt.transforms.swap`), and for incremental models ``lookback`` and
+``full_refresh_every`` (see :mod:`elt.transforms.incremental`).
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ class ModelConfig(BaseModel):
     #: a REPEATABLE READ reader that first reads it after the swap sees it empty) or ``delete_insert``
     #: (rows replaced in one transaction: snapshot readers keep the old rows; costs a table-sized write).
     swap: Literal["rename", "delete_insert"] = "rename"
+    #: incremental: how far behind the newest watermark each run re-reads (``3d``; a number for numeric watermarks).
+    lookback: str | None = None
+    #: incremental: ``elt check`` reports the model when its last full refresh is older than this (``7d``).
+    full_refresh_every: str | None = None
 
     @field_validator("unique_key", mode="before")
     @classmethod
@@ -125,11 +130,27 @@ class ModelConfig(BaseModel):
             value = _split_top_level(value)
         return tuple(t if isinstance(t, DataTest) else DataTest.parse(t) for t in value)
 
+    @field_validator("full_refresh_every")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*[smhd]?\s*", value):
+            raise ValueError(f"lookback {value!r} should look like 3d, 12h (timestamp watermark) or 100 (numeric)")
+        return value.strip() if value is not None else None
+
     @model_validator(mode="after")
     def _incremental(self) -> ModelConfig:
         if self.materialized == "incremental" and (not self.unique_key or not self.watermark):
             raise ValueError("materialized: incremental needs unique_key (what to merge on) and watermark"
                              " (the column whose newest rows are merged each run)")
+        if self.materialized != "incremental" and (self.lookback or self.full_refresh_every):
+            raise ValueError("lookback and full_refresh_every apply to materialized: incremental only")
         return self
 
 

@@ -39,7 +39,6 @@ from elt.pipeline import Pipeline
 from elt.runner import EXIT_CODES, Runner, RunResult
 from elt.secrets import Secret, from_env
 from elt.state import StreamState, Watermark
-from elt.transforms.models import Transform
 
 __version__ = "0.1.0"
 
@@ -94,4 +93,8 @@ def __getattr__(name: str) -> object:
         from elt import extractors
 
         return getattr(extractors, name)
+    if name == "Transform":  # the transform layer imports sqlglot: only projects that use it pay for it
+        from elt.transforms.models import Transform
+
+        return Transform
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,6 @@ from psycopg import sql
 from elt.loaders.base import Loader
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule, grace, parse_every
-from elt.transforms.incremental import overdue_full_refreshes
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime |
     is missing only once its first run after that is overdue (without it,
     never having run is a problem at once).
     """
+    from elt.transforms.incremental import overdue_full_refreshes  # sqlglot is slow to import: only when asked
+
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
     return [*_failed(loader), *_missing(loader, pipelines, now, watching_since), *_stale(loader, pipelines, now),

@@ -270,3 +270,28 @@ def test_replace_rows_refuses_when_the_columns_differ(db, database_url):
 ])
 def test_retarget_points_deparsed_sql_at_the_shadow(text, expected):
     assert retarget(text, {"mart.orders": ("mart", "orders_new")}) == expected
+
+
+def test_a_policy_that_no_longer_fits_the_new_columns_stops_the_rebuild_by_name(shop_built, db, database_url):
+    _, project = shop_built
+    db.execute("ALTER TABLE mart.orders ENABLE ROW LEVEL SECURITY")
+    db.execute("CREATE POLICY small_only ON mart.orders USING (amount < 50)")
+    write_models(project, {"mart/orders.sql": "SELECT o.id, o.customer_id, o.status, o.updated_at FROM stg.shop_orders AS o"})
+    result = build(project, database_url)
+    assert result.status == "failed"
+    assert "policy small_only on mart.orders cannot be carried over" in result.error
+    assert 'column "amount" does not exist' in result.error
+    assert db.execute("SELECT count(*) AS n FROM pg_policy WHERE polname = 'small_only'").fetchone()["n"] == 1
+
+
+def test_an_instead_of_trigger_on_a_dependent_view_is_carried(shop_built, db, database_url):
+    _, project = shop_built
+    db.execute("CREATE SCHEMA app")
+    db.execute("CREATE TABLE app.requests (order_id int)")
+    db.execute("CREATE VIEW app.order_requests AS SELECT id FROM mart.orders")
+    db.execute("CREATE FUNCTION app.request() RETURNS trigger LANGUAGE plpgsql AS"
+               " $$ BEGIN INSERT INTO app.requests VALUES (NEW.id); RETURN NEW; END $$")
+    db.execute("CREATE TRIGGER on_insert INSTEAD OF INSERT ON app.order_requests FOR EACH ROW EXECUTE FUNCTION app.request()")
+    assert build(project, database_url).status == "success"
+    db.execute("INSERT INTO app.order_requests VALUES (7)")
+    assert db.execute("SELECT order_id FROM app.requests").fetchone()["order_id"] == 7

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import TokenType
 
@@ -202,7 +203,9 @@ def swap(cur: Any, schema: str, name: str, shadow: str, *, where: str = "",
         for policy in plan.foreign_policies:
             _run(cur, _policy_sql(policy, sql.SQL(policy["table"])), f"policy {policy['name']} on {policy['table']}", where)
     finally:
-        cur.execute("SELECT set_config('search_path', %s, true)", [search_path])
+        # After a failed statement the transaction is rolled back by the caller, and the path with it.
+        if cur.connection.info.transaction_status != TransactionStatus.INERROR:
+            cur.execute("SELECT set_config('search_path', %s, true)", [search_path])
     report.replaced = True
     report.dependents = [r.qualified for r in plan.relations[1:]]
     report.recomputed = [r.qualified for r in plan.relations[1:] if r.relkind == "m"]
@@ -529,7 +532,8 @@ def _carry_onto_shadow(cur: Any, relation: Relation, renames: dict[str, tuple[st
     relkind, owner = cur.fetchone()
     kind = sql.SQL(_KIND_WORD[relkind])
     is_table = relkind in ("r", "p")
-    if not is_table and (relation.rls or relation.policies or relation.triggers or relation.constraints):
+    if not is_table and (relation.rls or relation.policies or relation.constraints
+                         or (relation.triggers and relation.relkind != relkind)):
         raise SwapRefused(f"{_prefix(where)}{label} is no longer a table, so its row-level security, policies,"
                           " triggers and constraints would be lost; nothing was replaced. Drop them first, or keep"
                           " the model a table")
@@ -554,6 +558,11 @@ def _carry_onto_shadow(cur: Any, relation: Relation, renames: dict[str, tuple[st
         _carry_table(cur, relation, renames, where)
     else:
         _carry_indexes(cur, relation, renames, where)
+    for trigger in relation.triggers:  # INSTEAD OF triggers of views too
+        _run(cur, sql.SQL(retarget(trigger["definition"], renames, keep_alias=False)),  # type: ignore[arg-type]
+             f"trigger {trigger['name']} on {label}", where)
+        if trigger["enabled"] == "D":
+            cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(target, sql.Identifier(trigger["name"])))
     if relation.owner and owner != relation.owner:
         # Last: after it the builder may no longer own the new relation.
         _run(cur, sql.SQL("ALTER {} {} OWNER TO {}").format(kind, target, sql.Identifier(relation.owner)),
@@ -572,11 +581,6 @@ def _carry_table(cur: Any, relation: Relation, renames: dict[str, tuple[str, str
                  f"NOT NULL on {label}.{column}", where)
     _carry_constraints(cur, relation, where)
     _carry_indexes(cur, relation, renames, where)
-    for trigger in relation.triggers:
-        _run(cur, sql.SQL(retarget(trigger["definition"], renames, keep_alias=False)),  # type: ignore[arg-type]
-             f"trigger {trigger['name']} on {label}", where)
-        if trigger["enabled"] == "D":
-            cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(target, sql.Identifier(trigger["name"])))
     if relation.rls:
         cur.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(target))
     if relation.force_rls:

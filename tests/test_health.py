@@ -89,3 +89,13 @@ def test_elt_check_exits_1_with_json_when_something_is_wrong(tmp_path, database_
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False and [p["check"] for p in report["problems"]] == ["missing_run"]
+
+
+def test_an_incremental_model_without_a_recent_full_refresh_is_a_problem(loader, tmp_path):
+    from tests.transforms.conftest import write_models
+
+    write_models(tmp_path, {"mart/events.sql": "-- materialized: incremental\n-- unique_key: id\n-- watermark: at\n"
+                                               "-- full_refresh_every: 7d\nSELECT 1 AS id, now() AS at"})
+    problems = run_checks(loader.store, [], project_dir=tmp_path)
+    assert kinds(problems) == [("full_refresh_overdue", "mart.events")]
+    assert "elt transform --full-refresh --select mart.events" in problems[0].detail

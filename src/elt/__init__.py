@@ -77,6 +77,7 @@ __all__ = [
     "SqlExtractor",
     "StartingAfterPaginator",
     "StreamState",
+    "Transform",
     "Watermark",
     "Webhook",
     "WriteStrategy",
@@ -92,4 +93,8 @@ def __getattr__(name: str) -> object:
         from elt import extractors
 
         return getattr(extractors, name)
+    if name == "Transform":  # the transform layer imports sqlglot: only projects that use it pay for it
+        from elt.transforms.models import Transform
+
+        return Transform
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

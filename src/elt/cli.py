@@ -273,9 +273,9 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
     from elt.health import run_checks
     from elt.pipeline import load_project
 
-    _, registry = load_project(_Ctx.project)
+    project_dir, registry = load_project(_Ctx.project)
     with _store() as store:
-        problems = run_checks(store, registry.values())
+        problems = run_checks(store, registry.values(), project_dir=project_dir)
     if as_json:
         _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
     elif not problems:

@@ -10,7 +10,9 @@ over scheduler memory, so a dead scheduler is caught too):
 3. ``stale_data``: a raw table whose newest row is older than the stream's
    freshness SLA;
 4. ``dead_letters``: unresolved dead letters older than a day;
-5. ``stuck_run``: a run still ``running`` past its pipeline's timeout.
+5. ``stuck_run``: a run still ``running`` past its pipeline's timeout;
+6. ``full_refresh_overdue``: an incremental model not fully refreshed within its
+   ``full_refresh_every`` (see :mod:`elt.transforms.incremental`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from elt.loaders.base import BookkeepingStore
@@ -42,17 +45,21 @@ class Problem:
 
 
 def run_checks(store: BookkeepingStore, pipelines: Iterable[Pipeline], now: dt.datetime | None = None,
-               watching_since: dt.datetime | None = None) -> list[Problem]:
+               watching_since: dt.datetime | None = None, project_dir: Path | None = None) -> list[Problem]:
     """Every problem found now, in check order.
 
     ``watching_since`` is when a scheduler started: a pipeline that never ran
     is missing only once its first run after that is overdue (without it,
     never having run is a problem at once).
     """
+    from elt.transforms.incremental import overdue_full_refreshes  # sqlglot is slow to import: only when asked
+
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
     return [*_failed(store), *_missing(store, pipelines, now, watching_since), *_stale(store, pipelines, now),
-            *_dead_letters(store), *_stuck(store, pipelines, now)]
+            *_dead_letters(store), *_stuck(store, pipelines, now),
+            *(Problem("full_refresh_overdue", *p)
+              for p in (overdue_full_refreshes(getattr(store, "url", ""), project_dir, now) if project_dir else []))]
 
 
 def _failed(store: BookkeepingStore) -> list[Problem]:

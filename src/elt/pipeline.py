@@ -9,6 +9,7 @@ registered.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.util
 import re
 import sys
@@ -137,7 +138,9 @@ def load_project(project: Path | str | None = None) -> tuple[Path, dict[str, Pip
     clear_registry()
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
-    module_name = f"_elt_project_{abs(hash(str(module_path)))}"
+    # A stable name (not hash(), which Python salts per process): Transform classes defined here keep
+    # their identity across runs, so their models are not rebuilt every run.
+    module_name = f"_elt_project_{hashlib.md5(str(module_path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, module_path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from elt.errors import ConfigError
@@ -80,3 +84,51 @@ def test_python_transform_becomes_a_model(tmp_path):
     assert model.config.materialized == "table" and model.config.tests == (DataTest.parse("unique(id)"),)
     assert "(spent > 90)::int" in model.sql and not model.sql.endswith(";")
     assert model.config.description == "Health buckets computed in Python."
+
+
+PROJECT_WITH_A_TRANSFORM = '''
+from elt import Pipeline, Transform
+
+Pipeline("numbers", streams=[])
+
+
+class Numbers(Transform):
+    schema = "rpt"
+    name = "numbers"
+    materialized = "materialized_view"
+
+    def sql(self):
+        return "SELECT generate_series(1, 3) AS n"
+'''
+
+SHOW_IDENTITY = '''
+import sys
+from elt.pipeline import load_project
+from elt.transforms.materialize import _comment
+from elt.transforms.models import discover
+project, _ = load_project(sys.argv[1])
+model = next(m for m in discover(project) if m.relation == "rpt.numbers")
+print(model.path, "|", _comment(model))
+'''
+
+
+def test_a_python_transform_keeps_its_identity_across_processes(tmp_path):
+    # Two separate interpreters with different hash seeds: the identity (and so the stored
+    # fingerprint that decides "unchanged, keep it") must not depend on Python's salted hash().
+    (tmp_path / "pipelines.py").write_text(PROJECT_WITH_A_TRANSFORM, encoding="utf-8")
+    (tmp_path / "sql").mkdir()
+    seen = set()
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", SHOW_IDENTITY, str(tmp_path)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}, timeout=60, check=True)
+        seen.add(done.stdout.strip())
+    assert len(seen) == 1, seen
+    path, comment = seen.pop().split(" | ")
+    assert path == "pipelines.py:Numbers"
+    assert "_elt_project" not in comment
+
+
+def test_transform_is_importable_from_elt():
+    import elt
+
+    assert elt.Transform is Transform and "Transform" in elt.__all__

@@ -71,6 +71,8 @@ class Builder:
         self.threads = max(1, threads)
         self.full_refresh = full_refresh
         self.log = get_logger()
+        #: Materialised views computed from new data by an upstream's swap during this build.
+        self.recomputed: set[str] = set()
 
     def plan(self, selected: Iterable[str]) -> list[Model]:
         return self.graph.order(selected)
@@ -152,8 +154,9 @@ class Builder:
                                                  + f"; {model.relation} was not replaced")
                         return results
 
-                    built = build(cur, model, full_refresh=self.full_refresh, check=check)
+                    built = build(cur, model, full_refresh=self.full_refresh, check=check, recomputed=self.recomputed)
                 conn.commit()
+            self.recomputed.update(built.recomputed)
             outcome.rows, outcome.action = built.rows, built.action
         except Exception as exc:  # any failure stays with this model; the rest of the build goes on
             outcome.status = "failed"

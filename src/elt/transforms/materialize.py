@@ -5,11 +5,13 @@ relation and a failed build (or a failed data test) leaves the last good
 version in place:
 
 - a rebuild creates ``<name>__elt_new``, runs the data tests against it, then
-  swaps it in: drop the old relation, rename the new one, and re-create the
-  views that read the old one (with their comments, indexes and grants) --
-  all before COMMIT;
-- an ``incremental`` model merges the rows at or past its watermark into the
-  existing table by ``unique_key`` (full rebuild with ``--full-refresh``);
+  swaps it in with :func:`elt.transforms.swap.swap`, which carries over
+  everything users added to the old relation (grants, policies, indexes,
+  dependent views and functions, ...) or refuses by name -- all before COMMIT;
+  ``swap: delete_insert`` replaces the rows in place instead;
+- an ``incremental`` model merges its watermark window into the existing table
+  by ``unique_key`` and removes rows that left it (:mod:`elt.transforms.incremental`;
+  full rebuild with ``--full-refresh``);
 - an unchanged ``materialized_view`` is refreshed (``CONCURRENTLY`` when it has
   a unique index, so readers are not blocked); an unchanged ``view`` is kept.
 """
@@ -17,16 +19,18 @@ version in place:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
 
 from elt.errors import EltError
 from elt.loaders.postgres.raw import short_identifier
+from elt.transforms import incremental
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
+from elt.transforms.swap import replace_rows, swap
 
 #: Start of the COMMENT on every relation a model builds (the loader leaves these alone).
 MODEL_MARK = "elt:model"
@@ -45,6 +49,8 @@ class Built:
     rows: int
     tests: list[DataTestResult]
     action: str
+    #: Dependent materialised views the swap computed from the new data (their own build need not refresh them).
+    recomputed: list[str] = field(default_factory=list)
 
 
 def fingerprint(model: Model) -> str:
@@ -53,10 +59,11 @@ def fingerprint(model: Model) -> str:
     return hashlib.md5(text.encode()).hexdigest()[:12]
 
 
-def build(cur: Any, model: Model, *, full_refresh: bool, check: Check) -> Built:
+def build(cur: Any, model: Model, *, full_refresh: bool, check: Check, recomputed: Collection[str] = ()) -> Built:
     """Build ``model`` with the cursor's connection (in a transaction the caller commits).
 
-    The model's schema must exist (see :func:`create_schemas`).
+    The model's schema must exist (see :func:`create_schemas`). ``recomputed`` names materialised
+    views that an upstream's swap already computed from the new data in this build.
     """
     # Two builds of one model (a cron run and `elt transform`) take turns.
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:model:{model.relation}"])
@@ -67,6 +74,10 @@ def build(cur: Any, model: Model, *, full_refresh: bool, check: Check) -> Built:
         if kind == "incremental" and existing["relkind"] in ("r", "p"):
             return _merge(cur, model, check)
         if kind == "materialized_view" and existing["relkind"] == "m" and unchanged:
+            if model.relation in recomputed:
+                # Computed once, beside the upstream's swap and outside its lock: not a second time.
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(model.schema, model.name)))
+                return Built(int(cur.fetchone()[0]), check(model.relation), "kept (computed when its upstream was swapped)")
             return _refresh(cur, model, check)
         if kind == "view" and existing["relkind"] == "v" and unchanged:
             return Built(0, check(model.relation), "kept (unchanged)")
@@ -83,6 +94,8 @@ def create_schemas(conn: Any, schemas: set[str]) -> None:
 
 def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Check) -> Built:
     kind = model.config.materialized
+    # Taken before the SELECT runs (see incremental.read_horizon).
+    horizon = incremental.read_horizon(cur) if kind == "incremental" else None
     temp = f"{model.name}__elt_new"
     if len(temp.encode()) > 63:
         temp = short_identifier(model.relation, "new")
@@ -105,65 +118,32 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
                 f"{model.path}: unique_key ({', '.join(model.config.unique_key)}) is not unique in the new"
                 f" {model.relation}: {str(exc).splitlines()[0]}. Deduplicate in the SELECT, or fix unique_key"
             ) from None
-    grants: list[tuple[str, str]] = []
-    dependents: list[dict[str, Any]] = []
-    if existing is not None:
-        # Swaps take turns: two models sharing a dependent view would otherwise deadlock
-        # dropping it. Only this short step is serialised; the builds above run in parallel.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('elt:swap'))")
-        grants = _grants(cur, existing["oid"])
-        dependents = _dependents(cur, existing["oid"])
-        cur.execute(sql.SQL("DROP {kind} {t} CASCADE").format(
-            kind=sql.SQL(_KINDS[existing["relkind"]]), t=sql.Identifier(model.schema, model.name)))
-    create_kind = sql.SQL(CREATE_KIND[kind])
-    cur.execute(sql.SQL("ALTER {kind} {t} RENAME TO {n}").format(kind=create_kind, t=target, n=sql.Identifier(model.name)))
+    relation = sql.Identifier(model.schema, model.name)
+    if (model.config.swap == "delete_insert" and existing is not None and existing["relkind"] in ("r", "p")
+            and kind in ("table", "incremental") and replace_rows(cur, model.schema, model.name, temp)):
+        cur.execute(sql.SQL("COMMENT ON TABLE {t} IS {c}").format(t=relation, c=sql.Literal(_comment(model))))
+        if horizon is not None:
+            incremental.record(cur, model, horizon, full_refresh=True)
+        return Built(rows, tests, "replaced rows in place (delete + insert)")
+    report = swap(cur, model.schema, model.name, temp, where=model.path, own_indexes={key_index})
     if model.config.unique_key and kind != "view":
         cur.execute(sql.SQL("ALTER INDEX {i} RENAME TO {n}").format(
             i=sql.Identifier(model.schema, key_index + "_new"), n=sql.Identifier(key_index)))
-    relation = sql.Identifier(model.schema, model.name)
-    cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(kind=create_kind, t=relation, c=sql.Literal(_comment(model))))
-    _grant(cur, relation, grants)
-    for dependent in dependents:
-        _recreate(cur, dependent)
-    action = "created" if existing is None else f"rebuilt ({len(dependents)} dependent views kept)" if dependents else "rebuilt"
-    return Built(rows, tests, action)
+    cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(
+        kind=sql.SQL(CREATE_KIND[kind]), t=relation, c=sql.Literal(_comment(model))))
+    if horizon is not None:
+        incremental.record(cur, model, horizon, full_refresh=True)
+    action = "created" if existing is None else report.describe()
+    return Built(rows, tests, action, recomputed=report.recomputed)
 
 
 def _merge(cur: Any, model: Model, check: Check) -> Built:
-    """Merge rows at or past the watermark into the existing table, by unique_key."""
-    target = sql.Identifier(model.schema, model.name)
-    cur.execute(sql.SQL("SELECT * FROM ({body}) AS m LIMIT 0").format(body=sql.SQL(model.sql)))  # type: ignore[arg-type]
-    columns = [d.name for d in cur.description]
-    cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
-        " ORDER BY attnum", [f'"{model.schema}"."{model.name}"'])
-    stored = [r[0] for r in cur.fetchall()]
-    if columns != stored:
-        raise ModelError(
-            f"{model.path}: the SELECT's columns ({', '.join(columns)}) differ from {model.relation}'s"
-            f" ({', '.join(stored)}); rebuild it with `elt transform --full-refresh --select {model.relation}`"
-        )
-    keys = list(model.config.unique_key)
-    rest = [c for c in columns if c not in keys]
-    mark = sql.Identifier(str(model.config.watermark))
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    if rest:
-        excluded = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in rest)
-        current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in rest)
-        # Rows that come back identical are not rewritten (and not counted).
-        action: sql.Composable = sql.SQL("DO UPDATE SET ({cols}) = ROW({ex}) WHERE ({cur}) IS DISTINCT FROM ({ex})").format(
-            cols=sql.SQL(", ").join(map(sql.Identifier, rest)), ex=excluded, cur=current)
-    else:
-        action = sql.SQL("DO NOTHING")
-    cur.execute(sql.SQL(
-        # `>=` re-reads the newest watermark value on purpose: rows sharing it may have arrived since.
-        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM ({body}) AS m"
-        " WHERE m.{mark} >= (SELECT max({mark}) FROM {t}) OR NOT EXISTS (SELECT 1 FROM {t})"
-        " ON CONFLICT ({keys}) {action}"
-    ).format(t=target, cols=cols, body=sql.SQL(model.sql), mark=mark,  # type: ignore[arg-type]
-             keys=sql.SQL(", ").join(map(sql.Identifier, keys)), action=action))
-    rows = max(cur.rowcount, 0)
-    return Built(rows, check(model.relation), "merged")
+    try:
+        merged = incremental.merge(cur, model)
+    except incremental.IncrementalError as exc:
+        raise ModelError(str(exc)) from None
+    action = f"merged ({merged.deleted} rows no longer in the model removed)" if merged.deleted else "merged"
+    return Built(merged.rows + merged.deleted, check(model.relation), action)
 
 
 def _refresh(cur: Any, model: Model, check: Check) -> Built:
@@ -191,64 +171,3 @@ def _existing(cur: Any, schema: str, name: str) -> dict[str, Any] | None:
         " AND c.relkind IN ('r', 'p', 'v', 'm')", [schema, name])
     row = cur.fetchone()
     return None if row is None else {"oid": row[0], "relkind": row[1], "comment": row[2]}
-
-
-def _dependents(cur: Any, oid: int) -> list[dict[str, Any]]:
-    """Views and materialised views reading ``oid`` (directly or not), dependencies first, as they are defined now."""
-    # Definitions are printed with every name schema-qualified, so they re-create exactly.
-    cur.execute("SELECT current_setting('search_path')")
-    search_path = cur.fetchone()[0]
-    cur.execute("SELECT set_config('search_path', 'pg_catalog', true)")
-    cur.execute(
-        """
-        WITH RECURSIVE deps(oid, depth) AS (
-            SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %(oid)s AND r.ev_class <> %(oid)s
-            UNION ALL
-            SELECT r.ev_class, deps.depth + 1 FROM deps
-              JOIN pg_depend d ON d.refobjid = deps.oid AND d.classid = 'pg_rewrite'::regclass
-              JOIN pg_rewrite r ON r.oid = d.objid
-             WHERE r.ev_class <> deps.oid AND deps.depth < 50   -- bounded even if the catalog surprises us
-        )
-        SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid) AS definition,
-               obj_description(c.oid, 'pg_class') AS comment,
-               array(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid) AS indexes,
-               max(deps.depth) AS depth
-          FROM deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
-         GROUP BY c.oid, n.nspname, c.relname, c.relkind
-         ORDER BY depth, c.oid
-        """,
-        {"oid": oid},
-    )
-    columns = [d.name for d in cur.description]
-    found = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-    for dependent in found:
-        dependent["grants"] = _grants(cur, dependent["oid"])
-    cur.execute("SELECT set_config('search_path', %s, true)", [search_path])
-    return found
-
-
-def _recreate(cur: Any, dependent: dict[str, Any]) -> None:
-    kind = sql.SQL(_KINDS[dependent["relkind"]])
-    name = sql.Identifier(dependent["nspname"], dependent["relname"])
-    cur.execute(sql.SQL("CREATE {kind} {name} AS {definition}").format(
-        kind=kind, name=name, definition=sql.SQL(dependent["definition"].rstrip().rstrip(";"))))
-    for index in dependent["indexes"] or []:
-        cur.execute(index)
-    if dependent["comment"]:
-        cur.execute(sql.SQL("COMMENT ON {kind} {name} IS {c}").format(kind=kind, name=name, c=sql.Literal(dependent["comment"])))
-    _grant(cur, name, dependent["grants"])
-
-
-def _grants(cur: Any, oid: int) -> list[tuple[str, str]]:
-    cur.execute(
-        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type"
-        " FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner", [oid])
-    return [(r[0], r[1]) for r in cur.fetchall()]
-
-
-def _grant(cur: Any, relation: sql.Identifier, grants: list[tuple[str, str]]) -> None:
-    # Privileges given to BI tools or Supabase roles survive the rebuild.
-    for grantee, privilege in grants:
-        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.SQL(grantee)  # regrole text is already quoted
-        cur.execute(sql.SQL("GRANT {p} ON {r} TO {who}").format(p=sql.SQL(privilege), r=relation, who=who))

@@ -11,13 +11,16 @@ the schema, the file name the relation. Settings sit in a comment header::
 Header keys: ``materialized`` (view | table | materialized_view | incremental;
 default view in stg and rpt, table in mart), ``unique_key`` (columns, comma
 separated), ``watermark`` (the column an incremental model merges from),
-``tests`` and ``description``.
+``tests``, ``description``, ``swap`` (rename | delete_insert, see
+:mod:`elt.transforms.swap`), and for incremental models ``lookback`` and
+``full_refresh_every`` (see :mod:`elt.transforms.incremental`).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -105,6 +108,14 @@ class ModelConfig(BaseModel):
     watermark: str | None = None
     tests: tuple[DataTest, ...] = ()
     description: str = ""
+    #: How a rebuilt table replaces the live one: ``rename`` (readers blocked for catalog work only;
+    #: a REPEATABLE READ reader that first reads it after the swap sees it empty) or ``delete_insert``
+    #: (rows replaced in one transaction: snapshot readers keep the old rows; costs a table-sized write).
+    swap: Literal["rename", "delete_insert"] = "rename"
+    #: incremental: how far behind the newest watermark each run re-reads (``3d``; a number for numeric watermarks).
+    lookback: str | None = None
+    #: incremental: ``elt check`` reports the model when its last full refresh is older than this (``7d``).
+    full_refresh_every: str | None = None
 
     @field_validator("unique_key", mode="before")
     @classmethod
@@ -120,11 +131,27 @@ class ModelConfig(BaseModel):
             value = _split_top_level(value)
         return tuple(t if isinstance(t, DataTest) else DataTest.parse(t) for t in value)
 
+    @field_validator("full_refresh_every")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*[smhd]?\s*", value):
+            raise ValueError(f"lookback {value!r} should look like 3d, 12h (timestamp watermark) or 100 (numeric)")
+        return value.strip() if value is not None else None
+
     @model_validator(mode="after")
     def _incremental(self) -> ModelConfig:
         if self.materialized == "incremental" and (not self.unique_key or not self.watermark):
             raise ValueError("materialized: incremental needs unique_key (what to merge on) and watermark"
                              " (the column whose newest rows are merged each run)")
+        if self.materialized != "incremental" and (self.lookback or self.full_refresh_every):
+            raise ValueError("lookback and full_refresh_every apply to materialized: incremental only")
         return self
 
 
@@ -187,13 +214,20 @@ class Transform:
         raise NotImplementedError(f"{type(self).__name__} must implement sql()")
 
     def model(self) -> Model:
-        where = f"{type(self).__module__}.{type(self).__name__}"
+        where = _where(type(self))
         if self.schema not in LAYERS:
             raise ConfigError(f"{where}: schema must be one of {', '.join(LAYERS)}, got {self.schema!r}")
         config = _config(where, {
             "materialized": self.materialized or DEFAULT_MATERIALIZED[self.schema], "unique_key": self.unique_key,
             "watermark": self.watermark, "tests": self.tests, "description": (type(self).__doc__ or "").strip()})
         return Model(self.schema, self.name, where, _body(self.sql()), config, set(self.depends_on), self)
+
+
+def _where(cls: type[Transform]) -> str:
+    """``pipelines.py:ClientHealth``: the file and class, the same in every run (not the import name)."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    return f"{Path(filename).name if filename else cls.__module__}:{cls.__qualname__}"
 
 
 def registered_transforms() -> list[type[Transform]]:

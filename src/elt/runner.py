@@ -84,6 +84,8 @@ class StreamFigures:
     restored: int | None = None
     watermark: Any = None
     error: str | None = None
+    #: Source faults the read met (REST: retries by cause, URLs failed for good); see Extractor.fault_report.
+    faults: dict[str, Any] | None = None
 
     def add(self, result: LoadResult) -> None:
         self.batches += 1
@@ -294,6 +296,7 @@ class Runner:
                         message = run.fail(extractor.name, exc)
                         self.log.error("stream failed; batches committed before the failure stay loaded",
                                        stream=extractor.name, error=message)
+                    figures.faults = extractor.fault_report() or None  # issue 13: faults kept with the run
                     progress.end_stream(extractor.name, extracted=figures.extracted, loaded=figures.loaded,
                                         rejected=figures.rejected)
                     self._check_ratio(run, extractor, figures)

@@ -141,13 +141,24 @@ def test_should_retry_hook_can_widen_what_is_transient(fake_api):
 # --- bodies that are not what was promised ---------------------------------------------
 
 
-def test_truncated_json_names_the_url_and_what_was_expected(fake_api):
-    Flaky(fake_api, {2: Reply(body=b'{"data": [{"id": 11, "name": "it')})
+def test_a_cut_or_invalid_2xx_body_is_retried_like_a_5xx_and_counted(fake_api):
+    Flaky(fake_api, {2: Reply(body=b'{"data": [{"id": 11, "name": "it'),
+                     4: Reply(body=b'{"data": [{"id": 31, "name": "caf\xe9"}]}')})  # invalid UTF-8
+    stream = Items(base_url=fake_api.url)
+    assert ids(read_all(stream)) == ids(ITEMS)
+    assert fake_api.count("/items") == 8
+    assert stream.fault_report() == {"retries": {"invalid_body": 2}}
+
+
+def test_a_body_cut_on_every_attempt_fails_naming_the_url_and_what_was_expected(fake_api):
+    Flaky(fake_api, {n: Reply(body=b'{"data": [{"id": 11, "name": "it') for n in range(2, 20)})
+    stream = Items(base_url=fake_api.url, max_retries=2)
     with pytest.raises(SourceError) as raised:
-        read_all(Items(base_url=fake_api.url))
+        read_all(stream)
     message = str(raised.value)
-    assert f"{fake_api.url}/items?page=2 is not valid JSON" in message
-    assert "expected a JSON body with the records at 'data'" in message
+    assert f"GET {fake_api.url}/items?page=2 failed after 3 attempts" in message
+    assert "is not valid JSON" in message and "expected a JSON body with the records at 'data'" in message
+    assert stream.fault_report() == {"retries": {"invalid_body": 2}, "failed_urls": [f"{fake_api.url}/items?page=2"]}
 
 
 def test_a_missing_records_path_is_an_error_not_an_empty_page(fake_api):

@@ -146,6 +146,13 @@ class Extractor:
         if pending:
             yield Batch(pending)
 
+    def fault_report(self) -> dict[str, Any]:
+        """Faults the last read met and survived or not (REST: retries by cause, URLs failed for good).
+
+        The run stores it with the stream's figures in ``pipeline.execution_log``; empty when none.
+        """
+        return {}
+
     def transform_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """Reshape one record before validation and loading (default: unchanged).
 

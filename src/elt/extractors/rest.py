@@ -28,28 +28,33 @@ covers exactly them.
 
 from __future__ import annotations
 
-import email.utils
-import random
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 import orjson
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from elt.errors import ConfigError, EltError
 from elt.extractors.auth import Auth
 from elt.extractors.base import Extractor
 from elt.extractors.paginators import Page, Paginator, SinglePage, dig, pages_for
 from elt.extractors.ratelimit import RateLimit
+from elt.extractors.retries import (
+    RETRY_STATUSES,
+    Faults,
+    ServerWait,
+    TransientFault,
+    cause_of,
+    cause_of_transport,
+    retry_after,
+)
 from elt.logs import get_logger
 from elt.secrets import redact
 from elt.state import StreamState
 
-#: Statuses worth another try: rate limited, or the server (or a proxy in front of it) failing.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class SourceError(EltError):
@@ -58,14 +63,6 @@ class SourceError(EltError):
 
 class PaginationError(SourceError):
     """The paginator would loop, or passed ``max_pages``."""
-
-
-@dataclass
-class _Retry(Exception):
-    """A transient failure; carries what the wait and the final error message need."""
-
-    reason: str
-    response: httpx.Response | None = None
 
 
 class RestExtractor(Extractor):
@@ -103,6 +100,8 @@ class RestExtractor(Extractor):
             # Records of different parents interleave: the watermark advances when the stream completes.
             self.sorted_by_cursor = False  # type: ignore[misc]
         self.log = get_logger(stream=self.name)
+        #: The faults of the current (or last) read, stored with the run's figures.
+        self.faults = Faults()
 
     def _check(self) -> None:
         super()._check()
@@ -155,7 +154,11 @@ class RestExtractor(Extractor):
     # --- reading ----------------------------------------------------------------
 
     def records(self, state: StreamState) -> Iterator[list[dict[str, Any]]]:
+        self.faults = Faults()
         return self._records(state, estimate=state.since is None)
+
+    def fault_report(self) -> dict[str, Any]:
+        return self.faults.as_json()
 
     def _records(self, state: StreamState, *, estimate: bool) -> Iterator[list[dict[str, Any]]]:
         with self.client() as client:
@@ -163,6 +166,7 @@ class RestExtractor(Extractor):
                 yield from self._pages(client, state, self.path, estimate=estimate)
                 return
             parent = self.parent()
+            parent.faults = self.faults  # the parent's requests are this stream's too
             # Every parent, every run: a child of a parent that did not change may still have changed.
             parent_state = StreamState(state.pipeline, parent.name, full_refresh=True)
             for item in parent._records(parent_state, estimate=False):
@@ -245,57 +249,76 @@ class RestExtractor(Extractor):
             page = next_page
 
     def _request(self, client: httpx.Client, url: str, params: dict[str, Any]) -> httpx.Response:
-        """GET one page: rate limit, send, retry transient failures, fail clearly on the rest."""
-        attempts = max(0, int(self.max_retries)) + 1
-        for attempt in range(1, attempts + 1):
+        """GET one page: rate limit, send, decode; retry transient faults, fail clearly on the rest.
+
+        A 2xx body that is cut short or not valid JSON is a transient fault like
+        a 5xx: it is retried, and the response returned has its body decoded.
+        """
+        shown = self._show(httpx.URL(url, params=params or None))
+
+        def attempt() -> httpx.Response:
             if self.rate_limit is not None:
                 self.rate_limit.acquire()
             try:
                 # No params at all (not {}): httpx would drop the query of a next-page URL.
                 response = client.get(url, params=params or None)
-                if self.should_retry(response):
-                    raise _Retry(f"HTTP {response.status_code} {response.reason_phrase}", response)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                failure = _Retry(f"{type(exc).__name__}: {exc}")
-                shown = self._show(httpx.URL(url, params=params or None))
-            except _Retry as exc:
-                failure = exc
-                shown = self._show(exc.response.request.url if exc.response is not None else url)
-            else:
-                if response.is_error:
-                    raise self._http_error(response)
-                return response
-            wait = self._wait(attempt, failure.response)
-            if attempt == attempts or wait is None:
-                if wait is None and failure.response is not None:
-                    asked = _retry_after(failure.response)
+            except httpx.TransportError as exc:
+                raise TransientFault(f"{type(exc).__name__}: {exc}", cause_of_transport(exc)) from None
+            if self.should_retry(response):
+                raise TransientFault(f"HTTP {response.status_code} {response.reason_phrase}", cause_of(response),
+                                     response)
+            if response.is_error:
+                raise self._http_error(response)
+            self._decode(response)
+            return response
+
+        def transient(exc: BaseException) -> bool:
+            if not isinstance(exc, TransientFault):
+                return False
+            asked = retry_after(exc.response) if exc.response is not None else None
+            return asked is None or asked <= self.max_retry_after
+
+        def before_sleep(retry_state: RetryCallState) -> None:
+            failure = retry_state.outcome.exception() if retry_state.outcome else None
+            assert isinstance(failure, TransientFault)
+            wait = retry_state.upcoming_sleep
+            self.faults.count(failure.cause)
+            self.log.warning("request failed; retrying", url=shown, error=failure.reason, cause=failure.cause,
+                             attempt=retry_state.attempt_number, of=attempts, wait_s=round(wait, 2))
+            if failure.response is not None and failure.response.status_code == 429 and self.rate_limit is not None:
+                # Everyone sharing this API's budget backs off, not just this stream.
+                self.rate_limit.defer(wait)
+
+        attempts = max(0, int(self.max_retries)) + 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts), wait=ServerWait(self.backoff, self.max_backoff),
+            retry=retry_if_exception(transient), before_sleep=before_sleep, reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except TransientFault as failure:
+            self.faults.failed_urls.append(shown)
+            if failure.response is not None:
+                shown = self._show(failure.response.request.url)
+                asked = retry_after(failure.response)
+                if asked is not None and asked > self.max_retry_after:
                     raise SourceError(
                         f"stream {self.name!r}: GET {shown} answered {failure.reason} and asked to wait {asked:.0f} s,"
                         f" longer than max_retry_after={self.max_retry_after:g}; the pages read so far are loaded."
                         " Run again later or raise max_retry_after"
-                    )
-                raise SourceError(
-                    f"stream {self.name!r}: GET {shown} failed after {attempt} attempts: {failure.reason}"
-                    f"{_excerpt(failure.response)}; the pages read so far are loaded"
-                )
-            self.log.warning("request failed; retrying", url=shown, error=failure.reason, attempt=attempt,
-                             of=attempts, wait_s=round(wait, 2))
-            if failure.response is not None and failure.response.status_code == 429 and self.rate_limit is not None:
-                # Everyone sharing this API's budget backs off, not just this stream.
-                self.rate_limit.defer(wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+                    ) from None
+            tries = retrying.statistics.get("attempt_number", attempts)
+            raise SourceError(
+                f"stream {self.name!r}: GET {shown} failed after {tries} attempts: {failure.reason}"
+                f"{_excerpt(failure.response)}; the pages read so far are loaded"
+            ) from None
 
-    def _wait(self, attempt: int, response: httpx.Response | None) -> float | None:
-        """Seconds before the next attempt: the server's word if it gave one, else backoff with full jitter.
-
-        ``None`` when the server asks for longer than ``max_retry_after``.
-        """
-        asked = _retry_after(response) if response is not None else None
-        if asked is not None:
-            return asked if asked <= self.max_retry_after else None
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
+    def _decode(self, response: httpx.Response) -> Any:
+        """Decode a 2xx body once; a body that is not complete, valid JSON is a transient fault."""
+        try:
+            return self.json(response)
+        except SourceError as exc:
+            raise TransientFault(str(exc).removeprefix(f"stream {self.name!r}: "), "invalid_body") from None
 
     def _http_error(self, response: httpx.Response) -> SourceError:
         hint = ""
@@ -335,30 +358,7 @@ class RestExtractor(Extractor):
 _UNSET = object()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds the server asked us to wait: ``Retry-After`` (seconds or HTTP date), else a rate-limit reset."""
-    value = response.headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when.timestamp() - time.time())
-    for header in ("X-RateLimit-Reset", "X-Rate-Limit-Reset", "RateLimit-Reset"):
-        value = response.headers.get(header)
-        if not value:
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        # GitHub and Twitter send an epoch time; the IETF draft and others send seconds to wait.
-        return max(0.0, number - time.time()) if number > 1_000_000_000 else number
-    return None
+_retry_after = retry_after  # the name tests and older code import
 
 
 def _excerpt(response: httpx.Response | None) -> str:

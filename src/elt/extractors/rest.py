@@ -56,7 +56,6 @@ from elt.secrets import redact
 from elt.state import StreamState
 
 
-
 class SourceError(EltError):
     """The source answered with an error, an unusable body, or not at all."""
 

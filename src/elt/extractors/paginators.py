@@ -51,13 +51,16 @@ class Page:
 
     ``params`` are the query parameters the paginator adds; ``url`` replaces the
     stream's own URL (next-URL and ``Link`` styles, whose URL already carries
-    every parameter); ``token`` is what identifies the page in error messages.
+    every parameter); ``token`` is what identifies the page in error messages;
+    ``size`` is the page size the API was found to serve when it caps the one
+    requested.
     """
 
     number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     url: str | None = None
     token: Any = None
+    size: int | None = None
 
 
 class Paginator:
@@ -106,6 +109,23 @@ def _flag(body: Any, path: str | None) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _short(page: Page, records: list[dict[str, Any]], requested: int | None) -> tuple[bool, int | None]:
+    """Whether a page shorter than asked ends paging, and the page size to expect from now on.
+
+    Called only when the API gave no other signal (no next link, no total, no
+    has-more flag). A short first page is taken as the API capping the page
+    size (it serves fewer than asked): that size is adopted and paging goes on;
+    the empty or short page after it ends the stream. Later pages end paging
+    when shorter than the size in force.
+    """
+    if not requested:
+        return False, page.size
+    expected = page.size or requested
+    if page.number == 1 and len(records) < requested:
+        return False, len(records)
+    return len(records) < expected, page.size
+
+
 def _count(body: Any, path: str | None) -> int | None:
     if not path:
         return None
@@ -122,8 +142,13 @@ class PageNumberPaginator(Paginator):
         paginator = PageNumberPaginator(param="page", size_param="per_page", page_size=100,
                                         total_pages_path="meta.total_pages")
 
-    Stops on: an empty page; a page with fewer than ``page_size`` records (when
-    set); ``total_pages_path`` reached; ``has_more_path`` false.
+    Stops on: an empty page; ``total_pages_path`` reached; the records counted
+    at ``total_path`` reached; ``has_more_path`` false. Only when the API gives
+    none of these does a page shorter than ``page_size`` end paging; a short
+    first page is taken as the API capping the page size, which is adopted.
+
+    Page numbers over data that changes during the read can skip records (see
+    :class:`KeysetPaginator`, the recommended paging for incremental streams).
     """
 
     def __init__(
@@ -142,15 +167,27 @@ class PageNumberPaginator(Paginator):
         return Page(1, params, token=self.start)
 
     def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
-        if not records or _flag(body, self.has_more_path) is False:
-            return None
-        if self.page_size and len(records) < self.page_size:
+        more = _flag(body, self.has_more_path)
+        if not records or more is False:
             return None
         total_pages = _count(body, self.total_pages_path)
-        if total_pages is not None and page.number >= total_pages:
-            return None
+        total = _count(body, self.total_path)
+        size = page.size
+        if total_pages is not None:
+            if page.number >= total_pages:
+                return None
+        elif total is not None:
+            size = page.size or len(records)  # the size served, capped or not
+            if page.number * size >= total:
+                return None
+        elif more is None:
+            # No signal but the page's length: a short page is the last one.
+            last, size = _short(page, records, self.page_size)
+            if last:
+                return None
         number = self.start + page.number
-        return replace(page, number=page.number + 1, params={**page.params, self.param: number}, token=number)
+        return replace(page, number=page.number + 1, params={**page.params, self.param: number}, token=number,
+                       size=size)
 
     def total_records(self, body: Any) -> int | None:
         total = _count(body, self.total_path)
@@ -165,8 +202,13 @@ class OffsetPaginator(Paginator):
 
         paginator = OffsetPaginator(limit=100, total_path="total")
 
-    Stops on: an empty page; a page shorter than ``limit``; ``offset`` past the
-    total at ``total_path``; ``has_more_path`` false.
+    Stops on: an empty page; ``offset`` past the total at ``total_path``;
+    ``has_more_path`` false. Only when the API gives none of these does a page
+    shorter than ``limit`` end paging; a short first page is taken as the API
+    capping the page size, which is adopted.
+
+    Offsets over data that changes during the read can skip records (see
+    :class:`KeysetPaginator`, the recommended paging for incremental streams).
     """
 
     def __init__(
@@ -184,14 +226,22 @@ class OffsetPaginator(Paginator):
         return Page(1, {self.offset_param: 0, self.limit_param: self.page_size}, token=0)
 
     def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
-        limit = self.page_size or 0
-        if not records or len(records) < limit or _flag(body, self.has_more_path) is False:
+        more = _flag(body, self.has_more_path)
+        if not records or more is False:
             return None
+        # The next offset follows what was served, so a capped page size loses nothing.
         offset = int(page.params.get(self.offset_param, 0)) + len(records)
         total = _count(body, self.total_path)
-        if total is not None and offset >= total:
-            return None
-        return replace(page, number=page.number + 1, params={**page.params, self.offset_param: offset}, token=offset)
+        size = page.size
+        if total is not None:
+            if offset >= total:
+                return None
+        elif more is None:
+            last, size = _short(page, records, self.page_size)
+            if last:
+                return None
+        return replace(page, number=page.number + 1, params={**page.params, self.offset_param: offset}, token=offset,
+                       size=size)
 
     def total_records(self, body: Any) -> int | None:
         return _count(body, self.total_path)

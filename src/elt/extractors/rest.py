@@ -213,7 +213,7 @@ class RestExtractor(Extractor):
         paginator = self.paginator
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
         page: Page | None = paginator.first_page()
-        seen: dict[tuple[str, tuple[tuple[str, str], ...]], Page] = {}
+        seen: dict[str, Page] = {}
         while page is not None:
             if paginator.max_pages is not None and page.number > paginator.max_pages:
                 raise PaginationError(
@@ -222,13 +222,13 @@ class RestExtractor(Extractor):
                 )
             target = page.url or url
             params = dict(page.params) if page.url else self.request_params(state, page)
-            identity = (target, tuple(sorted((str(k), str(v)) for k, v in params.items())))
+            identity = normalised_url(target, params)
             if identity in seen:
                 raise PaginationError(
-                    f"stream {self.name!r}: {type(paginator).__name__} was handed the same next page twice"
-                    f" (token {redact(str(page.token))!r}, pages {seen[identity].number} and {page.number}) at"
-                    f" {self._show(target)}; stopped instead of looping. The pages read so far are loaded;"
-                    " check the paginator's settings against the API"
+                    f"stream {self.name!r}: {type(paginator).__name__} was handed a page already requested in this"
+                    f" read (token {redact(str(page.token))!r}, pages {seen[identity].number} and {page.number}) at"
+                    f" {self._show(httpx.URL(target, params=params or None))}; stopped instead of requesting it again."
+                    " The pages read so far are loaded; check the paginator's settings against the API"
                 )
             seen[identity] = page
             started = time.monotonic()
@@ -358,6 +358,20 @@ _UNSET = object()
 
 
 _retry_after = retry_after  # the name tests and older code import
+
+
+def normalised_url(url: str, params: Mapping[str, Any] | None = None) -> str:
+    """One spelling per resource: scheme and host lower-cased, default port and fragment dropped, query sorted.
+
+    The pagination loop guard compares these, so a ``next`` link that spells
+    the first page differently (parameters in another order, ``:443``) is
+    still recognised as that page.
+    """
+    full = httpx.URL(url, params=params or None) if params else httpx.URL(url)
+    default = {"http": 80, "https": 443}.get(full.scheme)
+    port = "" if full.port in (None, default) else f":{full.port}"
+    query = urllib.parse.urlencode(sorted(urllib.parse.parse_qsl(full.query.decode("ascii"), keep_blank_values=True)))
+    return f"{full.scheme}://{full.host.lower()}{port}{full.path or '/'}" + (f"?{query}" if query else "")
 
 
 def _excerpt(response: httpx.Response | None) -> str:

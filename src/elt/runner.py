@@ -127,6 +127,8 @@ class _Run:
         self.streams: dict[str, StreamFigures] = {}
         self.failures: dict[str, dict[str, Any]] = {}
         self.over_ratio: list[str] = []
+        #: Reasons a stream's read may have skipped records (Batch.incomplete): the run ends partial.
+        self.incomplete: list[str] = []
         #: Set when another run held the lock: the message logged for the skip.
         self.skipped: str | None = None
         #: What was written to the log row when the run closed.
@@ -162,7 +164,7 @@ class _Run:
             status = "failed"
         elif model_failures and not self.streams and len(model_failures) == len(self.transforms.models):  # type: ignore[union-attr]
             status = "failed"  # a transform-only run that built nothing
-        elif model_failures or any(f.rejected for f in self.streams.values()):
+        elif model_failures or self.incomplete or any(f.rejected for f in self.streams.values()):
             # The data is loaded; what is missing is downstream of it.
             status = "partial"
         else:
@@ -172,6 +174,7 @@ class _Run:
         messages = [f["error"] if f["error"].startswith(f"stream {name!r}") else f"stream {name!r}: {f['error']}"
                     for name, f in self.failures.items()]
         messages += self.over_ratio
+        messages += self.incomplete
         messages += [f"model {relation}: {error}" for relation, error in model_failures.items()]
         if status == "partial" and summary.rows_rejected:
             rejected = summary.rows_rejected
@@ -384,7 +387,9 @@ class Runner:
                  since=str(state.since) if state.since is not None else None)
         # The watermark may only advance with each batch when the batches come in
         # cursor order and land in the real table (not a replace shadow).
-        per_batch = extractor.sorted_by_cursor and extractor.strategy is not WriteStrategy.REPLACE
+        per_batch = (extractor.sorted_by_cursor and extractor.strategy is not WriteStrategy.REPLACE
+                     and extractor.complete_per_batch)
+        incomplete: list[str] = []  # issue 13 (smallest form until issue 12 lands): Batch.incomplete
         deferred: Watermark | None = None
         loader.begin_stream(target, run.run_id)
 
@@ -402,6 +407,7 @@ class Runner:
 
         # Reading and validating the next batch overlaps with loading this one.
         for batch, prepared, count in prefetch(validated(), depth=self.prefetch_depth, should_stop=_check_stop):
+            incomplete += batch.incomplete
             target.cursor_kind = prepared.cursor_kind
             target.watermark = committed
             high = prepared.high_water
@@ -435,6 +441,13 @@ class Runner:
             _check_stop()  # a requested stop happens here, with this batch committed
 
         final = deferred.later(committed) if deferred else None
+        if incomplete:
+            # A read that may have skipped records: no deferred watermark, no replace swap.
+            run.incomplete += incomplete
+            log.warning("read may be incomplete; watermark kept", reasons=incomplete)
+            if extractor.strategy is WriteStrategy.REPLACE:
+                return  # the shadow stays unswapped; the next run rebuilds it
+            final = None
         loader.finish_stream(target, run.run_id, final)
         if final is not None:
             figures.watermark = final

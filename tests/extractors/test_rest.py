@@ -335,8 +335,9 @@ def test_a_failed_page_keeps_earlier_pages_and_the_rerun_ends_with_exactly_the_s
     assert result.status == "failed"
     assert "events?page=3 failed after 2 attempts: HTTP 503" in result.summary.error_message
     assert table_rows(db, "raw.crm_events", "count(*) AS n")[0]["n"] == 20
+    # Page numbers shift when data moves: the watermark only moves after a complete read.
     state = db.execute("SELECT value FROM pipeline.state WHERE stream_name = 'events' AND key = 'watermark'").fetchone()
-    assert state["value"]["value"] == dt.datetime.fromisoformat(source[19]["updated_at"]).isoformat()
+    assert state is None
 
     api.broken_pages = set()
     assert run(pipeline).status == "success"
@@ -369,6 +370,7 @@ class Events(RestExtractor):
     primary_key = "id"
     cursor = Cursor("updated_at", param="updated_since")
     paginator = PageNumberPaginator(page_size=10)
+    complete_per_batch = True  # this source does not change during a read: the watermark may move per page
     batch_size = 10
 
 Pipeline("crm", streams=[Events()])

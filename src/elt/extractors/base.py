@@ -68,6 +68,11 @@ class Batch:
     ``(record, reason)`` pairs the extractor itself could not read, sent to
     ``pipeline.dead_letter`` with the batch; ``after_commit`` runs once the
     batch is committed (moving a processed file, say).
+
+    ``incomplete`` lists reasons this read may have skipped records, each naming
+    the cause and the fix: the run then ends ``partial``, the watermark stays at
+    what is proven complete and a ``replace`` table is not swapped. A batch with
+    no records may carry them just to report.
     """
 
     records: list[dict[str, Any]]
@@ -75,6 +80,7 @@ class Batch:
     state: dict[str, Any] = field(default_factory=dict)
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     after_commit: Callable[[], None] | None = None
+    incomplete: list[str] = field(default_factory=list)
 
 
 class Extractor:
@@ -101,6 +107,11 @@ class Extractor:
     batch_size: ClassVar[int] = 10_000
     #: Whether records arrive in cursor order (the watermark can advance per batch).
     sorted_by_cursor: ClassVar[bool] = True
+    #: False for reads that can only tell at the end whether they were complete (offset or
+    #: page-number paging over moving data): the watermark then moves only after a complete read.
+    complete_per_batch: ClassVar[bool] = True
+    #: `elt reconcile` marks rows whose key vanished from the source; needs :meth:`source_keys`.
+    detect_deletes: ClassVar[bool] = False
     #: Fields the extractor adds to each record to say where it came from (a file and line, say):
     #: stored in raw columns of the same names, not in ``_raw_payload``, which stays as received.
     source_fields: ClassVar[tuple[str, ...]] = ()
@@ -145,6 +156,15 @@ class Extractor:
             raise
         if pending:
             yield Batch(pending)
+
+    def source_keys(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Every primary key in the source now, in pages of tuples (for ``detect_deletes``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its source keys")
+
+    @property
+    def lists_keys(self) -> bool:
+        """Whether :meth:`source_keys` is implemented (``detect_deletes`` needs it)."""
+        return type(self).source_keys is not Extractor.source_keys
 
     def fault_report(self) -> dict[str, Any]:
         """Faults the last read met and survived or not (REST: retries by cause, URLs failed for good).
@@ -205,6 +225,14 @@ class Extractor:
             raise ConfigError(f"{label}: write_strategy delete_reload needs partition_by (the field naming the partition)")
         if not 0 <= float(self.max_bad_ratio) <= 1:
             raise ConfigError(f"{label}: max_bad_ratio must be between 0 and 1, got {self.max_bad_ratio!r}")
+        if self.detect_deletes and not self.key_fields:
+            raise ConfigError(f"{label}: detect_deletes needs a primary_key (deleted rows are found by key)")
+        if self.detect_deletes and not self.lists_keys:
+            raise ConfigError(
+                f"{label}: detect_deletes = True needs a way to list the source's keys, and"
+                f" {type(self).__name__} has none: implement source_keys() (a key-only listing of the source),"
+                " or remove detect_deletes"
+            )
         reserved = {"_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash", "_row_seq", "_deleted_at"}
         for column in (*self.key_fields, self.cursor_field, self.partition_by):
             if column in reserved:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from elt.errors import ConfigError
+from elt.errors import ConfigError, PaginationError
 
 _MISSING = object()
 
@@ -73,6 +73,10 @@ class Paginator:
 
     #: Records per page, when the paginator sets the page size (used for the sync estimate).
     page_size: int | None = None
+    #: Pages are positions in the result (offset, page number): when records change during the
+    #: read they shift between pages, so one can be read twice and another never. The stream
+    #: reports a key seen twice as a possible skip, and moves its watermark only after a complete read.
+    positional: bool = False
 
     def __init__(self, *, max_pages: int | None = None) -> None:
         if max_pages is not None and max_pages < 1:
@@ -151,6 +155,8 @@ class PageNumberPaginator(Paginator):
     :class:`KeysetPaginator`, the recommended paging for incremental streams).
     """
 
+    positional = True
+
     def __init__(
         self, *, param: str = "page", start: int = 1, size_param: str | None = None, page_size: int | None = None,
         total_pages_path: str | None = None, total_path: str | None = None, has_more_path: str | None = None,
@@ -210,6 +216,8 @@ class OffsetPaginator(Paginator):
     Offsets over data that changes during the read can skip records (see
     :class:`KeysetPaginator`, the recommended paging for incremental streams).
     """
+
+    positional = True
 
     def __init__(
         self, *, limit: int = 100, offset_param: str = "offset", limit_param: str = "limit",
@@ -344,6 +352,80 @@ class LinkHeaderPaginator(Paginator):
             return None
         absolute = str(response.request.url.join(url))
         return Page(page.number + 1, {}, url=absolute, token=absolute)
+
+
+class KeysetPaginator(Paginator):
+    """Resume from the highest cursor value seen: the recommended paging for incremental streams::
+
+        cursor = Cursor("updated_at", param="updated_since")    # the API filters updated_at >= updated_since
+        paginator = KeysetPaginator(page_size=100, size_param="limit", sort_params={"sort": "updated_at"})
+
+    Each request repeats the stream's query with the cursor parameter set to the
+    highest cursor value of the page before, as the source wrote it, inclusive:
+    the records of that value are read again and the write strategy absorbs the
+    duplicates. The API must return records sorted by the cursor, ascending.
+    Unlike offsets and page numbers, nothing shifts when records change during
+    the read: an updated record moves to a later cursor value and is read there.
+
+    A page full of one cursor value (a tie as large as the page) would be asked
+    for again for ever: the page size is doubled for that request, up to
+    ``max_page_size``; a tie larger than that (or than the size the API caps
+    pages at) is a :class:`PaginationError` naming the value. ``field`` and
+    ``param`` default to the stream's cursor. A page shorter than asked ends
+    the read; a short first page is taken as the API capping the page size.
+    """
+
+    def __init__(
+        self, *, page_size: int = 100, size_param: str = "limit", max_page_size: int = 10_000,
+        field: str | None = None, param: str | None = None, sort_params: dict[str, Any] | None = None,
+        has_more_path: str | None = None, max_pages: int | None = None,
+    ) -> None:
+        super().__init__(max_pages=max_pages)
+        if page_size < 1 or max_page_size < page_size:
+            raise ConfigError(f"KeysetPaginator: need 1 <= page_size <= max_page_size, got {page_size} and {max_page_size}")
+        self.page_size, self.size_param, self.max_page_size = page_size, size_param, max_page_size
+        self.field, self.param, self.sort_params, self.has_more_path = field, param, dict(sort_params or {}), has_more_path
+
+    def bound(self, field: str, param: str) -> KeysetPaginator:
+        """A copy reading ``field`` and sending ``param`` (the stream's cursor, filled in by the stream)."""
+        copy = KeysetPaginator(page_size=self.page_size, size_param=self.size_param, max_page_size=self.max_page_size,
+                               field=self.field or field, param=self.param or param, sort_params=self.sort_params,
+                               has_more_path=self.has_more_path, max_pages=self.max_pages)
+        return copy
+
+    def first_page(self) -> Page:
+        return Page(1, {**self.sort_params, self.size_param: self.page_size})
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        if not self.field or not self.param:
+            raise ConfigError("KeysetPaginator: set field and param, or declare the stream's Cursor with a param")
+        if not records or _flag(body, self.has_more_path) is False:
+            return None
+        asked = int(page.params.get(self.size_param, self.page_size))
+        cap = page.size
+        if page.number == 1 and len(records) < asked:
+            cap = len(records)  # the API serves fewer than asked: its cap, adopted
+        low, high = dig(records[0], self.field), dig(records[-1], self.field)
+        if page.number > 1 and len(records) < min(asked, cap or asked):
+            if low == high and asked > self.page_size and len(records) == asked // 2:
+                # A grown page came back no bigger: the API caps its pages at the old size.
+                cap = len(records)
+            else:
+                return None  # a short page: the end of the data
+        size = self.page_size
+        if low == high:
+            # The whole page is one cursor value: from that value again, the same page would come back.
+            if (cap is not None and len(records) >= cap) or asked >= self.max_page_size:
+                raise PaginationError(
+                    f"KeysetPaginator: more than {len(records)} records share the cursor value {high!r} of"
+                    f" {self.field!r}, more than one page can hold (max_page_size={self.max_page_size}"
+                    f"{f', the API serves at most {cap} per page' if cap is not None else ''}); they cannot be"
+                    " paged through by the cursor alone. Raise max_page_size, or use a cursor the API can"
+                    " break ties on (a timestamp with finer precision, or cursor and id)"
+                )
+            size = min(asked * 2, self.max_page_size)
+        params = {**page.params, self.param: high, self.size_param: size}
+        return Page(page.number + 1, params, token=high, size=cap)
 
 
 def pages_for(total: int | None, page_size: int | None) -> int | None:

@@ -37,10 +37,11 @@ import httpx
 import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from elt.errors import ConfigError, EltError
+from elt.errors import ConfigError, PaginationError, SourceError
 from elt.extractors.auth import Auth
-from elt.extractors.base import Extractor
-from elt.extractors.paginators import Page, Paginator, SinglePage, dig, pages_for
+from elt.extractors.base import Batch, Extractor
+from elt.extractors.cursor_text import text_like
+from elt.extractors.paginators import KeysetPaginator, Page, Paginator, SinglePage, dig, pages_for
 from elt.extractors.ratelimit import RateLimit
 from elt.extractors.retries import (
     RETRY_STATUSES,
@@ -54,14 +55,6 @@ from elt.extractors.retries import (
 from elt.logs import get_logger
 from elt.secrets import redact
 from elt.state import StreamState
-
-
-class SourceError(EltError):
-    """The source answered with an error, an unusable body, or not at all."""
-
-
-class PaginationError(SourceError):
-    """The paginator would loop, or passed ``max_pages``."""
 
 
 class RestExtractor(Extractor):
@@ -92,6 +85,13 @@ class RestExtractor(Extractor):
     parent: ClassVar[type[RestExtractor] | None] = None
     #: Fields copied from the parent record into each child record: ``{"customer_id": "id"}``.
     parent_fields: ClassVar[Mapping[str, str]] = {}
+    #: The key-only listing `elt reconcile` reads for ``detect_deletes``: extra query parameters
+    #: (``{"fields": "id"}``) and/or another endpoint (``keys_path = "/items/ids"``), read with the
+    #: stream's paginator from the start. Setting either (or overriding source_keys) offers delete detection.
+    keys_params: ClassVar[Mapping[str, Any] | None] = None
+    keys_path: ClassVar[str | None] = None
+    #: The paginator of the key listing (default: the stream's, unless that pages by the cursor).
+    keys_paginator: ClassVar[Paginator | None] = None
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -101,6 +101,18 @@ class RestExtractor(Extractor):
         self.log = get_logger(stream=self.name)
         #: The faults of the current (or last) read, stored with the run's figures.
         self.faults = Faults()
+        if isinstance(self.paginator, KeysetPaginator) and self.cursor_field:
+            self.paginator = self.paginator.bound(self.cursor_field, getattr(self.cursor, "param", None) or "")
+        declared = "complete_per_batch" in settings or any(
+            "complete_per_batch" in vars(c) for c in type(self).__mro__ if c not in (RestExtractor, Extractor))
+        if self.paginator.positional and not declared:
+            # Offsets shift when records change during the read: only a read that saw no
+            # key twice is known complete, which is known at its end.
+            self.complete_per_batch = False  # type: ignore[misc]
+        #: One cursor value as the source wrote it: the model for sending the watermark back.
+        self._cursor_text: str | None = None
+        #: Reasons the current read may have skipped records (reported with its last batch).
+        self._incomplete: list[str] = []
 
     def _check(self) -> None:
         super()._check()
@@ -111,6 +123,14 @@ class RestExtractor(Extractor):
             raise ConfigError(f"{label}: paginator must be a Paginator instance, got {self.paginator!r}")
         if self.parent is not None and not (isinstance(self.parent, type) and issubclass(self.parent, RestExtractor)):
             raise ConfigError(f"{label}: parent must be a RestExtractor subclass, got {self.parent!r}")
+        if isinstance(self.paginator, KeysetPaginator) and not (self.paginator.field and self.paginator.param):
+            if not (self.cursor_field and getattr(self.cursor, "param", None)):
+                raise ConfigError(
+                    f"{label}: KeysetPaginator resumes from the cursor: declare cursor = Cursor(field, param=...)"
+                    " naming the request parameter the API filters on (inclusive), or give the paginator field and param"
+                )
+        if self.detect_deletes and type(self).source_keys is RestExtractor.source_keys and self.lists_keys:
+            self._keys_paginator()  # refused now, not when `elt reconcile` runs
 
     # --- hooks ------------------------------------------------------------------
 
@@ -124,7 +144,15 @@ class RestExtractor(Extractor):
         return params
 
     def format_cursor(self, since: Any) -> str:
-        """The watermark as the API wants it in ``cursor.param`` (ISO 8601 for timestamps)."""
+        """The watermark as the API wants it in ``cursor.param``.
+
+        By default in the textual form the source used for its cursor values
+        (precision, separator, ``Z`` or offset), learnt from the records read;
+        ISO 8601 until one was seen. Override for an API that wants another form.
+        """
+        text = text_like(since, self._cursor_text)
+        if text is not None:
+            return text
         return since.isoformat() if hasattr(since, "isoformat") else str(since)
 
     def parse_response(self, response: httpx.Response) -> list[dict[str, Any]]:
@@ -152,12 +180,61 @@ class RestExtractor(Extractor):
 
     # --- reading ----------------------------------------------------------------
 
-    def records(self, state: StreamState) -> Iterator[list[dict[str, Any]]]:
+    def extract(self, state: StreamState) -> Iterator[Batch]:
+        """The base batching, plus the cursor's textual form kept with each batch and a last report
+        of anything that makes this read possibly incomplete."""
         self.faults = Faults()
+        self._incomplete = []
+        stored = state.values.get(CURSOR_TEXT)
+        self._cursor_text = stored if isinstance(stored, str) else None
+        for batch in super().extract(state):
+            if self._cursor_text is not None and self._cursor_text != stored:
+                batch.state[CURSOR_TEXT] = stored = self._cursor_text
+            yield batch
+        if self._incomplete:
+            yield Batch([], incomplete=list(self._incomplete))
+
+    def records(self, state: StreamState) -> Iterator[list[dict[str, Any]]]:
         return self._records(state, estimate=state.since is None)
 
     def fault_report(self) -> dict[str, Any]:
         return self.faults.as_json()
+
+    @property
+    def lists_keys(self) -> bool:
+        return (self.keys_params is not None or bool(self.keys_path)
+                or type(self).source_keys is not RestExtractor.source_keys)
+
+    def _keys_paginator(self) -> Paginator:
+        if self.keys_paginator is not None:
+            return self.keys_paginator
+        if isinstance(self.paginator, KeysetPaginator):
+            raise ConfigError(
+                f"stream {self.name!r}: the key listing of detect_deletes has no cursor to page by: set keys_paginator"
+                " (an OffsetPaginator, say) for it"
+            )
+        return self.paginator
+
+    def source_keys(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Every key in the source now, in pages: the key-only listing read from its first page."""
+        if self.parent is not None:
+            raise ConfigError(f"stream {self.name!r}: source_keys of a child stream needs an override of source_keys()")
+        settings = {k: v for k, v in vars(self).items() if hasattr(type(self), k)}  # this instance's own settings
+        listing = type(self)(**{**settings, "params": {**self.params, **(self.keys_params or {})},
+                                "path": self.keys_path or self.path, "paginator": self._keys_paginator(),
+                                "cursor": None, "detect_deletes": False, "write_strategy": "append"})
+        listing.faults = self.faults = Faults()
+        fields = self.key_fields
+        state = StreamState("reconcile", self.name, full_refresh=True)
+        with listing.client() as client:
+            for page in listing._pages(client, state, listing.path, estimate=False):
+                try:
+                    yield [tuple(dig(record, f) for f in fields) for record in page]
+                except KeyError as missing:
+                    raise SourceError(
+                        f"stream {self.name!r}: the key listing returned a record without key field"
+                        f" {missing.args[0]!r}; check keys_params/keys_path"
+                    ) from None
 
     def _records(self, state: StreamState, *, estimate: bool) -> Iterator[list[dict[str, Any]]]:
         with self.client() as client:
@@ -214,6 +291,8 @@ class RestExtractor(Extractor):
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
         page: Page | None = paginator.first_page()
         seen: dict[str, Page] = {}
+        # Positional paging over moving data: a key read twice means another may have been skipped.
+        keys: set[tuple[Any, ...]] | None = set() if paginator.positional and self.key_fields else None
         while page is not None:
             if paginator.max_pages is not None and page.number > paginator.max_pages:
                 raise PaginationError(
@@ -244,8 +323,35 @@ class RestExtractor(Extractor):
                     f" {self._show(response.request.url)}; check its settings"
                 ) from None
             if records:
+                self._note(records, keys, url)
                 yield records
             page = next_page
+
+    def _note(self, records: list[dict[str, Any]], keys: set[tuple[Any, ...]] | None, url: str) -> None:
+        """Learn the cursor's textual form; with positional paging, watch for a key read twice."""
+        field = self.cursor_field
+        if field:
+            last = records[-1].get(field) if isinstance(records[-1], dict) else None
+            if isinstance(last, str):
+                self._cursor_text = last
+        if keys is None or self._incomplete:
+            return
+        fields = self.key_fields
+        for record in records:
+            key = tuple(record.get(f) for f in fields) if isinstance(record, dict) else None
+            if key is None:
+                continue
+            if key in keys:
+                paging = type(self.paginator).__name__
+                self._incomplete.append(
+                    f"stream {self.name!r}: key {redact(str(key[0] if len(key) == 1 else key))!r} was read twice in one"
+                    f" read of {self._show(url)} with {paging}: records changed during the read and shifted between"
+                    " pages, so others may have been skipped. The records read are loaded; the watermark and a replace"
+                    " table stay as they were. Use KeysetPaginator (paging by the cursor) for data that changes"
+                    " while it is read"
+                )
+                return
+            keys.add(key)
 
     def _request(self, client: httpx.Client, url: str, params: dict[str, Any]) -> httpx.Response:
         """GET one page: rate limit, send, decode; retry transient faults, fail clearly on the rest.
@@ -358,6 +464,9 @@ _UNSET = object()
 
 
 _retry_after = retry_after  # the name tests and older code import
+
+#: The stream state key holding one cursor value as the source wrote it.
+CURSOR_TEXT = "cursor_text"
 
 
 def normalised_url(url: str, params: Mapping[str, Any] | None = None) -> str:

@@ -234,6 +234,16 @@ def test_full_sync_estimate_is_logged_from_the_total(fake_api, capsys):
     assert "full sync estimate: 200 pages x 0.02 s/page ≈ 4 s for 2,000 records (50 requests/s, 10 records/page)" in err
 
 
+def test_x_total_count_gives_the_estimate_and_the_progress_lines(fake_api, capsys, monkeypatch):
+    monkeypatch.setattr("elt.extractors.rest.PROGRESS_EVERY", 0.0)  # a progress line per page
+    configure_logging(fmt="console", force=True)
+    fake_api.route("/items", lambda r: Reply(paged(r), headers={"X-Total-Count": "50"}))
+    assert ids(read_all(Items(base_url=fake_api.url))) == ids(ITEMS)
+    err = capsys.readouterr().err
+    assert "full sync estimate: 5 pages" in err and "for 50 records" in err
+    assert "read 20 of 50 records (40%) in 2 pages" in err and "read 50 of 50 records (100%) in 5 pages" in err
+
+
 # --- child streams ------------------------------------------------------------------------
 
 CUSTOMERS = [{"id": f"cus_{i}", "name": f"Customer {i}"} for i in range(1, 6)]

@@ -347,3 +347,18 @@ def test_reconcile_reads_the_key_listing(fake_api, loader, db):
     assert result.status == "success", result.summary.error_message
     assert result.streams["items"].deleted == 3
     assert all(p.get("fields") == "id" for p in listed)
+
+
+def test_detect_deletes_on_a_stream_that_cannot_list_keys_is_refused_when_the_pipeline_loads(tmp_path):
+    # Before: accepted, and `elt reconcile` crashed with AttributeError.
+    from elt import extractor
+    from elt.pipeline import load_project
+
+    (tmp_path / "pipelines.py").write_text(
+        "from elt import Pipeline, extractor\n"
+        "orders = extractor(lambda since: [], name='orders', primary_key='id', detect_deletes=True)\n"
+        "Pipeline('shop', streams=[orders])\n"
+    )
+    with pytest.raises(ConfigError, match="detect_deletes = True needs a way to list the source's keys"):
+        load_project(tmp_path)
+    assert extractor(lambda since: [], name="orders", primary_key="id").detect_deletes is False

@@ -291,6 +291,7 @@ class RestExtractor(Extractor):
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
         page: Page | None = paginator.first_page()
         seen: dict[str, Page] = {}
+        read, total, next_report = 0, None, time.monotonic() + PROGRESS_EVERY
         # Positional paging over moving data: a key read twice means another may have been skipped.
         keys: set[tuple[Any, ...]] | None = set() if paginator.positional and self.key_fields else None
         while page is not None:
@@ -313,8 +314,14 @@ class RestExtractor(Extractor):
             started = time.monotonic()
             response = self._request(client, target, params)
             records = self.parse_response(response)
-            if estimate and page.number == 1:
-                self._log_estimate(paginator, response, len(records), time.monotonic() - started)
+            if page.number == 1:
+                total = self.reported_total(response)
+                if estimate:
+                    self._log_estimate(paginator, response, len(records), time.monotonic() - started)
+            read += len(records)
+            if time.monotonic() >= next_report:
+                self._log_progress(read, total, page.number)
+                next_report = time.monotonic() + PROGRESS_EVERY
             try:
                 next_page = paginator.next_page(page, response, self.json(response), records)
             except KeyError as missing:
@@ -436,10 +443,27 @@ class RestExtractor(Extractor):
             f" {response.reason_phrase}{hint}{_excerpt(response)}; not retried (a client error will not fix itself)"
         )
 
+    def reported_total(self, response: httpx.Response) -> int | None:
+        """How many records the API says this read has: the paginator's total field, else ``X-Total-Count``."""
+        total = self.paginator.total_records(self.json(response))
+        if total is None:
+            try:
+                total = int(response.headers.get("X-Total-Count", ""))
+            except ValueError:
+                return None
+        return total
+
+    def _log_progress(self, read: int, total: int | None, pages: int) -> None:
+        if total:
+            self.log.info(f"read {read:,} of {total:,} records ({min(read / total, 1):.0%}) in {pages:,} pages",
+                          records=read, total_records=total, pages=pages)
+        else:
+            self.log.info(f"read {read:,} records in {pages:,} pages", records=read, pages=pages)
+
     def _log_estimate(self, paginator: Paginator, response: httpx.Response, first_page: int, seconds: float) -> None:
         """Log how long a full sync will take: pages x seconds per page."""
         per_page = paginator.page_size or first_page or None
-        total = paginator.total_records(self.json(response))
+        total = self.reported_total(response)
         pages = pages_for(total, per_page)
         # A page costs the slower of the limiter's spacing and the server's answer time.
         pace = max(seconds, self.rate_limit.interval if self.rate_limit else 0.0)
@@ -464,6 +488,9 @@ _UNSET = object()
 
 
 _retry_after = retry_after  # the name tests and older code import
+
+#: Seconds between progress lines of a long read (records read, of the total the API reports).
+PROGRESS_EVERY = 10.0
 
 #: The stream state key holding one cursor value as the source wrote it.
 CURSOR_TEXT = "cursor_text"

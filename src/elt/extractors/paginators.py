@@ -383,36 +383,37 @@ class KeysetPaginator(Paginator):
         super().__init__(max_pages=max_pages)
         if page_size < 1 or max_page_size < page_size:
             raise ConfigError(f"KeysetPaginator: need 1 <= page_size <= max_page_size, got {page_size} and {max_page_size}")
-        self.page_size, self.size_param, self.max_page_size = page_size, size_param, max_page_size
+        self.page_size = self.base_size = page_size
+        self.size_param, self.max_page_size = size_param, max_page_size
         self.field, self.param, self.sort_params, self.has_more_path = field, param, dict(sort_params or {}), has_more_path
 
     def bound(self, field: str, param: str) -> KeysetPaginator:
         """A copy reading ``field`` and sending ``param`` (the stream's cursor, filled in by the stream)."""
-        copy = KeysetPaginator(page_size=self.page_size, size_param=self.size_param, max_page_size=self.max_page_size,
+        copy = KeysetPaginator(page_size=self.base_size, size_param=self.size_param, max_page_size=self.max_page_size,
                                field=self.field or field, param=self.param or param, sort_params=self.sort_params,
                                has_more_path=self.has_more_path, max_pages=self.max_pages)
         return copy
 
     def first_page(self) -> Page:
-        return Page(1, {**self.sort_params, self.size_param: self.page_size})
+        return Page(1, {**self.sort_params, self.size_param: self.base_size})
 
     def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
         if not self.field or not self.param:
             raise ConfigError("KeysetPaginator: set field and param, or declare the stream's Cursor with a param")
         if not records or _flag(body, self.has_more_path) is False:
             return None
-        asked = int(page.params.get(self.size_param, self.page_size))
+        asked = int(page.params.get(self.size_param) or self.base_size)
         cap = page.size
         if page.number == 1 and len(records) < asked:
             cap = len(records)  # the API serves fewer than asked: its cap, adopted
         low, high = dig(records[0], self.field), dig(records[-1], self.field)
         if page.number > 1 and len(records) < min(asked, cap or asked):
-            if low == high and asked > self.page_size and len(records) == asked // 2:
+            if low == high and asked > self.base_size and len(records) == asked // 2:
                 # A grown page came back no bigger: the API caps its pages at the old size.
                 cap = len(records)
             else:
                 return None  # a short page: the end of the data
-        size = self.page_size
+        size = self.base_size
         if low == high:
             # The whole page is one cursor value: from that value again, the same page would come back.
             if (cap is not None and len(records) >= cap) or asked >= self.max_page_size:

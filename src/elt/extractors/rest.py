@@ -102,7 +102,8 @@ class RestExtractor(Extractor):
         #: The faults of the current (or last) read, stored with the run's figures.
         self.faults = Faults()
         if isinstance(self.paginator, KeysetPaginator) and self.cursor_field:
-            self.paginator = self.paginator.bound(self.cursor_field, getattr(self.cursor, "param", None) or "")
+            self.paginator = self.paginator.bound(  # type: ignore[misc]
+                self.cursor_field, getattr(self.cursor, "param", None) or "")
         declared = "complete_per_batch" in settings or any(
             "complete_per_batch" in vars(c) for c in type(self).__mro__ if c not in (RestExtractor, Extractor))
         if self.paginator.positional and not declared:

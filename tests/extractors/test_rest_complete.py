@@ -54,6 +54,7 @@ class MovingApi:
             self.add(i)
         self.during_read: Callable[[MovingApi, Any], None] | None = None
         self.requests = 0
+        self.cap = 1000  # the most records the API serves per page, whatever is asked
         self.broken: Callable[[Any], bool] = lambda request: False
         fake_api.route("/items", self.items)
 
@@ -79,7 +80,7 @@ class MovingApi:
             since = request.params.get("updated_since")
             if since is not None:
                 rows = [r for r in rows if r["updated_at"] >= since]  # a string comparison, on purpose
-            limit = int(request.params.get("limit", 50))
+            limit = min(int(request.params.get("limit", 50)), self.cap)
             offset = int(request.params.get("offset", 0))
             return {"data": [dict(r) for r in rows[offset: offset + limit]]}
 
@@ -279,6 +280,21 @@ def test_a_tie_beyond_the_largest_page_is_an_error_naming_the_value(fake_api, lo
     assert result.status == "failed"
     assert f"share the cursor value {tie!r}" in result.summary.error_message
     assert "max_page_size=50" in result.summary.error_message
+
+
+def test_keyset_paging_through_an_api_capping_its_pages_and_a_tie_at_the_cap(fake_api, loader, db):
+    api = MovingApi(fake_api, 200)
+    api.cap = 30
+    pipeline = Pipeline("shop", streams=[Items(base_url=fake_api.url, paginator=KeysetPaginator(page_size=100))])
+    assert run(pipeline, loader).status == "success"
+    assert stored(db) == api.current()
+
+    tie = api.tick()
+    for i in range(201, 241):  # 40 records of one value: more than the 30 the API serves
+        api.records[i] = {"id": i, "name": f"item {i}", "version": 1, "updated_at": tie}
+    result = run(pipeline, loader)
+    assert result.status == "failed" and f"share the cursor value {tie!r}" in result.summary.error_message
+    assert "the API serves at most 30 per page" in result.summary.error_message
 
 
 def test_keyset_paging_needs_a_cursor_parameter():

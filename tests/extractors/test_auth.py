@@ -185,3 +185,14 @@ def test_oauth2_token_request_is_retried_with_the_streams_client_settings(fake_a
     assert ids(read_all(stream)) == ids(ITEMS)
     assert fake_api.count("/oauth/token") == 3
     assert stream.fault_report() == {"retries": {"5xx": 1, "timeout": 1}}
+
+
+def test_oauth2_token_request_goes_through_the_streams_proxy(fake_api):
+    from tests.fixtures.fault_proxy import FaultProxy
+
+    TokenServer(fake_api)
+    with FaultProxy(fake_api.url, rate=0.0) as proxy:
+        stream = paged_stream(fake_api, auth=oauth(fake_api), proxy=proxy.url)
+        assert ids(read_all(stream)) == ids(ITEMS)
+    assert proxy.paths[0] == f"{fake_api.url}/oauth/token"
+    assert len(proxy.paths) == fake_api.count("/items") + 1  # every request, the token's included

@@ -74,6 +74,11 @@ class RestExtractor(Extractor):
     headers: ClassVar[Mapping[str, str]] = {}
     #: Seconds to wait for the server to connect, send or answer.
     timeout: ClassVar[float] = 30.0
+    #: An HTTP(S) proxy for this stream's requests (the OAuth2 token request included); default:
+    #: the environment's ``HTTPS_PROXY``/``HTTP_PROXY``.
+    proxy: ClassVar[str | None] = None
+    #: TLS certificate verification: ``True``, ``False`` (never in production) or a CA bundle path.
+    verify: ClassVar[bool | str] = True
     #: Retries after the first attempt of a request (so ``max_retries + 1`` attempts in all).
     max_retries: ClassVar[int] = 5
     #: First backoff in seconds; it doubles per retry (with full jitter) up to ``max_backoff``.
@@ -259,6 +264,7 @@ class RestExtractor(Extractor):
         """The HTTP client of one extraction (closed when it ends)."""
         return httpx.Client(
             auth=self.auth, headers=dict(self.headers), timeout=self.timeout, follow_redirects=True,
+            proxy=self.proxy, verify=self.verify,
         )
 
     def json(self, response: httpx.Response) -> Any:

@@ -15,15 +15,23 @@ A new API is a short subclass::
 
 Override the hooks when an API needs more: :meth:`request_params`,
 :meth:`parse_response`, :meth:`transform_record`, :meth:`should_retry`,
-:meth:`format_cursor`. A child stream names its ``parent`` and takes each
-parent record's fields into its ``path`` (``/customers/{id}/orders``).
+:meth:`format_cursor`, :meth:`source_keys`. A child stream names its
+``parent`` and takes each parent record's fields into its ``path``
+(``/customers/{id}/orders``).
 
-Every request waits for the rate limit, then retries transient failures (429,
-5xx, timeouts, dropped connections) with exponential backoff and jitter,
-honouring ``Retry-After`` and ``X-RateLimit-Reset``. A failure that outlasts
-the retries stops the stream with the URL (secrets masked), the status and the
-start of the body; the pages read before it are loaded and the watermark
-covers exactly them.
+Every request waits for the rate limit, then retries transient faults (429,
+5xx, timeouts, dropped connections, a 2xx body that is not complete, valid
+JSON) through tenacity, with capped exponential backoff and full jitter,
+honouring ``Retry-After`` and ``X-RateLimit-Reset``; each retry is counted by
+cause in :attr:`RestExtractor.faults`, which the run stores. A failure that
+outlasts the retries stops the stream with the URL (secrets masked), the
+status and the start of the body; the pages read before it are loaded.
+
+A read is complete or says why not: offset and page-number paging over data
+that changes can skip records, so a key read twice is reported through
+``Batch.incomplete`` and the watermark moves only after a complete read;
+:class:`~elt.extractors.paginators.KeysetPaginator` (by the cursor) does not
+skip, and is the paging to use for incremental streams.
 """
 
 from __future__ import annotations

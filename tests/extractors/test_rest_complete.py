@@ -78,7 +78,10 @@ class MovingApi:
                 self.during_read(self, request)
             rows = sorted(self.records.values(), key=lambda r: (r["updated_at"], r["id"]))
             since = request.params.get("updated_since")
-            if since is not None:
+            after = request.params.get("after_id")
+            if since is not None and after is not None:
+                rows = [r for r in rows if (r["updated_at"], r["id"]) > (since, int(after))]
+            elif since is not None:
                 rows = [r for r in rows if r["updated_at"] >= since]  # a string comparison, on purpose
             limit = min(int(request.params.get("limit", 50)), self.cap)
             offset = int(request.params.get("offset", 0))
@@ -280,6 +283,18 @@ def test_a_tie_beyond_the_largest_page_is_an_error_naming_the_value(fake_api, lo
     assert result.status == "failed"
     assert f"share the cursor value {tie!r}" in result.summary.error_message
     assert "max_page_size=50" in result.summary.error_message
+
+
+def test_an_api_breaking_ties_is_paged_within_the_tie(fake_api, loader, db):
+    api = MovingApi(fake_api, 30)
+    tie = api.records[30]["updated_at"]
+    for i in range(31, 111):
+        api.records[i] = {"id": i, "name": f"item {i}", "version": 1, "updated_at": tie}
+    paginator = KeysetPaginator(page_size=25, max_page_size=25, tie_param="after_id")
+    result = run(Pipeline("shop", streams=[Items(base_url=fake_api.url, paginator=paginator)]), loader)
+    assert result.status == "success", result.summary.error_message
+    assert stored(db) == api.current()
+    assert result.streams["items"].extracted == 110  # no record read twice
 
 
 def test_keyset_paging_through_an_api_capping_its_pages_and_a_tie_at_the_cap(fake_api, loader, db):

@@ -373,14 +373,21 @@ class KeysetPaginator(Paginator):
     pages at) is a :class:`PaginationError` naming the value. ``field`` and
     ``param`` default to the stream's cursor. A page shorter than asked ends
     the read; a short first page is taken as the API capping the page size.
+
+    An API that can break ties pages within them instead: with ``tie_param``
+    (say ``"after_id"``) every next request also sends the last record's
+    ``tie_field`` (default ``"id"``), and the API returns the records after
+    ``(cursor, id)`` in that order; no page is grown, no tie is too large.
     """
 
     def __init__(
         self, *, page_size: int = 100, size_param: str = "limit", max_page_size: int = 10_000,
         field: str | None = None, param: str | None = None, sort_params: dict[str, Any] | None = None,
-        has_more_path: str | None = None, max_pages: int | None = None,
+        has_more_path: str | None = None, tie_param: str | None = None, tie_field: str = "id",
+        max_pages: int | None = None,
     ) -> None:
         super().__init__(max_pages=max_pages)
+        self.tie_param, self.tie_field = tie_param, tie_field
         if page_size < 1 or max_page_size < page_size:
             raise ConfigError(f"KeysetPaginator: need 1 <= page_size <= max_page_size, got {page_size} and {max_page_size}")
         self.page_size = self.base_size = page_size
@@ -391,7 +398,8 @@ class KeysetPaginator(Paginator):
         """A copy reading ``field`` and sending ``param`` (the stream's cursor, filled in by the stream)."""
         copy = KeysetPaginator(page_size=self.base_size, size_param=self.size_param, max_page_size=self.max_page_size,
                                field=self.field or field, param=self.param or param, sort_params=self.sort_params,
-                               has_more_path=self.has_more_path, max_pages=self.max_pages)
+                               has_more_path=self.has_more_path, tie_param=self.tie_param, tie_field=self.tie_field,
+                               max_pages=self.max_pages)
         return copy
 
     def first_page(self) -> Page:
@@ -414,6 +422,11 @@ class KeysetPaginator(Paginator):
             else:
                 return None  # a short page: the end of the data
         size = self.base_size
+        if self.tie_param:
+            # The API orders by (cursor, tie field) and resumes after the last pair: ties page like the rest.
+            after = dig(records[-1], self.tie_field)
+            params = {**page.params, self.param: high, self.tie_param: after, self.size_param: size}
+            return Page(page.number + 1, params, token=(high, after), size=cap)
         if low == high:
             # The whole page is one cursor value: from that value again, the same page would come back.
             if (cap is not None and len(records) >= cap) or asked >= self.max_page_size:

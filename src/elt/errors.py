@@ -17,3 +17,11 @@ class ProjectNotFound(ConfigError):
 
 class LoadError(EltError):
     """The destination refused a batch."""
+
+
+class SourceError(EltError):
+    """The source answered with an error, an unusable body, or not at all."""
+
+
+class PaginationError(SourceError):
+    """The paginator would loop, passed ``max_pages``, or met a tie it cannot page through."""

@@ -92,6 +92,8 @@ class StreamFigures:
     error: str | None = None
     #: Why the read may have skipped records (the run is partial).
     incomplete: list[str] | None = None
+    #: Source faults the read met (REST: retries by cause, URLs failed for good); see Extractor.fault_report.
+    faults: dict[str, Any] | None = None
 
     def add(self, result: LoadResult) -> None:
         self.batches += 1
@@ -308,6 +310,7 @@ class Runner:
                         message = run.fail(extractor.name, exc)
                         self.log.error("stream failed; batches committed before the failure stay loaded",
                                        stream=extractor.name, error=message)
+                    figures.faults = extractor.fault_report() or None  # source faults (REST retries) kept with the run
                     progress.end_stream(extractor.name, extracted=figures.extracted, loaded=figures.loaded,
                                         rejected=figures.rejected)
                     self._check_ratio(run, extractor, figures)
@@ -515,7 +518,7 @@ class Runner:
                 target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
                 try:
                     self._stream_state(loader, extractor, target)  # the cursor kind the table stores
-                    figures.deleted, figures.restored = loader.writer.mark_deleted(target, extractor.source_keys())  # type: ignore[attr-defined]
+                    figures.deleted, figures.restored = loader.writer.mark_deleted(target, extractor.source_keys())
                     self.log.info("keys reconciled", stream=extractor.name, marked_deleted=figures.deleted,
                                   restored=figures.restored, table=f"raw.{target.table}")
                 except Exception as exc:

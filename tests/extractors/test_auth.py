@@ -172,3 +172,27 @@ def test_oauth2_bad_client_secret_names_the_token_endpoint_not_the_secret(fake_a
     message = str(raised.value)
     assert "/oauth/token answered HTTP 401" in message and "invalid_client" in message
     assert wrong not in message
+
+
+def test_oauth2_token_request_is_retried_with_the_streams_client_settings(fake_api):
+    # The token endpoint first fails (503 with Retry-After), then answers slower than the
+    # stream's timeout: both are retried, and the timeout that fires is the stream's (0.3 s).
+    answers = iter([Reply({"error": "down"}, status=503, headers={"Retry-After": "0"}), Reply({}, delay=1.0)])
+    # Routed before the token server's own route, which answers once these run out.
+    fake_api.route("/oauth/token", lambda request: next(answers, None) or server.token(request), method="POST")
+    server = TokenServer(fake_api)
+    stream = paged_stream(fake_api, auth=oauth(fake_api), timeout=0.3)
+    assert ids(read_all(stream)) == ids(ITEMS)
+    assert fake_api.count("/oauth/token") == 3
+    assert stream.fault_report() == {"retries": {"5xx": 1, "timeout": 1}}
+
+
+def test_oauth2_token_request_goes_through_the_streams_proxy(fake_api):
+    from tests.fixtures.fault_proxy import FaultProxy
+
+    TokenServer(fake_api)
+    with FaultProxy(fake_api.url, rate=0.0) as proxy:
+        stream = paged_stream(fake_api, auth=oauth(fake_api), proxy=proxy.url)
+        assert ids(read_all(stream)) == ids(ITEMS)
+    assert proxy.paths[0] == f"{fake_api.url}/oauth/token"
+    assert len(proxy.paths) == fake_api.count("/items") + 1  # every request, the token's included

@@ -167,7 +167,7 @@ def test_a_paginator_handed_the_same_token_twice_stops_with_a_clear_error(fake_a
         for batch in stream.extract(_state()):
             seen.extend(ids(batch.records))
     message = str(raised.value)
-    assert "same next page twice" in message and "'c2'" in message and "pages 2 and 3" in message
+    assert "a page already requested in this read" in message and "'c2'" in message and "pages 2 and 3" in message
     # The pages read before the loop was noticed are handed over, so they load.
     assert seen == ids(ITEMS[:200])
     assert fake_api.count("/items") == 2
@@ -196,3 +196,56 @@ def _state():
     from elt.state import StreamState
 
     return StreamState("test", "items")
+
+
+# --- issue 13: loop guard on full URLs, capped page sizes, short pages with other signals --------
+
+
+def test_a_next_link_to_the_first_page_spelled_differently_is_refused_before_it_is_requested(fake_api):
+    @fake_api.route("/items")
+    def items(request):
+        # The next link names the first page again: same parameters, other order, explicit port.
+        link = f"<{fake_api.url}/items?status=open&per_page=10>; rel=\"next\""
+        return Reply({"data": ITEMS[:10]}, headers={"Link": link})
+
+    stream = Items(base_url=fake_api.url, params={"per_page": 10, "status": "open"}, paginator=LinkHeaderPaginator())
+    with pytest.raises(PaginationError, match="a page already requested in this read"):
+        read_all(stream)
+    assert fake_api.count("/items") == 1
+
+
+def test_an_empty_link_header_is_the_last_page(fake_api):
+    fake_api.route("/items", lambda r: Reply({"data": ITEMS[:10]}, headers={"Link": ""}))
+    assert ids(read_all(Items(base_url=fake_api.url, paginator=LinkHeaderPaginator()))) == ids(ITEMS[:10])
+    assert fake_api.count("/items") == 1
+
+
+@pytest.mark.parametrize("style", ["offset", "page_number"])
+def test_an_api_capping_the_page_size_is_paged_to_the_end(fake_api, style):
+    cap = 30  # the API serves at most 30 records per page whatever is asked
+
+    @fake_api.route("/items")
+    def items(request):
+        if style == "offset":
+            offset = int(request.params["offset"])
+            return {"data": ITEMS[offset: offset + min(cap, int(request.params["limit"]))]}
+        page = int(request.params["page"])
+        return {"data": ITEMS[(page - 1) * cap: page * cap]}
+
+    paginator = (OffsetPaginator(limit=100) if style == "offset"
+                 else PageNumberPaginator(size_param="per_page", page_size=100))
+    assert ids(read_all(Items(base_url=fake_api.url, paginator=paginator))) == ids(ITEMS)
+    assert fake_api.count("/items") == 9  # 8 full pages of 30 and the short ninth (10)
+
+
+def test_a_short_page_does_not_end_paging_when_the_total_says_more(fake_api):
+    @fake_api.route("/items")
+    def items(request):
+        offset = int(request.params["offset"])
+        # The API drops records it hides from this client: page 2 comes back short.
+        served = ITEMS[offset: offset + 100] if offset != 100 else ITEMS[100:160]
+        return {"data": served, "total": len(ITEMS)}
+
+    got = read_all(Items(base_url=fake_api.url, paginator=OffsetPaginator(limit=100, total_path="total")))
+    assert ids(got) == ids(ITEMS)
+    assert [r.params["offset"] for r in fake_api.requests] == ["0", "100", "160"]

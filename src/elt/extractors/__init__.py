@@ -6,6 +6,7 @@ from elt.extractors.files import FileExtractor
 from elt.extractors.function import FunctionExtractor, extractor
 from elt.extractors.paginators import (
     CursorPaginator,
+    KeysetPaginator,
     LinkHeaderPaginator,
     NextUrlPaginator,
     OffsetPaginator,
@@ -29,6 +30,7 @@ __all__ = [
     "Extractor",
     "FileExtractor",
     "FunctionExtractor",
+    "KeysetPaginator",
     "LinkHeaderPaginator",
     "NextUrlPaginator",
     "OAuth2ClientCredentials",

@@ -19,8 +19,10 @@ from collections.abc import Generator
 from typing import Any
 
 import httpx
+import orjson
 
 from elt.errors import ConfigError, EltError
+from elt.extractors.retries import RETRY_STATUSES, TransientFault, cause_of
 from elt.secrets import Secret, redact, register
 
 SecretLike = Secret | str
@@ -122,7 +124,13 @@ class OAuth2ClientCredentials(Auth):
     its ``expires_in`` runs out. When the API answers 401 the token is refreshed
     once and the request repeated; a second 401 fails the stream clearly.
     Thread-safe: streams sharing the object share the token.
+
+    The token request goes through the stream's own HTTP client (its timeouts,
+    proxy and TLS verification) and is retried with the stream's retries.
     """
+
+    #: The token answer is read in the flow (httpx reads bodies for flows that ask).
+    requires_response_body = True
 
     def __init__(
         self, token_url: str, *, client_id: SecretLike, client_secret: SecretLike, scope: str | None = None,
@@ -141,56 +149,69 @@ class OAuth2ClientCredentials(Auth):
         self.fetches = 0
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.access_token()
+        token = self._valid_token()
+        if token is None:
+            token = yield from self._fetch(request)
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
             # The token may have been revoked or expired early: one refresh, then give up.
-            request.headers["Authorization"] = f"Bearer {self.access_token(stale=token)}"
+            fresh = self._valid_token(stale=token)
+            if fresh is None:
+                fresh = yield from self._fetch(request)
+            request.headers["Authorization"] = f"Bearer {fresh}"
             yield request
 
-    def access_token(self, stale: str | None = None) -> str:
-        """A valid token; ``stale`` forces a new one unless another thread already replaced it."""
+    def _valid_token(self, stale: str | None = None) -> str | None:
+        """The current token unless it is (nearly) expired or is ``stale``; another thread may have replaced it."""
         with self._lock:
             fresh = self._token is not None and time.monotonic() < self._expires_at - self.refresh_margin
-            if fresh and self._token != stale:
-                return str(self._token)
-            self._token, lifetime = self._fetch()
-            self._expires_at = time.monotonic() + lifetime
-            return self._token
+            return str(self._token) if fresh and self._token != stale else None
 
-    def _fetch(self) -> tuple[str, float]:
+    def _fetch(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str]:
+        """Ask the token endpoint through the stream's own client (its timeouts, proxy and TLS settings).
+
+        A transient failure (429, 5xx, a cut body; a timeout or dropped connection
+        raises from the client) is raised as such, so the stream's retries repeat
+        the request, token included, with the stream's backoff.
+        """
         data: dict[str, str] = {"grant_type": "client_credentials", **self.extra}
         if self.scope:
             data["scope"] = self.scope
         if self.audience:
             data["audience"] = self.audience
-        auth: httpx.BasicAuth | None = None
+        headers: dict[str, str] = {}
         if self.credentials_in == "basic":
-            auth = httpx.BasicAuth(reveal(self.client_id), reveal(self.client_secret))
+            pair = base64.b64encode(f"{reveal(self.client_id)}:{reveal(self.client_secret)}".encode()).decode("ascii")
+            register(pair)
+            headers["Authorization"] = f"Basic {pair}"
         else:
             data.update(client_id=reveal(self.client_id), client_secret=reveal(self.client_secret))
-        try:
-            response = httpx.post(self.token_url, data=data, auth=auth, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise AuthError(redact(f"OAuth2 token request to {self.token_url} failed: {type(exc).__name__}: {exc}")) from None
+        timeout = request.extensions.get("timeout") or httpx.Timeout(self.timeout).as_dict()
+        response = yield httpx.Request("POST", self.token_url, data=data, headers=headers,
+                                       extensions={"timeout": timeout})
         self.fetches += 1
+        where = f"OAuth2 token request to {self.token_url}"
+        if response.status_code in RETRY_STATUSES:
+            raise TransientFault(redact(f"{where} answered HTTP {response.status_code}"), cause_of(response), response)
         if response.status_code != 200:
-            raise AuthError(redact(
-                f"OAuth2 token request to {self.token_url} answered HTTP {response.status_code}: {response.text[:300]}"
-                f" ({self.hint()})"
-            ))
+            raise AuthError(redact(f"{where} answered HTTP {response.status_code}: {response.text[:300]} ({self.hint()})"))
         try:
-            body: Any = response.json()
+            body: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise TransientFault(f"{where}: the response is not valid JSON", "invalid_body", response) from None
+        try:
             token = str(body["access_token"])
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise AuthError(f"OAuth2 token response from {self.token_url} has no access_token") from None
         register(token)
         try:
             lifetime = float(body.get("expires_in", 3600))
         except (TypeError, ValueError):
             lifetime = 3600.0
-        return token, lifetime
+        with self._lock:
+            self._token, self._expires_at = token, time.monotonic() + lifetime
+        return token
 
     def hint(self) -> str:
         return f"check the client id and secret{_where(self.client_secret)} and the scopes granted"

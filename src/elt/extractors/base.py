@@ -111,6 +111,8 @@ class Extractor:
     #: ``replace`` only: an empty read empties the table. By default an empty read keeps the
     #: table and fails the stream (an empty answer is likelier a broken source than an empty one).
     allow_empty: ClassVar[bool] = False
+    #: `elt reconcile` marks rows whose key vanished from the source; needs :meth:`source_keys`.
+    detect_deletes: ClassVar[bool] = False
     #: Fields the extractor adds to each record to say where it came from (a file and line, say):
     #: stored in raw columns of the same names, not in ``_raw_payload``, which stays as received.
     source_fields: ClassVar[tuple[str, ...]] = ()
@@ -155,6 +157,22 @@ class Extractor:
             raise
         if pending:
             yield Batch(pending)
+
+    def source_keys(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Every primary key in the source now, in pages of tuples (for ``detect_deletes``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its source keys")
+
+    @property
+    def lists_keys(self) -> bool:
+        """Whether :meth:`source_keys` is implemented (``detect_deletes`` needs it)."""
+        return type(self).source_keys is not Extractor.source_keys
+
+    def fault_report(self) -> dict[str, Any]:
+        """Faults the last read met and survived or not (REST: retries by cause, URLs failed for good).
+
+        The run stores it with the stream's figures in ``pipeline.execution_log``; empty when none.
+        """
+        return {}
 
     def transform_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """Reshape one record before validation and loading (default: unchanged).
@@ -213,6 +231,14 @@ class Extractor:
             check_lookback(self.name, kind, self.lookback)
         if not 0 <= float(self.max_bad_ratio) <= 1:
             raise ConfigError(f"{label}: max_bad_ratio must be between 0 and 1, got {self.max_bad_ratio!r}")
+        if self.detect_deletes and not self.key_fields:
+            raise ConfigError(f"{label}: detect_deletes needs a primary_key (deleted rows are found by key)")
+        if self.detect_deletes and not self.lists_keys:
+            raise ConfigError(
+                f"{label}: detect_deletes = True needs a way to list the source's keys, and"
+                f" {type(self).__name__} has none: implement source_keys() (a key-only listing of the source),"
+                " or remove detect_deletes"
+            )
         reserved = {"_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash", "_row_seq", "_deleted_at"}
         for column in (*self.key_fields, self.cursor_field, self.partition_by):
             if column in reserved:

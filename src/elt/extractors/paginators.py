@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from elt.errors import ConfigError
+from elt.errors import ConfigError, PaginationError
 
 _MISSING = object()
 
@@ -51,13 +51,16 @@ class Page:
 
     ``params`` are the query parameters the paginator adds; ``url`` replaces the
     stream's own URL (next-URL and ``Link`` styles, whose URL already carries
-    every parameter); ``token`` is what identifies the page in error messages.
+    every parameter); ``token`` is what identifies the page in error messages;
+    ``size`` is the page size the API was found to serve when it caps the one
+    requested.
     """
 
     number: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     url: str | None = None
     token: Any = None
+    size: int | None = None
 
 
 class Paginator:
@@ -70,6 +73,10 @@ class Paginator:
 
     #: Records per page, when the paginator sets the page size (used for the sync estimate).
     page_size: int | None = None
+    #: Pages are positions in the result (offset, page number): when records change during the
+    #: read they shift between pages, so one can be read twice and another never. The stream
+    #: reports a key seen twice as a possible skip, and moves its watermark only after a complete read.
+    positional: bool = False
 
     def __init__(self, *, max_pages: int | None = None) -> None:
         if max_pages is not None and max_pages < 1:
@@ -106,6 +113,23 @@ def _flag(body: Any, path: str | None) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _short(page: Page, records: list[dict[str, Any]], requested: int | None) -> tuple[bool, int | None]:
+    """Whether a page shorter than asked ends paging, and the page size to expect from now on.
+
+    Called only when the API gave no other signal (no next link, no total, no
+    has-more flag). A short first page is taken as the API capping the page
+    size (it serves fewer than asked): that size is adopted and paging goes on;
+    the empty or short page after it ends the stream. Later pages end paging
+    when shorter than the size in force.
+    """
+    if not requested:
+        return False, page.size
+    expected = page.size or requested
+    if page.number == 1 and len(records) < requested:
+        return False, len(records)
+    return len(records) < expected, page.size
+
+
 def _count(body: Any, path: str | None) -> int | None:
     if not path:
         return None
@@ -122,9 +146,16 @@ class PageNumberPaginator(Paginator):
         paginator = PageNumberPaginator(param="page", size_param="per_page", page_size=100,
                                         total_pages_path="meta.total_pages")
 
-    Stops on: an empty page; a page with fewer than ``page_size`` records (when
-    set); ``total_pages_path`` reached; ``has_more_path`` false.
+    Stops on: an empty page; ``total_pages_path`` reached; the records counted
+    at ``total_path`` reached; ``has_more_path`` false. Only when the API gives
+    none of these does a page shorter than ``page_size`` end paging; a short
+    first page is taken as the API capping the page size, which is adopted.
+
+    Page numbers over data that changes during the read can skip records (see
+    :class:`KeysetPaginator`, the recommended paging for incremental streams).
     """
+
+    positional = True
 
     def __init__(
         self, *, param: str = "page", start: int = 1, size_param: str | None = None, page_size: int | None = None,
@@ -142,15 +173,27 @@ class PageNumberPaginator(Paginator):
         return Page(1, params, token=self.start)
 
     def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
-        if not records or _flag(body, self.has_more_path) is False:
-            return None
-        if self.page_size and len(records) < self.page_size:
+        more = _flag(body, self.has_more_path)
+        if not records or more is False:
             return None
         total_pages = _count(body, self.total_pages_path)
-        if total_pages is not None and page.number >= total_pages:
-            return None
+        total = _count(body, self.total_path)
+        size = page.size
+        if total_pages is not None:
+            if page.number >= total_pages:
+                return None
+        elif total is not None:
+            size = page.size or len(records)  # the size served, capped or not
+            if page.number * size >= total:
+                return None
+        elif more is None:
+            # No signal but the page's length: a short page is the last one.
+            last, size = _short(page, records, self.page_size)
+            if last:
+                return None
         number = self.start + page.number
-        return replace(page, number=page.number + 1, params={**page.params, self.param: number}, token=number)
+        return replace(page, number=page.number + 1, params={**page.params, self.param: number}, token=number,
+                       size=size)
 
     def total_records(self, body: Any) -> int | None:
         total = _count(body, self.total_path)
@@ -165,9 +208,16 @@ class OffsetPaginator(Paginator):
 
         paginator = OffsetPaginator(limit=100, total_path="total")
 
-    Stops on: an empty page; a page shorter than ``limit``; ``offset`` past the
-    total at ``total_path``; ``has_more_path`` false.
+    Stops on: an empty page; ``offset`` past the total at ``total_path``;
+    ``has_more_path`` false. Only when the API gives none of these does a page
+    shorter than ``limit`` end paging; a short first page is taken as the API
+    capping the page size, which is adopted.
+
+    Offsets over data that changes during the read can skip records (see
+    :class:`KeysetPaginator`, the recommended paging for incremental streams).
     """
+
+    positional = True
 
     def __init__(
         self, *, limit: int = 100, offset_param: str = "offset", limit_param: str = "limit",
@@ -184,14 +234,22 @@ class OffsetPaginator(Paginator):
         return Page(1, {self.offset_param: 0, self.limit_param: self.page_size}, token=0)
 
     def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
-        limit = self.page_size or 0
-        if not records or len(records) < limit or _flag(body, self.has_more_path) is False:
+        more = _flag(body, self.has_more_path)
+        if not records or more is False:
             return None
+        # The next offset follows what was served, so a capped page size loses nothing.
         offset = int(page.params.get(self.offset_param, 0)) + len(records)
         total = _count(body, self.total_path)
-        if total is not None and offset >= total:
-            return None
-        return replace(page, number=page.number + 1, params={**page.params, self.offset_param: offset}, token=offset)
+        size = page.size
+        if total is not None:
+            if offset >= total:
+                return None
+        elif more is None:
+            last, size = _short(page, records, self.page_size)
+            if last:
+                return None
+        return replace(page, number=page.number + 1, params={**page.params, self.offset_param: offset}, token=offset,
+                       size=size)
 
     def total_records(self, body: Any) -> int | None:
         return _count(body, self.total_path)
@@ -294,6 +352,94 @@ class LinkHeaderPaginator(Paginator):
             return None
         absolute = str(response.request.url.join(url))
         return Page(page.number + 1, {}, url=absolute, token=absolute)
+
+
+class KeysetPaginator(Paginator):
+    """Resume from the highest cursor value seen: the recommended paging for incremental streams::
+
+        cursor = Cursor("updated_at", param="updated_since")    # the API filters updated_at >= updated_since
+        paginator = KeysetPaginator(page_size=100, size_param="limit", sort_params={"sort": "updated_at"})
+
+    Each request repeats the stream's query with the cursor parameter set to the
+    highest cursor value of the page before, as the source wrote it, inclusive:
+    the records of that value are read again and the write strategy absorbs the
+    duplicates. The API must return records sorted by the cursor, ascending.
+    Unlike offsets and page numbers, nothing shifts when records change during
+    the read: an updated record moves to a later cursor value and is read there.
+
+    A page full of one cursor value (a tie as large as the page) would be asked
+    for again for ever: the page size is doubled for that request, up to
+    ``max_page_size``; a tie larger than that (or than the size the API caps
+    pages at) is a :class:`PaginationError` naming the value. ``field`` and
+    ``param`` default to the stream's cursor. A page shorter than asked ends
+    the read; a short first page is taken as the API capping the page size.
+
+    An API that can break ties pages within them instead: with ``tie_param``
+    (say ``"after_id"``) every next request also sends the last record's
+    ``tie_field`` (default ``"id"``), and the API returns the records after
+    ``(cursor, id)`` in that order; no page is grown, no tie is too large.
+    """
+
+    def __init__(
+        self, *, page_size: int = 100, size_param: str = "limit", max_page_size: int = 10_000,
+        field: str | None = None, param: str | None = None, sort_params: dict[str, Any] | None = None,
+        has_more_path: str | None = None, tie_param: str | None = None, tie_field: str = "id",
+        max_pages: int | None = None,
+    ) -> None:
+        super().__init__(max_pages=max_pages)
+        self.tie_param, self.tie_field = tie_param, tie_field
+        if page_size < 1 or max_page_size < page_size:
+            raise ConfigError(f"KeysetPaginator: need 1 <= page_size <= max_page_size, got {page_size} and {max_page_size}")
+        self.page_size = self.base_size = page_size
+        self.size_param, self.max_page_size = size_param, max_page_size
+        self.field, self.param, self.sort_params, self.has_more_path = field, param, dict(sort_params or {}), has_more_path
+
+    def bound(self, field: str, param: str) -> KeysetPaginator:
+        """A copy reading ``field`` and sending ``param`` (the stream's cursor, filled in by the stream)."""
+        copy = KeysetPaginator(page_size=self.base_size, size_param=self.size_param, max_page_size=self.max_page_size,
+                               field=self.field or field, param=self.param or param, sort_params=self.sort_params,
+                               has_more_path=self.has_more_path, tie_param=self.tie_param, tie_field=self.tie_field,
+                               max_pages=self.max_pages)
+        return copy
+
+    def first_page(self) -> Page:
+        return Page(1, {**self.sort_params, self.size_param: self.base_size})
+
+    def next_page(self, page: Page, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> Page | None:
+        if not self.field or not self.param:
+            raise ConfigError("KeysetPaginator: set field and param, or declare the stream's Cursor with a param")
+        if not records or _flag(body, self.has_more_path) is False:
+            return None
+        asked = int(page.params.get(self.size_param) or self.base_size)
+        cap = page.size
+        if page.number == 1 and len(records) < asked:
+            cap = len(records)  # the API serves fewer than asked: its cap, adopted
+        low, high = dig(records[0], self.field), dig(records[-1], self.field)
+        if page.number > 1 and len(records) < min(asked, cap or asked):
+            if low == high and asked > self.base_size and len(records) == asked // 2:
+                # A grown page came back no bigger: the API caps its pages at the old size.
+                cap = len(records)
+            else:
+                return None  # a short page: the end of the data
+        size = self.base_size
+        if self.tie_param:
+            # The API orders by (cursor, tie field) and resumes after the last pair: ties page like the rest.
+            after = dig(records[-1], self.tie_field)
+            params = {**page.params, self.param: high, self.tie_param: after, self.size_param: size}
+            return Page(page.number + 1, params, token=(high, after), size=cap)
+        if low == high:
+            # The whole page is one cursor value: from that value again, the same page would come back.
+            if (cap is not None and len(records) >= cap) or asked >= self.max_page_size:
+                raise PaginationError(
+                    f"KeysetPaginator: more than {len(records)} records share the cursor value {high!r} of"
+                    f" {self.field!r}, more than one page can hold (max_page_size={self.max_page_size}"
+                    f"{f', the API serves at most {cap} per page' if cap is not None else ''}); they cannot be"
+                    " paged through by the cursor alone. Raise max_page_size, or use a cursor the API can"
+                    " break ties on (a timestamp with finer precision, or cursor and id)"
+                )
+            size = min(asked * 2, self.max_page_size)
+        params = {**page.params, self.param: high, self.size_param: size}
+        return Page(page.number + 1, params, token=high, size=cap)
 
 
 def pages_for(total: int | None, page_size: int | None) -> int | None:

@@ -15,57 +15,54 @@ A new API is a short subclass::
 
 Override the hooks when an API needs more: :meth:`request_params`,
 :meth:`parse_response`, :meth:`transform_record`, :meth:`should_retry`,
-:meth:`format_cursor`. A child stream names its ``parent`` and takes each
-parent record's fields into its ``path`` (``/customers/{id}/orders``).
+:meth:`format_cursor`, :meth:`source_keys`. A child stream names its
+``parent`` and takes each parent record's fields into its ``path``
+(``/customers/{id}/orders``).
 
-Every request waits for the rate limit, then retries transient failures (429,
-5xx, timeouts, dropped connections) with exponential backoff and jitter,
-honouring ``Retry-After`` and ``X-RateLimit-Reset``. A failure that outlasts
-the retries stops the stream with the URL (secrets masked), the status and the
-start of the body; the pages read before it are loaded and the watermark
-covers exactly them.
+Every request waits for the rate limit, then retries transient faults (429,
+5xx, timeouts, dropped connections, a 2xx body that is not complete, valid
+JSON) through tenacity, with capped exponential backoff and full jitter,
+honouring ``Retry-After`` and ``X-RateLimit-Reset``; each retry is counted by
+cause in :attr:`RestExtractor.faults`, which the run stores. A failure that
+outlasts the retries stops the stream with the URL (secrets masked), the
+status and the start of the body; the pages read before it are loaded.
+
+A read is complete or says why not: offset and page-number paging over data
+that changes can skip records, so a key read twice is reported through
+``Batch.incomplete`` and the watermark moves only after a complete read;
+:class:`~elt.extractors.paginators.KeysetPaginator` (by the cursor) does not
+skip, and is the paging to use for incremental streams.
 """
 
 from __future__ import annotations
 
-import email.utils
-import random
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 import orjson
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from elt.errors import ConfigError, EltError
+from elt.errors import ConfigError, PaginationError, SourceError
 from elt.extractors.auth import Auth
-from elt.extractors.base import Extractor
-from elt.extractors.paginators import Page, Paginator, SinglePage, dig, pages_for
+from elt.extractors.base import Batch, Extractor
+from elt.extractors.cursor_text import text_like
+from elt.extractors.paginators import KeysetPaginator, Page, Paginator, SinglePage, dig, pages_for
 from elt.extractors.ratelimit import RateLimit
+from elt.extractors.retries import (
+    RETRY_STATUSES,
+    Faults,
+    ServerWait,
+    TransientFault,
+    cause_of,
+    cause_of_transport,
+    retry_after,
+)
 from elt.logs import get_logger
 from elt.secrets import redact
 from elt.state import StreamState
-
-#: Statuses worth another try: rate limited, or the server (or a proxy in front of it) failing.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class SourceError(EltError):
-    """The source answered with an error, an unusable body, or not at all."""
-
-
-class PaginationError(SourceError):
-    """The paginator would loop, or passed ``max_pages``."""
-
-
-@dataclass
-class _Retry(Exception):
-    """A transient failure; carries what the wait and the final error message need."""
-
-    reason: str
-    response: httpx.Response | None = None
 
 
 class RestExtractor(Extractor):
@@ -85,6 +82,11 @@ class RestExtractor(Extractor):
     headers: ClassVar[Mapping[str, str]] = {}
     #: Seconds to wait for the server to connect, send or answer.
     timeout: ClassVar[float] = 30.0
+    #: An HTTP(S) proxy for this stream's requests (the OAuth2 token request included); default:
+    #: the environment's ``HTTPS_PROXY``/``HTTP_PROXY``.
+    proxy: ClassVar[str | None] = None
+    #: TLS certificate verification: ``True``, ``False`` (never in production) or a CA bundle path.
+    verify: ClassVar[bool | str] = True
     #: Retries after the first attempt of a request (so ``max_retries + 1`` attempts in all).
     max_retries: ClassVar[int] = 5
     #: First backoff in seconds; it doubles per retry (with full jitter) up to ``max_backoff``.
@@ -96,6 +98,13 @@ class RestExtractor(Extractor):
     parent: ClassVar[type[RestExtractor] | None] = None
     #: Fields copied from the parent record into each child record: ``{"customer_id": "id"}``.
     parent_fields: ClassVar[Mapping[str, str]] = {}
+    #: The key-only listing `elt reconcile` reads for ``detect_deletes``: extra query parameters
+    #: (``{"fields": "id"}``) and/or another endpoint (``keys_path = "/items/ids"``), read with the
+    #: stream's paginator from the start. Setting either (or overriding source_keys) offers delete detection.
+    keys_params: ClassVar[Mapping[str, Any] | None] = None
+    keys_path: ClassVar[str | None] = None
+    #: The paginator of the key listing (default: the stream's, unless that pages by the cursor).
+    keys_paginator: ClassVar[Paginator | None] = None
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -103,6 +112,21 @@ class RestExtractor(Extractor):
             # Records of different parents interleave: the watermark advances when the stream completes.
             self.sorted_by_cursor = False  # type: ignore[misc]
         self.log = get_logger(stream=self.name)
+        #: The faults of the current (or last) read, stored with the run's figures.
+        self.faults = Faults()
+        if isinstance(self.paginator, KeysetPaginator) and self.cursor_field:
+            self.paginator = self.paginator.bound(  # type: ignore[misc]
+                self.cursor_field, getattr(self.cursor, "param", None) or "")
+        declared = "complete_per_batch" in settings or any(
+            "complete_per_batch" in vars(c) for c in type(self).__mro__ if c not in (RestExtractor, Extractor))
+        if self.paginator.positional and not declared:
+            # Offsets shift when records change during the read: only a read that saw no
+            # key twice is known complete, which is known at its end.
+            self.complete_per_batch = False  # type: ignore[misc]
+        #: One cursor value as the source wrote it: the model for sending the watermark back.
+        self._cursor_text: str | None = None
+        #: Reasons the current read may have skipped records (reported with its last batch).
+        self._incomplete: list[str] = []
 
     def _check(self) -> None:
         super()._check()
@@ -113,6 +137,14 @@ class RestExtractor(Extractor):
             raise ConfigError(f"{label}: paginator must be a Paginator instance, got {self.paginator!r}")
         if self.parent is not None and not (isinstance(self.parent, type) and issubclass(self.parent, RestExtractor)):
             raise ConfigError(f"{label}: parent must be a RestExtractor subclass, got {self.parent!r}")
+        if isinstance(self.paginator, KeysetPaginator) and not (self.paginator.field and self.paginator.param):
+            if not (self.cursor_field and getattr(self.cursor, "param", None)):
+                raise ConfigError(
+                    f"{label}: KeysetPaginator resumes from the cursor: declare cursor = Cursor(field, param=...)"
+                    " naming the request parameter the API filters on (inclusive), or give the paginator field and param"
+                )
+        if self.detect_deletes and type(self).source_keys is RestExtractor.source_keys and self.lists_keys:
+            self._keys_paginator()  # refused now, not when `elt reconcile` runs
 
     # --- hooks ------------------------------------------------------------------
 
@@ -126,7 +158,15 @@ class RestExtractor(Extractor):
         return params
 
     def format_cursor(self, since: Any) -> str:
-        """The watermark as the API wants it in ``cursor.param`` (ISO 8601 for timestamps)."""
+        """The watermark as the API wants it in ``cursor.param``.
+
+        By default in the textual form the source used for its cursor values
+        (precision, separator, ``Z`` or offset), learnt from the records read;
+        ISO 8601 until one was seen. Override for an API that wants another form.
+        """
+        text = text_like(since, self._cursor_text)
+        if text is not None:
+            return text
         return since.isoformat() if hasattr(since, "isoformat") else str(since)
 
     def parse_response(self, response: httpx.Response) -> list[dict[str, Any]]:
@@ -154,8 +194,61 @@ class RestExtractor(Extractor):
 
     # --- reading ----------------------------------------------------------------
 
+    def extract(self, state: StreamState) -> Iterator[Batch]:
+        """The base batching, plus the cursor's textual form kept with each batch and a last report
+        of anything that makes this read possibly incomplete."""
+        self.faults = Faults()
+        self._incomplete = []
+        stored = state.values.get(CURSOR_TEXT)
+        self._cursor_text = stored if isinstance(stored, str) else None
+        for batch in super().extract(state):
+            if self._cursor_text is not None and self._cursor_text != stored:
+                batch.state[CURSOR_TEXT] = stored = self._cursor_text
+            yield batch
+        if self._incomplete:
+            yield Batch([], incomplete=list(self._incomplete))
+
     def records(self, state: StreamState) -> Iterator[list[dict[str, Any]]]:
         return self._records(state, estimate=state.since is None)
+
+    def fault_report(self) -> dict[str, Any]:
+        return self.faults.as_json()
+
+    @property
+    def lists_keys(self) -> bool:
+        return (self.keys_params is not None or bool(self.keys_path)
+                or type(self).source_keys is not RestExtractor.source_keys)
+
+    def _keys_paginator(self) -> Paginator:
+        if self.keys_paginator is not None:
+            return self.keys_paginator
+        if isinstance(self.paginator, KeysetPaginator):
+            raise ConfigError(
+                f"stream {self.name!r}: the key listing of detect_deletes has no cursor to page by: set keys_paginator"
+                " (an OffsetPaginator, say) for it"
+            )
+        return self.paginator
+
+    def source_keys(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Every key in the source now, in pages: the key-only listing read from its first page."""
+        if self.parent is not None:
+            raise ConfigError(f"stream {self.name!r}: source_keys of a child stream needs an override of source_keys()")
+        settings = {k: v for k, v in vars(self).items() if hasattr(type(self), k)}  # this instance's own settings
+        listing = type(self)(**{**settings, "params": {**self.params, **(self.keys_params or {})},
+                                "path": self.keys_path or self.path, "paginator": self._keys_paginator(),
+                                "cursor": None, "detect_deletes": False, "write_strategy": "append"})
+        listing.faults = self.faults = Faults()
+        fields = self.key_fields
+        state = StreamState("reconcile", self.name, full_refresh=True)
+        with listing.client() as client:
+            for page in listing._pages(client, state, listing.path, estimate=False):
+                try:
+                    yield [tuple(dig(record, f) for f in fields) for record in page]
+                except KeyError as missing:
+                    raise SourceError(
+                        f"stream {self.name!r}: the key listing returned a record without key field"
+                        f" {missing.args[0]!r}; check keys_params/keys_path"
+                    ) from None
 
     def _records(self, state: StreamState, *, estimate: bool) -> Iterator[list[dict[str, Any]]]:
         with self.client() as client:
@@ -163,6 +256,7 @@ class RestExtractor(Extractor):
                 yield from self._pages(client, state, self.path, estimate=estimate)
                 return
             parent = self.parent()
+            parent.faults = self.faults  # the parent's requests are this stream's too
             # Every parent, every run: a child of a parent that did not change may still have changed.
             parent_state = StreamState(state.pipeline, parent.name, full_refresh=True)
             for item in parent._records(parent_state, estimate=False):
@@ -178,6 +272,7 @@ class RestExtractor(Extractor):
         """The HTTP client of one extraction (closed when it ends)."""
         return httpx.Client(
             auth=self.auth, headers=dict(self.headers), timeout=self.timeout, follow_redirects=True,
+            proxy=self.proxy, verify=self.verify,
         )
 
     def json(self, response: httpx.Response) -> Any:
@@ -210,7 +305,11 @@ class RestExtractor(Extractor):
         paginator = self.paginator
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/") if path else self.base_url
         page: Page | None = paginator.first_page()
-        seen: dict[tuple[str, tuple[tuple[str, str], ...]], Page] = {}
+        seen: dict[str, Page] = {}
+        read, total, next_report = 0, None, time.monotonic() + PROGRESS_EVERY
+        # Positional paging over moving data: a key read twice means another may have been skipped.
+        # Hashes, not the keys: 8 bytes a record (a collision is a false alarm, never a silent loss).
+        keys: set[int] | None = set() if paginator.positional and self.key_fields else None
         while page is not None:
             if paginator.max_pages is not None and page.number > paginator.max_pages:
                 raise PaginationError(
@@ -219,20 +318,26 @@ class RestExtractor(Extractor):
                 )
             target = page.url or url
             params = dict(page.params) if page.url else self.request_params(state, page)
-            identity = (target, tuple(sorted((str(k), str(v)) for k, v in params.items())))
+            identity = normalised_url(target, params)
             if identity in seen:
                 raise PaginationError(
-                    f"stream {self.name!r}: {type(paginator).__name__} was handed the same next page twice"
-                    f" (token {redact(str(page.token))!r}, pages {seen[identity].number} and {page.number}) at"
-                    f" {self._show(target)}; stopped instead of looping. The pages read so far are loaded;"
-                    " check the paginator's settings against the API"
+                    f"stream {self.name!r}: {type(paginator).__name__} was handed a page already requested in this"
+                    f" read (token {redact(str(page.token))!r}, pages {seen[identity].number} and {page.number}) at"
+                    f" {self._show(httpx.URL(target, params=params or None))}; stopped instead of requesting it again."
+                    " The pages read so far are loaded; check the paginator's settings against the API"
                 )
             seen[identity] = page
             started = time.monotonic()
             response = self._request(client, target, params)
             records = self.parse_response(response)
-            if estimate and page.number == 1:
-                self._log_estimate(paginator, response, len(records), time.monotonic() - started)
+            if page.number == 1:
+                total = self.reported_total(response)
+                if estimate:
+                    self._log_estimate(paginator, response, len(records), time.monotonic() - started)
+            read += len(records)
+            if time.monotonic() >= next_report:
+                self._log_progress(read, total, page.number)
+                next_report = time.monotonic() + PROGRESS_EVERY
             try:
                 next_page = paginator.next_page(page, response, self.json(response), records)
             except KeyError as missing:
@@ -241,61 +346,111 @@ class RestExtractor(Extractor):
                     f" {self._show(response.request.url)}; check its settings"
                 ) from None
             if records:
+                self._note(records, keys, url)
                 yield records
             page = next_page
 
+    def _note(self, records: list[dict[str, Any]], keys: set[int] | None, url: str) -> None:
+        """Learn the cursor's textual form; with positional paging, watch for a key read twice."""
+        field = self.cursor_field
+        if field:
+            last = records[-1].get(field) if isinstance(records[-1], dict) else None
+            if isinstance(last, str):
+                self._cursor_text = last
+        if keys is None or self._incomplete:
+            return
+        fields = self.key_fields
+        for record in records:
+            key = tuple(record.get(f) for f in fields) if isinstance(record, dict) else None
+            if key is None:
+                continue
+            try:
+                digest = hash(key)
+            except TypeError:  # a key field holding a list or an object
+                digest = hash(repr(key))
+            if digest in keys:
+                paging = type(self.paginator).__name__
+                self._incomplete.append(
+                    f"stream {self.name!r}: key {redact(str(key[0] if len(key) == 1 else key))!r} was read twice in one"
+                    f" read of {self._show(url)} with {paging}: records changed during the read and shifted between"
+                    " pages, so others may have been skipped. The records read are loaded; the watermark and a replace"
+                    " table stay as they were. Use KeysetPaginator (paging by the cursor) for data that changes"
+                    " while it is read"
+                )
+                return
+            keys.add(digest)
+
     def _request(self, client: httpx.Client, url: str, params: dict[str, Any]) -> httpx.Response:
-        """GET one page: rate limit, send, retry transient failures, fail clearly on the rest."""
-        attempts = max(0, int(self.max_retries)) + 1
-        for attempt in range(1, attempts + 1):
+        """GET one page: rate limit, send, decode; retry transient faults, fail clearly on the rest.
+
+        A 2xx body that is cut short or not valid JSON is a transient fault like
+        a 5xx: it is retried, and the response returned has its body decoded.
+        """
+        shown = self._show(httpx.URL(url, params=params or None))
+
+        def attempt() -> httpx.Response:
             if self.rate_limit is not None:
                 self.rate_limit.acquire()
             try:
                 # No params at all (not {}): httpx would drop the query of a next-page URL.
                 response = client.get(url, params=params or None)
-                if self.should_retry(response):
-                    raise _Retry(f"HTTP {response.status_code} {response.reason_phrase}", response)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                failure = _Retry(f"{type(exc).__name__}: {exc}")
-                shown = self._show(httpx.URL(url, params=params or None))
-            except _Retry as exc:
-                failure = exc
-                shown = self._show(exc.response.request.url if exc.response is not None else url)
-            else:
-                if response.is_error:
-                    raise self._http_error(response)
-                return response
-            wait = self._wait(attempt, failure.response)
-            if attempt == attempts or wait is None:
-                if wait is None and failure.response is not None:
-                    asked = _retry_after(failure.response)
+            except httpx.TransportError as exc:
+                raise TransientFault(f"{type(exc).__name__}: {exc}", cause_of_transport(exc)) from None
+            if self.should_retry(response):
+                raise TransientFault(f"HTTP {response.status_code} {response.reason_phrase}", cause_of(response),
+                                     response)
+            if response.is_error:
+                raise self._http_error(response)
+            self._decode(response)
+            return response
+
+        def transient(exc: BaseException) -> bool:
+            if not isinstance(exc, TransientFault):
+                return False
+            asked = retry_after(exc.response) if exc.response is not None else None
+            return asked is None or asked <= self.max_retry_after
+
+        def before_sleep(retry_state: RetryCallState) -> None:
+            failure = retry_state.outcome.exception() if retry_state.outcome else None
+            assert isinstance(failure, TransientFault)
+            wait = retry_state.upcoming_sleep
+            self.faults.count(failure.cause)
+            self.log.warning("request failed; retrying", url=shown, error=failure.reason, cause=failure.cause,
+                             attempt=retry_state.attempt_number, of=attempts, wait_s=round(wait, 2))
+            if failure.response is not None and failure.response.status_code == 429 and self.rate_limit is not None:
+                # Everyone sharing this API's budget backs off, not just this stream.
+                self.rate_limit.defer(wait)
+
+        attempts = max(0, int(self.max_retries)) + 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts), wait=ServerWait(self.backoff, self.max_backoff),
+            retry=retry_if_exception(transient), before_sleep=before_sleep, reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except TransientFault as failure:
+            self.faults.failed_urls.append(shown)
+            if failure.response is not None:
+                shown = self._show(failure.response.request.url)
+                asked = retry_after(failure.response)
+                if asked is not None and asked > self.max_retry_after:
                     raise SourceError(
                         f"stream {self.name!r}: GET {shown} answered {failure.reason} and asked to wait {asked:.0f} s,"
                         f" longer than max_retry_after={self.max_retry_after:g}; the pages read so far are loaded."
                         " Run again later or raise max_retry_after"
-                    )
-                raise SourceError(
-                    f"stream {self.name!r}: GET {shown} failed after {attempt} attempts: {failure.reason}"
-                    f"{_excerpt(failure.response)}; the pages read so far are loaded"
-                )
-            self.log.warning("request failed; retrying", url=shown, error=failure.reason, attempt=attempt,
-                             of=attempts, wait_s=round(wait, 2))
-            if failure.response is not None and failure.response.status_code == 429 and self.rate_limit is not None:
-                # Everyone sharing this API's budget backs off, not just this stream.
-                self.rate_limit.defer(wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+                    ) from None
+            tries = retrying.statistics.get("attempt_number", attempts)
+            raise SourceError(
+                f"stream {self.name!r}: GET {shown} failed after {tries} attempts: {failure.reason}"
+                f"{_excerpt(failure.response)}; the pages read so far are loaded"
+            ) from None
 
-    def _wait(self, attempt: int, response: httpx.Response | None) -> float | None:
-        """Seconds before the next attempt: the server's word if it gave one, else backoff with full jitter.
-
-        ``None`` when the server asks for longer than ``max_retry_after``.
-        """
-        asked = _retry_after(response) if response is not None else None
-        if asked is not None:
-            return asked if asked <= self.max_retry_after else None
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
+    def _decode(self, response: httpx.Response) -> Any:
+        """Decode a 2xx body once; a body that is not complete, valid JSON is a transient fault."""
+        try:
+            return self.json(response)
+        except SourceError as exc:
+            raise TransientFault(str(exc).removeprefix(f"stream {self.name!r}: "), "invalid_body") from None
 
     def _http_error(self, response: httpx.Response) -> SourceError:
         hint = ""
@@ -308,10 +463,27 @@ class RestExtractor(Extractor):
             f" {response.reason_phrase}{hint}{_excerpt(response)}; not retried (a client error will not fix itself)"
         )
 
+    def reported_total(self, response: httpx.Response) -> int | None:
+        """How many records the API says this read has: the paginator's total field, else ``X-Total-Count``."""
+        total = self.paginator.total_records(self.json(response))
+        if total is None:
+            try:
+                total = int(response.headers.get("X-Total-Count", ""))
+            except ValueError:
+                return None
+        return total
+
+    def _log_progress(self, read: int, total: int | None, pages: int) -> None:
+        if total:
+            self.log.info(f"read {read:,} of {total:,} records ({min(read / total, 1):.0%}) in {pages:,} pages",
+                          records=read, total_records=total, pages=pages)
+        else:
+            self.log.info(f"read {read:,} records in {pages:,} pages", records=read, pages=pages)
+
     def _log_estimate(self, paginator: Paginator, response: httpx.Response, first_page: int, seconds: float) -> None:
         """Log how long a full sync will take: pages x seconds per page."""
         per_page = paginator.page_size or first_page or None
-        total = paginator.total_records(self.json(response))
+        total = self.reported_total(response)
         pages = pages_for(total, per_page)
         # A page costs the slower of the limiter's spacing and the server's answer time.
         pace = max(seconds, self.rate_limit.interval if self.rate_limit else 0.0)
@@ -335,30 +507,27 @@ class RestExtractor(Extractor):
 _UNSET = object()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds the server asked us to wait: ``Retry-After`` (seconds or HTTP date), else a rate-limit reset."""
-    value = response.headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when.timestamp() - time.time())
-    for header in ("X-RateLimit-Reset", "X-Rate-Limit-Reset", "RateLimit-Reset"):
-        value = response.headers.get(header)
-        if not value:
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        # GitHub and Twitter send an epoch time; the IETF draft and others send seconds to wait.
-        return max(0.0, number - time.time()) if number > 1_000_000_000 else number
-    return None
+_retry_after = retry_after  # the name tests and older code import
+
+#: Seconds between progress lines of a long read (records read, of the total the API reports).
+PROGRESS_EVERY = 10.0
+
+#: The stream state key holding one cursor value as the source wrote it.
+CURSOR_TEXT = "cursor_text"
+
+
+def normalised_url(url: str, params: Mapping[str, Any] | None = None) -> str:
+    """One spelling per resource: scheme and host lower-cased, default port and fragment dropped, query sorted.
+
+    The pagination loop guard compares these, so a ``next`` link that spells
+    the first page differently (parameters in another order, ``:443``) is
+    still recognised as that page.
+    """
+    full = httpx.URL(url, params=params or None) if params else httpx.URL(url)
+    default = {"http": 80, "https": 443}.get(full.scheme)
+    port = "" if full.port in (None, default) else f":{full.port}"
+    query = urllib.parse.urlencode(sorted(urllib.parse.parse_qsl(full.query.decode("ascii"), keep_blank_values=True)))
+    return f"{full.scheme}://{full.host.lower()}{port}{full.path or '/'}" + (f"?{query}" if query else "")
 
 
 def _excerpt(response: httpx.Response | None) -> str:

@@ -66,8 +66,6 @@ class SqlExtractor(Extractor):
             raise ConfigError(f"{label}: set url (the source database, e.g. url = from_env('SOURCE_DATABASE_URL'))")
         if bool(self.table) == bool(self.query):
             raise ConfigError(f"{label}: set exactly one of table or query")
-        if self.detect_deletes and not self.key_fields:
-            raise ConfigError(f"{label}: detect_deletes needs a primary_key (deleted rows are found by key)")
 
     # --- connection -------------------------------------------------------------------
 

@@ -114,6 +114,10 @@ def _print_run(result: Any) -> None:
                       f"{f.unchanged:,}", f"{f.rejected:,}", str(mark or ""))
     if result.streams:
         out.print(table)
+    for name, f in result.streams.items():
+        if f.sample:
+            err.print(f"{name}: read sample data, not its real source: {f.sample}", style="yellow", markup=False,
+                      highlight=False)
     if result.models is not None:
         _print_models(result.models)
     if result.summary.error_message:
@@ -266,9 +270,11 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="Print JSON for 
 
 @app.command()
 def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for machines.")) -> None:
-    """Health checks: failed, missing and stuck runs, stale data, old dead letters. Exit 1 when anything is wrong."""
+    """Health checks: failed, missing and stuck runs, stale data, old dead letters; in production (ELT_ENV=production)
+    streams still on sample data. Exit 1 when anything is wrong."""
     from elt.health import run_checks
     from elt.pipeline import load_project
+    from elt.readiness import is_production, on_sample_data, sample_data_problems
 
     _, registry = load_project(_Ctx.project)
     loader = _loader()
@@ -276,6 +282,12 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
         problems = run_checks(loader, registry.values())
     finally:
         loader.close()
+    problems += sample_data_problems(registry.values())
+    samples = on_sample_data(registry.values())
+    if samples and not is_production() and not as_json:
+        err.print(f"note: {len(samples)} stream(s) read sample data ({', '.join(f'{p}.{s}' for p, s, _ in samples)});"
+                  " set ELT_ENV=production in .env and this check fails until they read their real sources",
+                  markup=False, highlight=False)
     if as_json:
         _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
     elif not problems:
@@ -428,8 +440,8 @@ def status(
         return
     table = Table(title=f"recent runs ({where})", title_justify="left")
     for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "rejected",
-                   "transformed", "error"):
-        table.add_column(column, overflow="fold")
+                   "transformed", "sample data", "error"):
+        table.add_column(column, overflow="fold", no_wrap=column == "sample data")
     colours = {"success": "green", "partial": "yellow", "failed": "red", "running": "cyan", "skipped": "yellow"}
     for r in rows:
         seconds = r["execution_duration_seconds"]
@@ -437,9 +449,15 @@ def status(
             str(r["id"]), r["pipeline_name"], f"[{colours.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['started_at']:%Y-%m-%d %H:%M:%S}", f"{seconds:.1f}" if seconds is not None else "",
             f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}",
-            f"{r['rows_transformed']:,}", (r["error_message"] or "")[:160],
+            f"{r['rows_transformed']:,}", _sample_streams(r.get("streams")), (r["error_message"] or "")[:160],
         )
     out.print(table)
+
+
+def _sample_streams(streams: Any) -> str:
+    """The streams of a run that read sample data, not their real source (from the run's stream figures)."""
+    names = sorted(name for name, figures in (streams or {}).items() if isinstance(figures, dict) and figures.get("sample"))
+    return f"[yellow]{', '.join(names)}[/]" if names else ""
 
 
 @app.command()

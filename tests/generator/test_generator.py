@@ -231,8 +231,26 @@ def test_the_generated_webhook_receiver_feeds_the_pipeline(tmp_path, database_ur
     assert not list((inbox / "shopify").glob("orders-*.ndjson"))  # moved to processed/ after the commit
 
 
-def test_a_generated_rest_source_switches_to_the_real_api_when_configured(tmp_path, database_url, db, fake_api):
+def test_a_generated_rest_source_says_it_reads_samples_then_switches_to_the_real_api_set_in_dotenv(
+        tmp_path, database_url, db, fake_api):
     project = generate(SPECS["rate_limited_api"], tmp_path / "ads_sync").directory
+    (project / ".env").write_text("ELT_ENV=production\n")
+    on_samples = run_elt(["run"], cwd=project, database_url=database_url)
+    assert on_samples.returncode == 0, on_samples.stderr[-2000:]
+    assert "campaigns: read sample data, not its real source: sample_data/adsapi (set ADSAPI_BASE_URL" \
+        in on_samples.stderr
+    logged = [json.loads(line) for line in on_samples.stderr.splitlines() if line.startswith("{")]
+    assert {e["stream"] for e in logged if e.get("event") == "stream reads sample data, not its real source"} == {
+        "campaigns", "spend"}
+    runs = json.loads(run_elt(["status", "--json"], cwd=project, database_url=database_url).stdout)
+    assert runs[0]["streams"]["campaigns"]["sample"].startswith("sample_data/adsapi")
+    table = run_elt(["status"], cwd=project, database_url=database_url).stdout
+    assert "sample data" in table and "campaigns, spend" in table
+    check = run_elt(["check", "--json"], cwd=project, database_url=database_url)
+    problems = json.loads(check.stdout)["problems"]
+    assert check.returncode == 1
+    assert sorted(p["subject"] for p in problems if p["check"] == "sample_data") == ["adsapi.campaigns", "adsapi.spend"]
+
     seen = []
 
     @fake_api.route("/v2/campaigns")
@@ -244,11 +262,27 @@ def test_a_generated_rest_source_switches_to_the_real_api_when_configured(tmp_pa
 
     fake_api.route("/v2/spend", lambda request: {"data": []})
     fake_api.route("/oauth/token", lambda r: {"access_token": "tok-live-123", "expires_in": 3600}, method="POST")
-    env = {"ADSAPI_BASE_URL": f"{fake_api.url}/v2", "ADS_CLIENT_SECRET": "s3cret-live-value",
-           "ADSAPI_CLIENT_ID": "client-1", "ADSAPI_TOKEN_URL": f"{fake_api.url}/oauth/token"}
-    run = run_elt(["run"], cwd=project, database_url=database_url, **env)
+    # As the generated README says: the real API's settings go in .env, nowhere else.
+    (project / ".env").write_text(
+        f"ELT_ENV=production\nADSAPI_BASE_URL={fake_api.url}/v2\nADS_CLIENT_SECRET=s3cret-live-value\n"
+        f"ADSAPI_CLIENT_ID=client-1\nADSAPI_TOKEN_URL={fake_api.url}/oauth/token\n")
+    db.execute("TRUNCATE raw.adsapi_campaigns")
+    run = run_elt(["run", "--full-refresh"], cwd=project, database_url=database_url)
     assert run.returncode == 0, run.stderr[-2000:]
     names = [r["p"]["name"] for r in db.execute("SELECT _raw_payload AS p FROM raw.adsapi_campaigns ORDER BY 1").fetchall()]
     assert names == ["live 1", "live 2", "live 3"]  # the configured API, not sample_data/
     assert seen and all(r.headers.get("Authorization") == "Bearer tok-live-123" for r in seen)
     assert "s3cret-live-value" not in run.stdout + run.stderr
+    assert "sample data" not in run.stderr
+    assert "sample" not in json.loads(run_elt(["status", "--json"], cwd=project, database_url=database_url).stdout)[0][
+        "streams"]["campaigns"]
+    check = run_elt(["check", "--json"], cwd=project, database_url=database_url)
+    assert not [p for p in json.loads(check.stdout)["problems"] if p["check"] == "sample_data"], check.stdout
+
+    # The project's own tests still read the samples, whatever .env says (from an empty destination:
+    # they count exactly the sample records).
+    db.execute("DROP TABLE raw.adsapi_campaigns, raw.adsapi_spend CASCADE")
+    db.execute("DELETE FROM pipeline.state")
+    own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
+                         env=elt_env(database_url), capture_output=True, text=True, timeout=600)
+    assert own.returncode == 0, own.stdout[-3000:]

@@ -57,6 +57,9 @@ class Auth(_Model):
     kind: AuthKind = "none"
     #: The environment variable that will hold the secret (never the secret itself).
     secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+    #: api_key only: where the key goes, and the header or query parameter's name.
+    key_in: Literal["header", "query"] = "header"
+    key_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
 
     @model_validator(mode="after")
     def _needs_env(self) -> Auth:

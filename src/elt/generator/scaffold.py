@@ -106,8 +106,11 @@ def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
         if rate:
             needed.add("RateLimit")
             lines.append(f"{limit_name} = RateLimit(per_second={rate:.6g})  # one budget for every {source.name} stream")
-        auth, auth_needs = _auth(source, env)
+        auth, auth_needs, auth_todo = _auth(source, env)
         needed |= auth_needs
+        auth_line = f"    auth = {auth} if LIVE_{env} else None"
+        if auth_todo:  # on its own line: a comment must not swallow the condition
+            auth_line = f"    # TODO: {auth_todo}\n{auth_line}"
         lines.append(f'''
 LIVE_{env} = bool(os.environ.get("{env}_BASE_URL"))
 
@@ -116,27 +119,36 @@ class {base}(RestExtractor):
     """What every {source.name} endpoint shares."""
 
     base_url = os.environ.get("{env}_BASE_URL") or sample_api.url("{source.name}", SAMPLES / "{source.name}")
+    sample_data = None if LIVE_{env} else "sample_data/{source.name} (set {env}_BASE_URL in .env to read the real API)"
     records_path = "data"  # TODO: where the list of records is in the API's response body ("" for a bare list)
     paginator = PageNumberPaginator(size_param="per_page", page_size={source.rate_limit.page_size})  # TODO: the API's paging
-    auth = {auth} if LIVE_{env} else None
+{auth_line}
     rate_limit = {limit_name if rate else "None"}''')
     elif source.type == "database":
         needed.add("SqlExtractor")
         lines.append(f'''
+LIVE_{env} = bool(os.environ.get("{env}_DATABASE_URL"))
+
+
 class {base}(SqlExtractor):
     """The {source.name} database (a sample SQLite file until {env}_DATABASE_URL is set)."""
 
-    url = os.environ.get("{env}_DATABASE_URL") or f"sqlite:///{{SAMPLES / '{source.name}.db'}}"''')
+    url = os.environ.get("{env}_DATABASE_URL") or f"sqlite:///{{SAMPLES / '{source.name}.db'}}"
+    sample_data = None if LIVE_{env} else "sample_data/{source.name}.db (set {env}_DATABASE_URL in .env)"''')
     else:
         needed.add("FileExtractor")
         folder_env = f"{env}_INBOX" if source.type == "webhook" else f"{env}_FOLDER"
         what = "webhook events (NDJSON written by webhook_receiver.py)" if source.type == "webhook" else "dropped files"
         lines.append(f'''
+LIVE_{env} = bool(os.environ.get("{folder_env}"))
+
+
 class {base}(FileExtractor):
     """{source.name}: {what}; sample_data/{source.name}/ until {folder_env} is set."""
 
     folder = os.environ.get("{folder_env}") or SAMPLES / "{source.name}"
-    move_processed = bool(os.environ.get("{folder_env}"))  # keep the samples in place''')
+    move_processed = LIVE_{env}  # keep the samples in place
+    sample_data = None if LIVE_{env} else "sample_data/{source.name} (set {folder_env} in .env to read the real folder)"''')
     for stream in sp.streams:
         cls = class_name(source.name, stream.entity.name)
         classes.append(cls)
@@ -161,18 +173,23 @@ class {base}(FileExtractor):
     return "\n".join(lines) + "\n", needed
 
 
-def _auth(source: Source, env: str) -> tuple[str, set[str]]:
+def _auth(source: Source, env: str) -> tuple[str, set[str], str]:
+    """The auth expression, the names it imports, and a TODO for what the requirements could not say."""
     kind, secret = source.auth.kind, source.auth.secret_env
     if kind == "api_key":
-        return f'ApiKeyAuth(from_env("{secret}"), header="X-API-Key")  # TODO: header or query=', {"ApiKeyAuth"}
+        where, name = source.auth.key_in, source.auth.key_name
+        todo = "" if name else (f"the API's key {where} name" + (
+            ", or query=\"api_key\" when the key goes in the query string" if where == "header" else ""))
+        name = name or ("X-API-Key" if where == "header" else "api_key")
+        return f'ApiKeyAuth(from_env("{secret}"), {where}="{name}")', {"ApiKeyAuth"}, todo
     if kind == "bearer":
-        return f'BearerAuth(from_env("{secret}"))', {"BearerAuth"}
+        return f'BearerAuth(from_env("{secret}"))', {"BearerAuth"}, ""
     if kind == "basic":
-        return f'BasicAuth(os.environ.get("{env}_USER", ""), from_env("{secret}"))', {"BasicAuth"}
+        return f'BasicAuth(os.environ.get("{env}_USER", ""), from_env("{secret}"))', {"BasicAuth"}, ""
     if kind == "oauth2":
         return (f'OAuth2ClientCredentials(os.environ.get("{env}_TOKEN_URL", ""), client_id=from_env("{env}_CLIENT_ID"),'
-                f' client_secret=from_env("{secret}"))', {"OAuth2ClientCredentials"})
-    return "None", set()
+                f' client_secret=from_env("{secret}"))', {"OAuth2ClientCredentials"}, "")
+    return "None", set(), ""
 
 
 def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
@@ -259,6 +276,10 @@ def _write(path: Path, text: str) -> None:
 
 def env_example(plan: Plan) -> str:
     lines = ["# Copy to .env (chmod 600) and fill in. Unset sources read sample_data/.",
+             "# elt loads this file before it imports pipelines.py, for every command (run, serve, check).",
+             "",
+             "# production: `elt check` fails while a source still reads sample_data/.",
+             "ELT_ENV=production",
              "",
              "# The destination; unset: an embedded PostgreSQL started by elt itself.",
              f"# {plan.requirements.destination.url_env}=postgresql://user:password@host:5432/dbname"]
@@ -288,8 +309,9 @@ def tests_py(plan: Plan, counts: dict[str, dict[str, int]]) -> str:
     return f'''\
 """Run this project's pipelines on its sample data, end to end.
 
-They use ELT_DATABASE_URL when it is set, else elt's embedded PostgreSQL.
-Source variables are removed, so the sample data is read whatever .env says.
+They use ELT_DATABASE_URL when it is set (environment or .env), else elt's
+embedded PostgreSQL. Source variables are removed from the environment and from
+.env, so the sample data is read whatever .env says.
 """
 
 import json
@@ -299,6 +321,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+from dotenv import dotenv_values
 from elt import Postgres
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -309,7 +332,10 @@ SOURCE_VARIABLES = {{
 
 
 def elt(*args):
-    env = {{k: v for k, v in os.environ.items() if k not in SOURCE_VARIABLES}}
+    settings = dotenv_values(PROJECT / ".env") if (PROJECT / ".env").is_file() else {{}}
+    env = {{k: v for k, v in {{**settings, **os.environ}}.items() if k not in SOURCE_VARIABLES and v is not None}}
+    env["ELT_ENV_FILE"] = os.devnull  # the settings above, without the sources' variables
+    env.pop("ELT_ENV", None)  # samples are what these tests read
     return subprocess.run([sys.executable, "-m", "elt", "--project", str(PROJECT), *args],
                           capture_output=True, text=True, env=env, timeout=900)
 
@@ -379,9 +405,12 @@ schema and the schedule are in `docs/architecture.md` (`elt docs` re-draws it).
 ## Go live
 
 1. `cp .env.example .env && chmod 600 .env`, fill in the sources' URLs and secrets
-   (a source with its variables set reads the real system instead of sample_data/).
+   (a source with its variables set reads the real system instead of sample_data/;
+   elt loads `.env` before it imports `pipelines.py`, for every command).
 2. Resolve the `TODO`s in `pipelines.py` (endpoints, pagination, filter parameters, tables).
-3. `elt run {first}` once by hand, then check `elt status` and `elt check`.
+3. `elt run {first}` once by hand, then check `elt status` and `elt check`. A stream still on
+   sample data says so in every run's output and in `elt status`; with `ELT_ENV=production`
+   (in `.env.example`) `elt check` fails until every source reads its real system.
 4. Schedule it: `elt deploy systemd --output deploy/elt.service` (a long-running `elt serve`)
    or `elt deploy cron` (crontab lines).
 

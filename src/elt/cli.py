@@ -305,15 +305,18 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
 @app.command()
 def deploy(
     target: str = typer.Argument(..., help="systemd, cron or pg-cron"),
-    user: str | None = typer.Option(None, "--user", help="systemd: the user the service runs as."),
+    user: str | None = typer.Option(None, "--user", help="systemd (required): the account the service runs as."),
+    allow_root: bool = typer.Option(False, "--allow-root", help="systemd: accept --user root."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of printing."),
 ) -> None:
     """Deployment files: a systemd unit for `elt serve`, crontab lines, or pg_cron statements (Supabase)."""
-    from elt.deploy import crontab, pg_cron, systemd_unit
+    from elt.deploy import crontab, pg_cron, systemd_unit, write_paths
     from elt.pipeline import load_project
 
     project_dir, registry = load_project(_Ctx.project)
-    makers = {"systemd": lambda: systemd_unit(project_dir, user), "cron": lambda: crontab(project_dir, registry),
+    makers = {"systemd": lambda: systemd_unit(project_dir, user, allow_root=allow_root,
+                                              write_paths=write_paths(registry)),
+              "cron": lambda: crontab(project_dir, registry),
               "pg-cron": lambda: pg_cron(project_dir, registry)}
     if target not in makers:
         raise EltError(f"unknown deploy target {target!r}; use one of: {', '.join(makers)}")

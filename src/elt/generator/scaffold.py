@@ -411,7 +411,8 @@ schema and the schedule are in `docs/architecture.md` (`elt docs` re-draws it).
 3. `elt run {first}` once by hand, then check `elt status` and `elt check`. A stream still on
    sample data says so in every run's output and in `elt status`; with `ELT_ENV=production`
    (in `.env.example`) `elt check` fails until every source reads its real system.
-4. Schedule it: `elt deploy systemd --output deploy/elt.service` (a long-running `elt serve`)
+4. Schedule it: `elt deploy systemd --user elt --output deploy/elt.service` (a long-running `elt serve`
+   as the service account `elt`: `sudo useradd --system --home-dir "$PWD" elt`, and `chown` the project to it)
    or `elt deploy cron` (crontab lines).
 
 ## Runbook

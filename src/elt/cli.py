@@ -7,6 +7,7 @@ project's ``.env`` or the embedded default provides.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -263,7 +264,8 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="Print JSON for 
     for column in ("pipeline", "frequency", "next run (UTC)", "after", "timeout"):
         table.add_column(column)
     for r in rows:
-        nxt = r["next_run"][:16].replace("T", " ") if r["next_run"] else "-"
+        # next_run is in the pipeline's time zone (with its offset); the column says UTC.
+        nxt = f"{dt.datetime.fromisoformat(r['next_run']).astimezone(dt.UTC):%Y-%m-%d %H:%M}" if r["next_run"] else "-"
         table.add_row(r["pipeline"], r["frequency"], nxt, ", ".join(r["after"]) or "-", f"{r['timeout_s']} s")
     out.print(table)
 

@@ -54,6 +54,9 @@ def records(entity: Entity) -> list[dict[str, Any]]:
     rows = []
     for i in range(1, SAMPLE_ROWS + 1):
         row = {f.name: value(f, i) for f in fields}
+        cursor = next((f for f in fields if f.name == entity.cursor), None)
+        if cursor is not None and cursor.type in ("integer", "number"):
+            row[cursor.name] = i * 10  # a sequence: increasing, as a cursor is read in order
         if entity.primary_key in row and not isinstance(row[entity.primary_key], int):
             row[entity.primary_key] = f"{entity.name[:3]}_{i:04d}"
         rows.append(row)

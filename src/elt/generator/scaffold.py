@@ -84,8 +84,21 @@ if os.environ.get("ALERT_WEBHOOK_URL"):
     return header + "\n" + "\n\n".join(body) + alerts
 
 
-def _lookback(source: Source) -> str:
-    return "dt.timedelta(minutes=10)" if source.type == "rest_api" else "dt.timedelta(minutes=15)"
+def _lookback(stream: StreamPlan) -> str:
+    """How far back each run re-reads, in the cursor's own unit (a number for numbers, days for dates)."""
+    kind = cursor_type(stream)
+    if kind in ("integer", "number"):
+        return "100"  # values, not time: rows numbered below the watermark that committed late
+    if kind == "date":
+        return "dt.timedelta(days=1)"
+    return "dt.timedelta(minutes=10)" if stream.source.type == "rest_api" else "dt.timedelta(minutes=15)"
+
+
+def cursor_type(stream: StreamPlan) -> str | None:
+    """The declared type of the stream's cursor field (timestamp when undeclared), None without a cursor."""
+    if not stream.cursor:
+        return None
+    return next((f.type for f in samples.fields_of(stream.entity) if f.name == stream.cursor), "timestamp")
 
 
 def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
@@ -108,9 +121,10 @@ def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
             lines.append(f"{limit_name} = RateLimit(per_second={rate:.6g})  # one budget for every {source.name} stream")
         auth, auth_needs, auth_todo = _auth(source, env)
         needed |= auth_needs
-        auth_line = f"    auth = {auth} if LIVE_{env} else None"
+        auth_line = f"    auth = {auth} if LIVE_{env} else None" if auth_needs else "    auth = None"
         if auth_todo:  # on its own line: a comment must not swallow the condition
             auth_line = f"    # TODO: {auth_todo}\n{auth_line}"
+        cursors = {s.entity.name: s.cursor for s in sp.streams if s.cursor}
         lines.append(f'''
 LIVE_{env} = bool(os.environ.get("{env}_BASE_URL"))
 
@@ -118,7 +132,7 @@ LIVE_{env} = bool(os.environ.get("{env}_BASE_URL"))
 class {base}(RestExtractor):
     """What every {source.name} endpoint shares."""
 
-    base_url = os.environ.get("{env}_BASE_URL") or sample_api.url("{source.name}", SAMPLES / "{source.name}")
+    base_url = os.environ.get("{env}_BASE_URL") or sample_api.url("{source.name}", SAMPLES / "{source.name}", {cursors!r})
     sample_data = None if LIVE_{env} else "sample_data/{source.name} (set {env}_BASE_URL in .env to read the real API)"
     records_path = "data"  # TODO: where the list of records is in the API's response body ("" for a bare list)
     paginator = PageNumberPaginator(size_param="per_page", page_size={source.rate_limit.page_size})  # TODO: the API's paging
@@ -189,7 +203,7 @@ def _auth(source: Source, env: str) -> tuple[str, set[str], str]:
     if kind == "oauth2":
         return (f'OAuth2ClientCredentials(os.environ.get("{env}_TOKEN_URL", ""), client_id=from_env("{env}_CLIENT_ID"),'
                 f' client_secret=from_env("{secret}"))', {"OAuth2ClientCredentials"}, "")
-    return "None", set(), ""
+    return "None", set(), "the API's authentication, if it has one (see elt.extractors.auth)"
 
 
 def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
@@ -207,7 +221,7 @@ def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
     if stream.incremental:
         param = ', param="since"' if source.type == "rest_api" else ""
         todo = "  # TODO: the API's filter parameter" if source.type == "rest_api" else ""
-        lines.append(f'    cursor = Cursor("{entity.cursor}"{param}, lookback={_lookback(source)}){todo}')
+        lines.append(f'    cursor = Cursor("{entity.cursor}"{param}, lookback={_lookback(stream)}){todo}')
     lines.append(f'    write_strategy = "{stream.write_strategy}"')
     if source.type == "database" and stream.incremental:
         lines.append("    detect_deletes = True  # `elt reconcile` (nightly, see the pipeline) finds deleted rows")
@@ -433,6 +447,7 @@ Pages with ?page=N&per_page=M and filters with ?since=VALUE on the entity's curs
 (the generated extractors' defaults). Used only while <SOURCE>_BASE_URL is unset.
 """
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -440,12 +455,14 @@ from elt.testing import FakeApi
 
 _api = None
 _folders = {}
+_cursors = {}
 
 
-def url(source, folder):
+def url(source, folder, cursors=None):
     """The base URL serving ``folder``'s sample files (the server starts on first use)."""
     global _api
     _folders[source] = Path(folder)
+    _cursors[source] = dict(cursors or {})
     if _api is None:
         _api = FakeApi()
         _api.route("/{source}/{entity}", _serve)
@@ -453,12 +470,27 @@ def url(source, folder):
     return f"{_api.url}/{source}"
 
 
+def _comparable(value):
+    """Numbers as numbers, ISO times as times (Z or +00:00), anything else as text."""
+    if isinstance(value, (int, float)):
+        return (0, value)
+    try:
+        return (0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return (1, moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc))
+    except ValueError:
+        return (2, str(value))
+
+
 def _serve(request):
-    path = _folders[request.path_params["source"]] / f"{request.path_params['entity']}.json"
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    since = request.params.get("since")
-    if since:
-        rows = [r for r in rows if any(str(v) >= since for k, v in r.items() if k in ("updated_at", "created", "modified"))]
+    source, entity = request.path_params["source"], request.path_params["entity"]
+    rows = json.loads((_folders[source] / f"{entity}.json").read_text(encoding="utf-8"))
+    since, cursor = request.params.get("since"), _cursors[source].get(entity)
+    if since and cursor:
+        rows = [r for r in rows if _comparable(r[cursor]) >= _comparable(since)]
     page, size = int(request.params.get("page", 1)), int(request.params.get("per_page", 100))
     return {"data": rows[(page - 1) * size: page * size]}
 '''

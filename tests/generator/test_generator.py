@@ -286,3 +286,19 @@ def test_a_generated_rest_source_says_it_reads_samples_then_switches_to_the_real
     own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
                          env=elt_env(database_url), capture_output=True, text=True, timeout=600)
     assert own.returncode == 0, own.stdout[-3000:]
+
+
+def test_declared_field_types_are_the_streams_record_contract(tmp_path, database_url, db):
+    project = generate(SPECS["csv_only"], tmp_path / "bakery").directory
+    header = (project / "sample_data" / "till" / "sales-sample.csv").read_text().splitlines()[0]
+    assert header == "sale_id,sold_at,product,quantity,price,paid_card"
+    (project / "sample_data" / "till" / "sales-late.csv").write_text(
+        header + "\n9001,2026-02-01T10:00:00Z,bread,lots,2.5,true\n9002,2026-02-01T11:00:00Z,cake,2,,\n")
+    run = run_elt(["run", "till"], cwd=project, database_url=database_url)
+    assert run.returncode == 3, run.stderr[-2000:]  # partial: one record rejected
+    dead = db.execute("SELECT error_message FROM pipeline.dead_letter").fetchall()
+    assert len(dead) == 1 and "contract TillSalesRecord rejected the record" in dead[0]["error_message"]
+    assert "quantity" in dead[0]["error_message"]
+    # An empty cell is a missing value, not a bad one: 9002 loaded.
+    assert db.execute("SELECT count(*) AS n FROM raw.till_sales WHERE _raw_payload->>'sale_id' = '9002'"
+                      ).fetchone()["n"] == 1

@@ -56,6 +56,10 @@ def pipelines_py(plan: Plan) -> str:
         body.append(code)
     names = sorted(imports, key=lambda n: (n[0].islower(), n))  # classes, then functions
     import_lines = "".join(f"    {n},\n" for n in names)
+    contracts = any(e.fields for s in req.sources for e in s.entities)
+    typing = "from typing import Any\n" if contracts else ""
+    pydantic = "from pydantic import BaseModel, ConfigDict, field_validator\n" if contracts else ""
+    record_base = RECORD_BASE if contracts else ""
     local = ("\nimport sample_api  # serves sample_data/ on 127.0.0.1 for APIs not configured yet\n"
              if any(sp.source.type == "rest_api" for sp in plan.sources) else "")
     header = f'''\
@@ -69,13 +73,13 @@ the sample data in sample_data/ until its environment variables are set (see
 import datetime as dt
 import os
 from pathlib import Path
-
+{typing}
 from elt import (
 {import_lines})
-{local}
+{pydantic}{local}
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE / "sample_data"
-'''
+{record_base}'''
     alerts = '''
 # Alerts go to the log; set ALERT_WEBHOOK_URL (Slack-compatible) to be told instead.
 if os.environ.get("ALERT_WEBHOOK_URL"):
@@ -166,6 +170,8 @@ class {base}(FileExtractor):
     for stream in sp.streams:
         cls = class_name(source.name, stream.entity.name)
         classes.append(cls)
+        if stream.entity.fields:
+            lines.append("\n\n" + _contract_code(stream, cls))
         lines.append("\n\n" + _stream_code(stream, cls, base))
     options = []
     if sp.schedule:
@@ -206,6 +212,35 @@ def _auth(source: Source, env: str) -> tuple[str, set[str], str]:
     return "None", set(), "the API's authentication, if it has one (see elt.extractors.auth)"
 
 
+_PYTHON_TYPE = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "timestamp": "dt.datetime",
+                "date": "dt.date", "json": "Any"}
+
+RECORD_BASE = '''
+
+class Record(BaseModel):
+    """Base of the record contracts: declared fields must have their declared type (a record that
+    does not goes to pipeline.dead_letter with the reason); other fields pass through as received."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_missing(cls, value: Any) -> Any:
+        return None if value == "" else value  # an empty CSV cell is a missing value, not a bad one
+
+'''
+
+
+def _contract_code(stream: StreamPlan, cls: str) -> str:
+    """A pydantic contract from the entity's declared fields: the key required, the others typed when present."""
+    lines = [f"class {cls}Record(Record):", f'    """The fields requirements.yaml declares for {stream.entity.name}."""', ""]
+    for f in samples.fields_of(stream.entity):
+        python = _PYTHON_TYPE[f.type]
+        required = f.name == stream.entity.primary_key
+        lines.append(f"    {f.name}: {python}" + ("" if required else " | None = None"))
+    return "\n".join(lines)
+
+
 def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
     entity, source = stream.entity, stream.source
     why = "; ".join(f"{d.topic}: {d.choice}" for d in stream.decisions if d.topic != "batch size")
@@ -223,6 +258,8 @@ def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
         todo = "  # TODO: the API's filter parameter" if source.type == "rest_api" else ""
         lines.append(f'    cursor = Cursor("{entity.cursor}"{param}, lookback={_lookback(stream)}){todo}')
     lines.append(f'    write_strategy = "{stream.write_strategy}"')
+    if entity.fields:
+        lines.append(f"    contract = {cls}Record")
     if source.type == "database" and stream.incremental:
         lines.append("    detect_deletes = True  # `elt reconcile` (nightly, see the pipeline) finds deleted rows")
     return "\n".join(lines)
@@ -235,20 +272,30 @@ def _models(plan: Plan, target: Path) -> None:
     transformations = plan.requirements.transformations
     for sp in plan.sources:
         for stream in sp.streams:
-            fields = samples.fields_of(stream.entity)
-            kinds = {f.name: _SCHEMA_KIND[f.type] for f in fields}
+            declared = bool(stream.entity.fields)
+            key = stream.entity.primary_key
+            fields = samples.fields_of(stream.entity) if declared else []
+            # Undeclared fields are not invented: the key (as text) and the payload as received;
+            # `elt stage STREAM` writes typed columns once real records have loaded.
+            kinds = {f.name: _SCHEMA_KIND[f.type] for f in fields} if declared else {key: "string"}
             sample_rows = samples.records(stream.entity)
             values = {f.name: [r[f.name] for r in sample_rows] for f in fields}
-            stand_in = extractor(lambda: [], name=stream.entity.name, primary_key=stream.entity.primary_key,
-                                 cursor=stream.cursor, write_strategy=stream.write_strategy)
+            stand_in = extractor(lambda: [], name=stream.entity.name, primary_key=key,
+                                 cursor=stream.cursor if declared else None, write_strategy=stream.write_strategy)
             if sp.source.type in ("file_drop", "manual", "webhook"):
                 stand_in.source_fields = FileExtractor.source_fields  # type: ignore[misc]
-            stg = starter_sql(stream.table, stand_in, kinds, values).replace(
+            stg = starter_sql(stream.table, stand_in, kinds, values, keep_payload=not declared).replace(
                 "Written by `elt stage`", "Written by `elt init`")
+            seen = "Types come from the\n-- values seen so far: check them, rename columns, drop what you do not need."
+            stg = stg.replace(seen, (
+                "Types come from the\n-- fields declared in requirements.yaml: check them, rename columns, drop what you"
+                " do not need." if declared else
+                "The requirements declare\n-- no fields for this entity, so none are invented: the payload stays as"
+                f" received.\n-- Once real records have loaded, `elt stage {sp.pipeline}.{stream.entity.name} --force`"
+                " writes typed columns."), 1)
             _write(target / "sql" / "stg" / f"{stream.table}.sql", stg)
             timestamp = next((f.name for f in fields if f.type == "timestamp"), None)
             number = next((f.name for f in fields if f.type == "number"), None)
-            key = stream.entity.primary_key
             todo = "".join(f"\n-- TODO (from the requirements): {t}" for t in transformations)
             if timestamp:
                 measure = f",\n    sum({number}) AS total_{number}" if number else ""

@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from elt import secrets
@@ -122,7 +123,7 @@ def _print_run(result: Any) -> None:
     if result.models is not None:
         _print_models(result.models)
     if result.summary.error_message:
-        err.print(f"[{colour}]{secrets.redact(result.summary.error_message)}[/]")
+        err.print(f"[{colour}]{escape(secrets.redact(result.summary.error_message))}[/]")
 
 
 def _print_models(build: Any) -> None:
@@ -134,7 +135,7 @@ def _print_models(build: Any) -> None:
         note = r.action if r.status == "success" else str(r.error)
         if r.warnings:
             note += " (warnings: " + "; ".join(r.warnings) + ")"
-        table.add_row(r.relation, f"[{colours[r.status]}]{r.status}[/]", f"{r.rows:,}", f"{r.seconds:.2f}", note)
+        table.add_row(r.relation, f"[{colours[r.status]}]{r.status}[/]", f"{r.rows:,}", f"{r.seconds:.2f}", escape(note))
     out.print(table)
 
 
@@ -207,7 +208,7 @@ def init(
     for source in generated.plan.sources:
         for decision in source.advice:
             if decision.topic in ("full sync", "large source", "real time"):
-                out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {decision.reason}")
+                out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {escape(decision.reason)}")
     out.print(f"next: cd {directory} && elt run && python -m pytest tests; read docs/architecture.md")
 
 
@@ -222,7 +223,7 @@ def docs(check: bool = typer.Option(False, "--check", help="Only report drift (e
     try:
         loader = _loader()
     except Exception as exc:  # no database yet: the raw DDL is drawn as elt will create it
-        err.print(f"database not reachable ({secrets.redact(str(exc))}); drawing raw tables as they will be created")
+        err.print(f"database not reachable ({escape(secrets.redact(str(exc)))}); drawing raw tables as they will be created")
     try:
         diff = draw(project_dir, registry, loader, write=not check)
     finally:
@@ -299,7 +300,7 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
         for column in ("check", "subject", "problem"):
             table.add_column(column, overflow="fold")
         for p in problems:
-            table.add_row(f"[red]{p.check}[/]", p.subject, p.detail)
+            table.add_row(f"[red]{p.check}[/]", escape(p.subject), escape(p.detail))
         out.print(table)
     raise typer.Exit(1 if problems else 0)
 
@@ -454,7 +455,7 @@ def status(
             str(r["id"]), r["pipeline_name"], f"[{colours.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['started_at']:%Y-%m-%d %H:%M:%S}", f"{seconds:.1f}" if seconds is not None else "",
             f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}",
-            f"{r['rows_transformed']:,}", _sample_streams(r.get("streams")), (r["error_message"] or "")[:160],
+            f"{r['rows_transformed']:,}", _sample_streams(r.get("streams")), escape((r["error_message"] or "")[:160]),
         )
     out.print(table)
 
@@ -547,7 +548,7 @@ def dead_list(
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(str(r["id"]), r["pipeline_name"], r["stream_name"] or "", str(r["run_id"] or ""),
-                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["error_message"][:200],
+                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}", escape(r["error_message"][:200]),
                       f"{r['resolved_at']:%Y-%m-%d} by {r['resolved_by']}" if r["resolved_at"] else "")
     out.print(table)
 
@@ -579,7 +580,7 @@ def dead_replay(
     still = sum(f.rejected for f in result.streams.values())
     out.print(f"replay run {result.run_id}: {loaded} record(s) loaded and resolved, {still} still rejected")
     if result.summary.error_message and result.status == "failed":
-        err.print(f"[red]{secrets.redact(result.summary.error_message)}[/]")
+        err.print(f"[red]{escape(secrets.redact(result.summary.error_message))}[/]")
     raise typer.Exit(result.exit_code)
 
 
@@ -674,7 +675,7 @@ def main() -> None:
     try:
         app()
     except EltError as exc:
-        err.print(f"[red]error:[/] {secrets.redact(str(exc))}")
+        err.print(f"[red]error:[/] {escape(secrets.redact(str(exc)))}")
         sys.exit(2)
 
 

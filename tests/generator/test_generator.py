@@ -119,15 +119,21 @@ def test_elt_init_cli_and_elt_docs_redraw_without_changes_then_show_drift(tmp_pa
 
 def test_interactive_answers_become_a_project_and_its_requirements_file(tmp_path, database_url):
     answers = "\n".join([
-        "kiosk", "A kiosk's sales", "Europe/Paris", "1",          # project, description, time zone, sources
-        "pos", "ftp", "file_drop",                                  # a wrong type is asked again
-        "daily", "5000", "200", "none", "sales:sold_at",
+        "Kiosk!", "kiosk", "A kiosk's sales", "Europe/Pariss", "Europe/Paris",  # each wrong answer is asked again
+        "one", "1",                                                             # project, description, zone, sources
+        "pos", "ftp", "file_drop",
+        "daily", "lots", "5000", "200", "none", "Sales!", "sales:sold_at",
         "postgres", "",
     ]) + "\n"
     result = subprocess.run([sys.executable, "-m", "elt", "init", str(tmp_path / "kiosk"), "--interactive"],
                             input=answers, env=elt_env(database_url), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "please answer one of: rest_api, database, file_drop, webhook, manual" in result.stdout
+    assert "please answer lower case letters, digits and _, starting with a letter" in result.stdout
+    assert "'Europe/Pariss' is not a time zone" in result.stdout
+    assert result.stdout.count("please answer a whole number") == 2  # "one" and "lots"
+    assert "'Sales!': write name or name:cursor" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
     saved = (tmp_path / "kiosk" / "requirements.yaml").read_text()
     assert "type: file_drop" in saved and "timezone: Europe/Paris" in saved
     run = run_elt(["run"], cwd=tmp_path / "kiosk", database_url=database_url)
@@ -286,6 +292,14 @@ def test_a_generated_rest_source_says_it_reads_samples_then_switches_to_the_real
     own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
                          env=elt_env(database_url), capture_output=True, text=True, timeout=600)
     assert own.returncode == 0, own.stdout[-3000:]
+
+
+def test_errors_print_the_real_regex_not_rich_markup(tmp_path, database_url):
+    spec = tmp_path / "req.yaml"
+    spec.write_text(SPECS["csv_only"].replace("project: bakery", "project: My Bakery"))
+    result = run_elt(["init", str(tmp_path / "x"), "--spec", str(spec)], cwd=tmp_path, database_url=database_url)
+    assert result.returncode == 2
+    assert "'^[a-z][a-z0-9_]*$'" in result.stderr, result.stderr
 
 
 def test_declared_field_types_are_the_streams_record_contract(tmp_path, database_url, db):

@@ -207,7 +207,7 @@ def init(
             f"{s.entity.name} ({s.write_strategy})" for s in source.streams))
     for source in generated.plan.sources:
         for decision in source.advice:
-            if decision.topic in ("full sync", "large source", "real time"):
+            if decision.topic in ("full sync", "large source", "real time", "access", "secret in access"):
                 out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {escape(decision.reason)}")
     out.print(f"next: cd {directory} && elt run && python -m pytest tests; read docs/architecture.md")
 

@@ -67,3 +67,26 @@ transformations: [margin per product per week]
 """
 
 SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY}
+
+#: Spec fields that must be honoured or answered: a JSON drop on SFTP, a MySQL database whose access
+#: URL holds a password, alert emails.
+HONOURED = """
+project: shop_ops
+alert_email: ops@shop.example
+sources:
+  - name: orders_db
+    type: database
+    format: mysql
+    access: mysql://app:hunter2-s3cret@db.internal:3306/shop
+    auth: {kind: basic, secret_env: SHOP_DB_PASSWORD}
+    freshness: daily
+    volume: {rows_per_sync: 2000, total_rows: 90000}
+    entities: [{name: orders, primary_key: id, cursor: updated_at}]
+  - name: partner
+    type: file_drop
+    format: json
+    access: sftp://partner.example.com/outbox
+    freshness: daily
+    entities: [{name: stock, primary_key: sku,
+                fields: [{name: sku, type: string}, {name: on_hand, type: integer}]}]
+"""

@@ -15,7 +15,7 @@ from elt.errors import ConfigError
 from elt.generator import generate, parse, plan
 from elt.generator.architecture import SECTIONS
 from tests.fixtures.projects import elt_env, run_elt
-from tests.generator.specs import SPECS
+from tests.generator.specs import HONOURED, SPECS
 
 pytestmark = pytest.mark.slow
 
@@ -316,3 +316,51 @@ def test_declared_field_types_are_the_streams_record_contract(tmp_path, database
     # An empty cell is a missing value, not a bad one: 9002 loaded.
     assert db.execute("SELECT count(*) AS n FROM raw.till_sales WHERE _raw_payload->>'sale_id' = '9002'"
                       ).fetchone()["n"] == 1
+
+
+def test_spec_fields_are_honoured_or_answered(tmp_path, database_url, db, monkeypatch):
+    from tests.fixtures.smtp import SmtpServer
+
+    spec = tmp_path / "req.yaml"
+    spec.write_text(HONOURED)
+    created = run_elt(["init", str(tmp_path / "shop_ops"), "--spec", str(spec)], cwd=tmp_path, database_url=database_url)
+    assert created.returncode == 0, created.stderr
+    project = tmp_path / "shop_ops"
+    # SFTP: a clear decision, not a silent CSV folder.
+    assert "partner, access: elt reads folders, not SFTP servers: mount sftp://partner.example.com/outbox" in \
+        " ".join(created.stdout.split())
+    # The password in the MySQL access URL is masked everywhere and copied nowhere.
+    assert "hunter2-s3cret" not in created.stdout + created.stderr
+    for path in project.rglob("*"):
+        if path.is_file() and ".elt" not in path.parts:
+            assert b"hunter2-s3cret" not in path.read_bytes(), path
+    assert "mysql://app:***@db.internal:3306/shop" in (project / "docs" / "architecture.md").read_text()
+    env_example = (project / ".env.example").read_text()
+    assert "ORDERS_DB_DATABASE_URL=mysql+pymysql://" in env_example and "pip install pymysql" in env_example
+    assert "# SHOP_DB_PASSWORD=\n" not in env_example  # not asked for: the password is part of the URL
+
+    # A JSON drop is read as JSON.
+    assert list((project / "sample_data" / "partner").glob("stock-sample.json"))
+    assert 'format = "json"' in (project / "pipelines.py").read_text()
+    run = run_elt(["run"], cwd=project, database_url=database_url)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert db.execute("SELECT count(*) AS n FROM raw.partner_stock").fetchone()["n"] == 25
+    assert db.execute("SELECT count(*) AS n FROM raw.orders_db_orders").fetchone()["n"] == 25
+
+    # alert_email: once SMTP is configured, alerts reach that address.
+    from elt import alerts
+    from elt.pipeline import load_project
+
+    with SmtpServer() as smtp:
+        for key, value in {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port)}.items():
+            monkeypatch.setenv(key, value)
+        try:
+            load_project(project)
+            configured = alerts.configured()
+            assert [type(s).__name__ for s in configured.sinks] == ["Email"]
+            assert alerts._deliver(configured, "elt failed run: orders_db", "the run failed")
+        finally:
+            from elt.pipeline import clear_registry
+
+            clear_registry()
+        assert [m["To"] for m in smtp.messages] == ["ops@shop.example"]

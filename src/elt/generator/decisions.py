@@ -12,7 +12,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-from elt.generator.requirements import Entity, Requirements, Source
+from elt.generator.requirements import Entity, Requirements, Source, env_name
 
 FULL_REFRESH_BELOW = 10_000
 LARGE_TABLE = 10_000_000
@@ -197,6 +197,18 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
                     " time (`elt run --full-refresh`), or in windows with `elt run --since`."))
             else:
                 result.advice.append(Decision("full sync", "fits the freshness need", result.full_sync.sentence()))
+    scheme = source.access.partition("://")[0].lower() if "://" in source.access else ""
+    if source.type in ("file_drop", "manual") and scheme in ("sftp", "ftp", "ftps", "scp", "smb", "s3", "gs"):
+        result.advice.append(Decision(
+            "access", "mount it, then it is a folder",
+            f"elt reads folders, not {scheme.upper()} servers: mount {source.access} on the host (sshfs for SFTP,"
+            " curlftpfs for FTP, mount.cifs for SMB, rclone mount for S3/GCS) or mirror it there on a schedule"
+            f" (rclone sync, lftp mirror), then set {env_name(source.name)}_FOLDER to that folder"))
+    if source.access_had_password:
+        result.advice.append(Decision(
+            "secret in access", "masked; the real URL goes in .env",
+            f"the access URL of {source.name} holds a password: it is masked (***) in every generated file;"
+            f" put the real URL in .env ({env_name(source.name)}_DATABASE_URL for a database), never in a file you commit"))
     if source.volume.total_rows > LARGE_TABLE:
         result.advice.append(Decision(
             "large source", "incremental only, bulk backfill in windows",

@@ -102,6 +102,17 @@ class Source(_Model):
     change_tracking: bool = True
     entities: list[Entity] = Field(min_length=1)
 
+    @field_validator("access")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        # A password in the access URL goes no further than this: the plan, the document and the
+        # project's files see it masked; the real URL belongs in .env.
+        return mask_passwords(value)
+
+    @property
+    def access_had_password(self) -> bool:
+        return "***@" in self.access
+
     @field_validator("entities", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
@@ -179,6 +190,21 @@ def load(path: Path) -> Requirements:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse(data, str(path))
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<password>[^\s@/]+)(?P<at>@)", re.I)
+
+
+def mask_passwords(text: str) -> str:
+    """``scheme://user:password@host`` becomes ``scheme://user:***@host``, wherever it is in ``text``."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***" + m.group("at"), text)
+
+
+def file_format(source: Source) -> str:
+    """How a file source's files are read: csv (default), tsv, json or ndjson, from its ``format``."""
+    text = source.format.strip().lower()
+    return {"jsonl": "ndjson", "json lines": "ndjson", "tab": "tsv"}.get(text, text if text in (
+        "csv", "tsv", "json", "ndjson") else "csv")
 
 
 def env_name(text: str) -> str:

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from elt.generator.requirements import Entity, Field_, Source
+from elt.generator.requirements import Entity, Field_, Source, file_format
 
 SAMPLE_ROWS = 25
 _START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -100,10 +100,15 @@ def write(source: Source, folder: Path) -> dict[str, int]:
         elif source.type == "webhook":
             (target / f"{entity.name}-sample.ndjson").write_text(
                 "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        elif file_format(source) == "json":
+            (target / f"{entity.name}-sample.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        elif file_format(source) == "ndjson":
+            (target / f"{entity.name}-sample.ndjson").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         else:
             buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
+            writer = csv.writer(buffer, lineterminator="\n", delimiter="\t" if file_format(source) == "tsv" else ",")
             writer.writerow(list(rows[0]))
             writer.writerows([[_text(v) for v in r.values()] for r in rows])
-            (target / f"{entity.name}-sample.csv").write_text(buffer.getvalue(), encoding="utf-8")
+            (target / f"{entity.name}-sample.{file_format(source)}").write_text(buffer.getvalue(), encoding="utf-8")
     return counts

@@ -11,7 +11,7 @@ from elt.extractors.files import FileExtractor
 from elt.extractors.function import extractor
 from elt.generator import samples
 from elt.generator.decisions import Plan, SourcePlan, StreamPlan
-from elt.generator.requirements import Source, env_name
+from elt.generator.requirements import Source, env_name, file_format, mask_passwords
 from elt.transforms.stage import starter_sql
 
 _SCHEMA_KIND = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
@@ -28,7 +28,7 @@ def write_project(plan: Plan, target: Path, requirements_text: str) -> dict[str,
         raise ConfigError(f"{target} exists and is not empty: choose a new folder for the project")
     target.mkdir(parents=True, exist_ok=True)
     counts = {sp.pipeline: samples.write(sp.source, target / "sample_data") for sp in plan.sources}
-    (target / "requirements.yaml").write_text(requirements_text, encoding="utf-8")
+    (target / "requirements.yaml").write_text(mask_passwords(requirements_text), encoding="utf-8")
     (target / "pipelines.py").write_text(pipelines_py(plan), encoding="utf-8")
     if any(sp.source.type == "rest_api" for sp in plan.sources):
         (target / "sample_api.py").write_text(SAMPLE_API, encoding="utf-8")
@@ -54,6 +54,8 @@ def pipelines_py(plan: Plan) -> str:
         code, needed = _source_code(sp)
         imports |= needed
         body.append(code)
+    if req.alert_email:
+        imports.add("Email")
     names = sorted(imports, key=lambda n: (n[0].islower(), n))  # classes, then functions
     import_lines = "".join(f"    {n},\n" for n in names)
     contracts = any(e.fields for s in req.sources for e in s.entities)
@@ -85,6 +87,21 @@ SAMPLES = HERE / "sample_data"
 if os.environ.get("ALERT_WEBHOOK_URL"):
     Alerts(Webhook(from_env("ALERT_WEBHOOK_URL")), remind_every="4h")
 '''
+    if req.alert_email:
+        alerts = f'''
+# Alerts go to {req.alert_email} (alert_email in the requirements) once SMTP_HOST is set, and to
+# ALERT_WEBHOOK_URL (Slack-compatible) when that is set; with neither, to the log.
+ALERT_SINKS = []
+if os.environ.get("SMTP_HOST"):
+    ALERT_SINKS.append(Email(
+        os.environ["SMTP_HOST"], port=int(os.environ.get("SMTP_PORT") or 587),
+        sender=os.environ.get("ALERT_FROM") or "{req.alert_email}", to=["{req.alert_email}"],
+        username=os.environ.get("SMTP_USER") or None, password=from_env("SMTP_PASSWORD", default="")))
+if os.environ.get("ALERT_WEBHOOK_URL"):
+    ALERT_SINKS.append(Webhook(from_env("ALERT_WEBHOOK_URL")))
+if ALERT_SINKS:
+    Alerts(*ALERT_SINKS, remind_every="4h")
+'''
     return header + "\n" + "\n\n".join(body) + alerts
 
 
@@ -111,7 +128,7 @@ def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
     lines = [f"# --- {source.name}: {source.type.replace('_', ' ')}, {source.freshness.replace('_', ' ')}"
              f" ({sp.frequency}) " + "-" * 20]
     for decision in sp.advice:
-        if decision.topic in ("full sync", "large source", "real time"):
+        if decision.topic in ("full sync", "large source", "real time", "access", "secret in access"):
             lines += textwrap.wrap(f"{decision.topic}: {decision.reason}", 100, initial_indent="# ", subsequent_indent="# ")
     needed: set[str] = set()
     classes: list[str] = []
@@ -251,8 +268,10 @@ def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
     elif source.type == "database":
         lines.append(f'    table = "{entity.name}"  # TODO: schema.table in the real database')
     else:
-        suffix = "*.ndjson" if source.type == "webhook" else "*.csv*"
+        suffix = "*.ndjson" if source.type == "webhook" else f"*.{file_format(source)}*"
         lines.append(f'    pattern = "{entity.name}{suffix}"')
+        if source.type != "webhook":
+            lines.append(f'    format = "{file_format(source)}"  # from the requirements (csv, tsv, json, ndjson)')
     if stream.incremental:
         param = ', param="since"' if source.type == "rest_api" else ""
         todo = "  # TODO: the API's filter parameter" if source.type == "rest_api" else ""
@@ -354,15 +373,38 @@ def env_example(plan: Plan) -> str:
             if sp.source.auth.kind == "oauth2":
                 lines += [f"# {env}_TOKEN_URL=", f"# {env}_CLIENT_ID="]
         elif sp.source.type == "database":
-            lines.append(f"# {env}_DATABASE_URL=postgresql://reader:password@db.example.com:5432/app")
+            lines += [f"# {line}" for line in database_url_example(sp.source)]
         elif sp.source.type == "webhook":
             lines.append(f"# {env}_INBOX=/srv/{plan.requirements.project}/inbox/{sp.source.name}")
         else:
             lines.append(f"# {env}_FOLDER=/srv/{plan.requirements.project}/drop/{sp.source.name}")
-        if sp.source.auth.secret_env:
+        if sp.source.auth.secret_env and sp.source.type in ("database", "file_drop", "manual"):
+            # Not read by pipelines.py: a database's password is part of its URL; a folder has none.
+            where = f"the password in {env}_DATABASE_URL" if sp.source.type == "database" else "the folder's permissions"
+            lines.append(f"# ({sp.source.auth.secret_env} from the requirements is not needed: {where})")
+        elif sp.source.auth.secret_env:
             lines.append(f"# {sp.source.auth.secret_env}=")
     lines += ["", "# Alerts (Slack-compatible webhook)", "# ALERT_WEBHOOK_URL="]
+    if plan.requirements.alert_email:
+        lines += ["", f"# Alert emails to {plan.requirements.alert_email} (alert_email), over SMTP with STARTTLS",
+                  "# SMTP_HOST=smtp.example.com", "# SMTP_PORT=587", "# SMTP_USER=", "# SMTP_PASSWORD=",
+                  f"# ALERT_FROM=elt@{plan.requirements.alert_email.partition('@')[2] or 'example.com'}"]
     return "\n".join(lines) + "\n"
+
+
+def database_url_example(source: Source) -> list[str]:
+    """The ``X_DATABASE_URL`` line for the database's kind, with the driver it needs."""
+    env = env_name(source.name)
+    kind = source.format.strip().lower()
+    if kind in ("mysql", "mariadb"):
+        return [f"{env}_DATABASE_URL=mysql+pymysql://reader:password@db.example.com:3306/app",
+                "(MySQL/MariaDB: `pip install pymysql`; the URL is SQLAlchemy's)"]
+    if kind in ("sqlserver", "mssql"):
+        return [f"{env}_DATABASE_URL=mssql+pyodbc://reader:password@db.example.com/app?driver=ODBC+Driver+18+for+SQL+Server",
+                "(SQL Server: `pip install pyodbc` and Microsoft's ODBC driver; the URL is SQLAlchemy's)"]
+    if kind in ("", "postgres", "postgresql"):
+        return [f"{env}_DATABASE_URL=postgresql://reader:password@db.example.com:5432/app"]
+    return [f"{env}_DATABASE_URL=  ({kind}: a SQLAlchemy URL, with the driver SQLAlchemy names for it installed)"]
 
 
 def tests_py(plan: Plan, counts: dict[str, dict[str, int]]) -> str:

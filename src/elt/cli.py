@@ -146,6 +146,9 @@ def _cdc(source: str, ddl: str, apply: bool) -> None:
         out.print(ddl, markup=False, highlight=False)
         err.print("printed only: review it, then run again with --apply (or run it yourself with psql)")
         return
+    from elt.config import load_dotenv_once
+
+    load_dotenv_once(_project_dir())  # the variable may live in the project's .env
     url = os.environ.get(source, source)  # an environment variable name works too, and keeps the URL out of history
     try:
         with psycopg.connect(url, autocommit=False) as conn:

@@ -66,7 +66,24 @@ sources:
 transformations: [margin per product per week]
 """
 
-SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY}
+CDC = """
+project: live_ledger
+description: Invoices from the ERP's PostgreSQL, needed within minutes, deletes included.
+sources:
+  - name: erp
+    type: database
+    format: postgres
+    freshness: near_real_time
+    volume: {rows_per_sync: 500, total_rows: 2000000}
+    entities:
+      - {name: invoices, primary_key: id, cursor: updated_at,
+         fields: [{name: id, type: integer}, {name: customer, type: string}, {name: total, type: number},
+                  {name: updated_at, type: timestamp}]}
+      - {name: customers, primary_key: id}
+"""
+
+SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY,
+         "cdc": CDC}
 
 #: Spec fields that must be honoured or answered: a JSON drop on SFTP, a MySQL database whose access
 #: URL holds a password, alert emails.

@@ -24,6 +24,7 @@ EXPECTED = {
     "big_database": ("simple ELT", {"journal_lines": "upsert", "accounts": "replace"}),
     "webhook": ("event-driven", {"orders": "append", "refunds": "append"}),
     "csv_only": ("file processing", {"sales": "append", "price_lists": "append"}),
+    "cdc": ("CDC", {"invoices": "append", "customers": "append"}),
 }
 
 
@@ -364,3 +365,33 @@ def test_spec_fields_are_honoured_or_answered(tmp_path, database_url, db, monkey
 
             clear_registry()
         assert [m["To"] for m in smtp.messages] == ["ops@shop.example"]
+
+
+def test_the_cdc_pattern_captures_inserts_updates_and_deletes_once_installed(tmp_path, database_url, db, source_url):
+    import psycopg
+
+    project = generate(SPECS["cdc"], tmp_path / "live_ledger").directory
+    text = (project / "pipelines.py").read_text()
+    assert "class ErpSource(CdcExtractor):" in text and 'source_table = "public.invoices"' in text
+    assert "elt cdc install ERP_DATABASE_URL public.invoices --apply" in (project / "README.md").read_text()
+
+    with psycopg.connect(source_url, autocommit=True) as source:
+        source.execute("CREATE TABLE public.invoices (id int PRIMARY KEY, customer text, total numeric,"
+                       " updated_at timestamptz DEFAULT now())")
+    (project / ".env").write_text(f"ERP_DATABASE_URL={source_url}\n")
+    # As the README says: the variable's name, resolved from .env, keeps the URL out of the shell history.
+    installed = run_elt(["cdc", "install", "ERP_DATABASE_URL", "public.invoices", "--apply"], cwd=project,
+                        database_url=database_url)
+    assert installed.returncode == 0, installed.stderr
+    with psycopg.connect(source_url, autocommit=True) as source:
+        source.execute("INSERT INTO public.invoices (id, customer, total) VALUES (1, 'ada', 10), (2, 'bob', 20),"
+                       " (3, 'cy', 30)")
+        source.execute("UPDATE public.invoices SET total = 11 WHERE id = 1")
+        source.execute("DELETE FROM public.invoices WHERE id = 3")
+    run = run_elt(["run", "erp", "--stream", "invoices"], cwd=project, database_url=database_url)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert db.execute("SELECT count(*) AS n FROM raw.erp_invoices").fetchone()["n"] == 5  # every change
+    rows = db.execute("SELECT id, total, deleted FROM stg.erp_invoices ORDER BY id").fetchall()
+    assert [(r["id"], float(r["total"]), r["deleted"]) for r in rows] == [(1, 11.0, False), (2, 20.0, False),
+                                                                          (3, 30.0, True)]
+    assert [r["id"] for r in db.execute("SELECT id FROM mart.erp_invoices ORDER BY id").fetchall()] == [1, 2]

@@ -35,6 +35,8 @@ class StreamPlan:
     write_strategy: str
     batch_size: int
     decisions: list[Decision] = field(default_factory=list)
+    #: Read through trigger-based change capture (CdcExtractor), not by re-querying the table.
+    cdc: bool = False
 
     @property
     def table(self) -> str:
@@ -138,7 +140,7 @@ def _pattern(req: Requirements) -> Decision:
     if types <= {"file_drop", "manual"}:
         return Decision("pattern", "file processing", "every source is a file: a drop folder per source, each file"
                         " loaded once and tracked in a manifest, bad files quarantined in the dead-letter table")
-    if any(s.type == "database" and s.freshness in ("real_time", "near_real_time") for s in req.sources):
+    if any(uses_cdc(s) for s in req.sources):
         return Decision("pattern", "CDC", "a database source needs data within minutes: trigger-based change capture"
                         " reads every insert, update and delete instead of re-scanning tables")
     if len(req.sources) == 1:
@@ -215,7 +217,7 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
             f"{source.volume.total_rows:,} rows: never re-read it whole. Index (cursor, key) on the source, keep"
             " batches at 10,000 rows (memory stays flat), backfill in windows with `elt run --since`, and consider"
             " partitioning the raw table by month (pg_partman) or BigQuery once it passes a few hundred million rows."))
-    if source.freshness == "real_time" and source.type != "webhook":
+    if source.freshness == "real_time" and source.type != "webhook" and not uses_cdc(source):
         result.advice.append(Decision(
             "real time", "webhook ingestion instead of polling",
             "polling cannot give real time without hammering the source; if it can send webhooks, receive them"
@@ -233,6 +235,16 @@ def _stream(source: Source, entity: Entity) -> StreamPlan:
                                   " size and hash); nothing is re-read"))
         decisions.append(Decision("write strategy", "append", "files and events are immutable facts; staging keeps"
                                   " the latest version per key"))
+    elif uses_cdc(source):
+        incremental, strategy = True, "append"
+        decisions.append(Decision("incremental", "change capture by seq", "the data is needed within minutes:"
+                                  " `elt cdc install` puts a trigger on the table that records every insert, update"
+                                  " and delete in elt_cdc.changes; each run reads the new changes by sequence id"))
+        decisions.append(Decision("write strategy", "append", "every change is a fact kept in raw; staging shows"
+                                  f" the current row per {entity.primary_key}, deletes included"))
+        batch = 10_000
+        decisions.append(Decision("batch size", f"{batch:,}", "one transaction per 10,000 changes keeps memory flat"))
+        return StreamPlan(source, entity, incremental, strategy, batch, decisions, cdc=True)
     elif small or not tracked:
         incremental = False
         why = (f"under {FULL_REFRESH_BELOW:,} rows: re-reading everything is cheap and catches deletes" if small
@@ -258,6 +270,12 @@ def _stream(source: Source, entity: Entity) -> StreamPlan:
     decisions.append(Decision("batch size", f"{batch:,}", "one transaction per 10,000 records keeps memory flat and"
                               " a failed batch small"))
     return StreamPlan(source, entity, incremental, strategy, batch, decisions)
+
+
+def uses_cdc(source: Source) -> bool:
+    """A PostgreSQL source needed within minutes is read through trigger-based change capture."""
+    return (source.type == "database" and source.freshness in ("real_time", "near_real_time")
+            and source.format.strip().lower() in ("", "postgres", "postgresql", "supabase"))
 
 
 def _duration(seconds: float) -> str:

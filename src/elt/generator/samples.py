@@ -71,9 +71,40 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def write(source: Source, folder: Path) -> dict[str, int]:
+#: The change table `elt cdc install` creates, as one SQLite table (SQLite has no schemas).
+CHANGES_TABLE = "elt_cdc_changes"
+
+
+def _write_changes(source: Source, folder: Path) -> dict[str, int]:
+    """A change-capture sample: each entity's rows inserted, then one updated and one deleted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source.name}.db"
+    path.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    changes: list[tuple[Any, ...]] = []
+    for entity in source.entities:
+        rows = records(entity)
+        table = f"public.{entity.name}"
+        events = [("insert", None, row) for row in rows]
+        events.append(("update", rows[0], {**rows[0], **{k: v for k, v in rows[1].items() if k != entity.primary_key}}))
+        events.append(("delete", rows[-1], None))
+        for op, before, after in events:
+            seq = len(changes) + 1
+            changes.append((seq, op, table, json.dumps(before) if before else None, json.dumps(after) if after else None,
+                            (_START + dt.timedelta(minutes=seq)).isoformat(), 1000 + seq))
+        counts[entity.name] = len(events)
+    with sqlite3.connect(path) as con:
+        con.execute(f"CREATE TABLE {CHANGES_TABLE} (seq INTEGER PRIMARY KEY, op TEXT, table_name TEXT, before TEXT,"
+                    " after TEXT, changed_at TEXT, txid INTEGER)")
+        con.executemany(f"INSERT INTO {CHANGES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", changes)
+    return counts
+
+
+def write(source: Source, folder: Path, *, cdc: bool = False) -> dict[str, int]:
     """Write the source's sample data under ``folder``; returns the records per entity."""
     counts: dict[str, int] = {}
+    if source.type == "database" and cdc:
+        return _write_changes(source, folder)
     if source.type == "database":
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{source.name}.db"

@@ -27,7 +27,8 @@ def write_project(plan: Plan, target: Path, requirements_text: str) -> dict[str,
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"{target} exists and is not empty: choose a new folder for the project")
     target.mkdir(parents=True, exist_ok=True)
-    counts = {sp.pipeline: samples.write(sp.source, target / "sample_data") for sp in plan.sources}
+    counts = {sp.pipeline: samples.write(sp.source, target / "sample_data", cdc=any(s.cdc for s in sp.streams))
+              for sp in plan.sources}
     (target / "requirements.yaml").write_text(mask_passwords(requirements_text), encoding="utf-8")
     (target / "pipelines.py").write_text(pipelines_py(plan), encoding="utf-8")
     if any(sp.source.type == "rest_api" for sp in plan.sources):
@@ -159,6 +160,27 @@ class {base}(RestExtractor):
     paginator = PageNumberPaginator(size_param="per_page", page_size={source.rate_limit.page_size})  # TODO: the API's paging
 {auth_line}
     rate_limit = {limit_name if rate else "None"}''')
+    elif source.type == "database" and any(s.cdc for s in sp.streams):
+        needed.add("CdcExtractor")
+        lines.append(f'''
+LIVE_{env} = bool(os.environ.get("{env}_DATABASE_URL"))
+
+
+class {base}(CdcExtractor):
+    """{source.name}: every insert, update and delete, captured on the source by `elt cdc install`.
+
+    Go live: `elt cdc install {env}_DATABASE_URL public.TABLE --apply` for each table below,
+    then set {env}_DATABASE_URL in .env. Until then a SQLite copy of the change table is read.
+    """
+
+    url = os.environ.get("{env}_DATABASE_URL") or f"sqlite:///{{SAMPLES / '{source.name}.db'}}"
+    sample_data = None if LIVE_{env} else "sample_data/{source.name}.db (set {env}_DATABASE_URL in .env)"
+
+    def __init__(self, **settings):
+        if not LIVE_{env}:  # the sample: the same change rows, in one SQLite table
+            settings.setdefault("query", "SELECT seq, op, table_name, before, after, changed_at, txid"
+                                f" FROM {samples.CHANGES_TABLE} WHERE table_name = '{{self.source_table}}'")
+        super().__init__(**settings)''')
     elif source.type == "database":
         needed.add("SqlExtractor")
         lines.append(f'''
@@ -187,7 +209,7 @@ class {base}(FileExtractor):
     for stream in sp.streams:
         cls = class_name(source.name, stream.entity.name)
         classes.append(cls)
-        if stream.entity.fields:
+        if stream.entity.fields and not stream.cdc:
             lines.append("\n\n" + _contract_code(stream, cls))
         lines.append("\n\n" + _stream_code(stream, cls, base))
     options = []
@@ -195,7 +217,7 @@ class {base}(FileExtractor):
         options.append(f'schedule="{sp.schedule}", tz="{sp.tz}"')
     if sp.every:
         options.append(f'every="{sp.every}"')
-    if source.type == "database" and any(s.incremental for s in sp.streams):
+    if source.type == "database" and any(s.incremental and not s.cdc for s in sp.streams):
         options.append('reconcile="40 3 * * *"')  # reads every key: nightly, not with each load
         if not sp.schedule:
             options.append(f'tz="{sp.tz}"')
@@ -261,6 +283,10 @@ def _contract_code(stream: StreamPlan, cls: str) -> str:
 def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
     entity, source = stream.entity, stream.source
     why = "; ".join(f"{d.topic}: {d.choice}" for d in stream.decisions if d.topic != "batch size")
+    if stream.cdc:  # CdcExtractor's own key (seq), cursor and strategy (append)
+        return "\n".join([f"class {cls}({base}):", f'    """{entity.description or entity.name} ({why})."""', "",
+                          f'    name = "{entity.name}"',
+                          f'    source_table = "public.{entity.name}"  # TODO: schema.table in the real database'])
     lines = [f"class {cls}({base}):", f'    """{entity.description or entity.name} ({why})."""', "",
              f'    name = "{entity.name}"', f'    primary_key = "{entity.primary_key}"']
     if source.type == "rest_api":
@@ -291,6 +317,9 @@ def _models(plan: Plan, target: Path) -> None:
     transformations = plan.requirements.transformations
     for sp in plan.sources:
         for stream in sp.streams:
+            if stream.cdc:
+                _cdc_models(stream, target, transformations)
+                continue
             declared = bool(stream.entity.fields)
             key = stream.entity.primary_key
             fields = samples.fields_of(stream.entity) if declared else []
@@ -328,6 +357,37 @@ def _models(plan: Plan, target: Path) -> None:
                         f"-- unique_key: {key}\n-- tests: unique({key})\nSELECT * FROM stg.{stream.table}\n")
                 _write(target / "sql" / "mart" / f"{stream.table}.sql", mart)
     _write(target / "sql" / "rpt" / "pipeline_health.sql", PIPELINE_HEALTH)
+
+
+_SQL_CAST = {"string": "", "integer": "::bigint", "number": "::numeric", "boolean": "::boolean",
+             "timestamp": "::timestamptz", "date": "::date"}
+
+
+def _cdc_models(stream: StreamPlan, target: Path, transformations: list[str]) -> None:
+    """Staging = the current row per key from the captured changes (deletes flagged); the mart leaves deletes out."""
+    entity, key = stream.entity, stream.entity.primary_key
+    if entity.fields:
+        columns = [f"    row_data -> '{f.name}' AS {f.name}" if f.type == "json" else
+                   f"    (row_data ->> '{f.name}'){_SQL_CAST[f.type]} AS {f.name}" for f in samples.fields_of(entity)]
+    else:
+        columns = [f"    row_data ->> '{key}' AS {key}", "    row_data AS row"]
+    stg = (f"-- Current rows of public.{entity.name} from its captured changes (raw.{stream.table}): the latest\n"
+           f"-- change per {key}; a deleted row stays, with deleted = true, so marts can leave it out.\n"
+           "-- Written by `elt init`; yours to edit.\n-- materialized: view\n"
+           f"-- unique_key: {key}\n-- tests: unique({key}), not_null({key})\n"
+           f"SELECT DISTINCT ON (row_data ->> '{key}')\n" + ",\n".join(columns) + ",\n"
+           "    op = 'delete' AS deleted,\n    changed_at\nFROM (\n"
+           "    -- before/after arrive as JSON (PostgreSQL) or JSON text (the SQLite sample): ->> then ::jsonb reads both\n"
+           "    SELECT (_raw_payload ->> 'seq')::bigint AS seq,\n           _raw_payload ->> 'op' AS op,\n"
+           "           (_raw_payload ->> 'changed_at')::timestamptz AS changed_at,\n"
+           "           (CASE WHEN _raw_payload ->> 'op' = 'delete' THEN _raw_payload ->> 'before'\n"
+           "                 ELSE _raw_payload ->> 'after' END)::jsonb AS row_data\n"
+           f"    FROM raw.{stream.table}\n) AS changes\nORDER BY row_data ->> '{key}', seq DESC\n")
+    _write(target / "sql" / "stg" / f"{stream.table}.sql", stg)
+    todo = "".join(f"\n-- TODO (from the requirements): {t}" for t in transformations)
+    mart = (f"-- {entity.name} as they are now in the source (deleted rows left out).{todo}\n-- materialized: table\n"
+            f"-- unique_key: {key}\n-- tests: unique({key})\nSELECT * FROM stg.{stream.table}\nWHERE NOT deleted\n")
+    _write(target / "sql" / "mart" / f"{stream.table}.sql", mart)
 
 
 PIPELINE_HEALTH = """\
@@ -486,6 +546,11 @@ def readme(plan: Plan) -> str:
                      f" {', '.join(s.entity.name + ' (' + s.write_strategy + ')' for s in sp.streams)} |"
                      for sp in plan.sources)
     first = plan.sources[0].pipeline
+    cdc_step = "".join(
+        f"   Change capture for {sp.pipeline}: as a role that may create triggers, once per table:\n"
+        + "".join(f"   `elt cdc install {env_name(sp.source.name)}_DATABASE_URL public.{s.entity.name} --apply`\n"
+                  for s in sp.streams if s.cdc)
+        for sp in plan.sources if any(s.cdc for s in sp.streams))
     return f"""\
 # {req.project}
 
@@ -510,7 +575,7 @@ schema and the schedule are in `docs/architecture.md` (`elt docs` re-draws it).
 1. `cp .env.example .env && chmod 600 .env`, fill in the sources' URLs and secrets
    (a source with its variables set reads the real system instead of sample_data/;
    elt loads `.env` before it imports `pipelines.py`, for every command).
-2. Resolve the `TODO`s in `pipelines.py` (endpoints, pagination, filter parameters, tables).
+{cdc_step}2. Resolve the `TODO`s in `pipelines.py` (endpoints, pagination, filter parameters, tables).
 3. `elt run {first}` once by hand, then check `elt status` and `elt check`. A stream still on
    sample data says so in every run's output and in `elt status`; with `ELT_ENV=production`
    (in `.env.example`) `elt check` fails until every source reads its real system.

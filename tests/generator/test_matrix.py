@@ -52,8 +52,14 @@ def test_every_matrix_project_runs_twice_and_the_second_run_reads_only_the_lookb
         run = run_elt(["run"], cwd=project, database_url=database_url, timeout=300)
         assert run.returncode == 0, f"run {attempt}: " + run.stderr[-4000:]
     runs = _runs(project, database_url)
-    assert len(runs) == 2 * len(PIPELINES) and {r["status"] for r in runs} == {"success"}
-    second = {r["pipeline_name"]: r["streams"] for r in runs[:len(PIPELINES)]}
+    assert len(runs) == 2 * (len(PIPELINES) + 1) and {r["status"] for r in runs} == {"success"}
+    second = {r["pipeline_name"]: r["streams"] for r in runs[:len(PIPELINES) + 1]}
+    # Multi-source: a cross-source mart, built by a `marts` pipeline that runs after every source.
+    assert second["marts"] == {}
+    assert f"after=[{', '.join(repr(p).replace(chr(39), chr(34)) for p in PIPELINES)}]" in (
+        project / "pipelines.py").read_text()
+    activity = db.execute("SELECT source, entity, records FROM mart.cross_source_activity").fetchall()
+    assert {(r["source"], r["entity"]) for r in activity} == {(p, e["name"]) for p in PIPELINES for e in ENTITIES}
     for pipeline in PIPELINES:
         streams = second[pipeline]
         if pipeline.startswith("api_") or pipeline == "database":

@@ -52,7 +52,7 @@ def pipelines_py(plan: Plan) -> str:
     imports = {"Cursor", "Pipeline", "Alerts", "Webhook", "from_env"}
     body: list[str] = []
     for sp in plan.sources:
-        code, needed = _source_code(sp)
+        code, needed = _source_code(sp, own_models=len(plan.sources) > 1)
         imports |= needed
         body.append(code)
     if req.alert_email:
@@ -103,7 +103,23 @@ if os.environ.get("ALERT_WEBHOOK_URL"):
 if ALERT_SINKS:
     Alerts(*ALERT_SINKS, remind_every="4h")
 '''
+    if len(plan.sources) > 1:
+        body.append(CROSS_SOURCE_PIPELINE.format(after=", ".join(f'"{sp.pipeline}"' for sp in plan.sources)))
     return header + "\n" + "\n\n".join(body) + alerts
+
+
+CROSS_SOURCE_PIPELINE = '''# --- marts: the models that join the sources --------------------
+# Runs after every source pipeline has loaded (under `elt serve`), so the cross-source
+# models see one consistent moment; `elt run` runs it last.
+Pipeline(
+    "marts",
+    streams=[],
+    transforms=["mart.cross_source_activity"],
+    after=[{after}],
+    timeout=3600,
+    description="cross-source models",
+)
+'''
 
 
 def _lookback(stream: StreamPlan) -> str:
@@ -123,7 +139,15 @@ def cursor_type(stream: StreamPlan) -> str | None:
     return next((f.type for f in samples.fields_of(stream.entity) if f.name == stream.cursor), "timestamp")
 
 
-def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
+def model_names(stream: StreamPlan) -> list[str]:
+    """The starter models written for a stream: its staging view and its mart."""
+    daily = not stream.cdc and bool(stream.entity.fields) and any(
+        f.type == "timestamp" for f in samples.fields_of(stream.entity))
+    return [f"stg.{stream.table}", f"mart.{stream.table}_daily" if daily else f"mart.{stream.table}"]
+
+
+def _source_code(sp: SourcePlan, *, own_models: bool = False) -> tuple[str, set[str]]:
+    """A source's classes and pipeline; ``own_models``: it builds only its own models (the marts pipeline the rest)."""
     source = sp.source
     env = env_name(source.name)
     lines = [f"# --- {source.name}: {source.type.replace('_', ' ')}, {source.freshness.replace('_', ' ')}"
@@ -225,6 +249,9 @@ class {base}(FileExtractor):
     if sp.full_sync is not None:
         timeout = max(3600, int(sp.full_sync.seconds * 2))
     options.append(f"timeout={timeout}")
+    if own_models:  # the cross-source models wait for every source: the marts pipeline builds them
+        names = ", ".join(f'"{name}"' for s in sp.streams for name in model_names(s))
+        options.append(f"transforms=[{names}]")
     streams = ", ".join(f"{c}()" for c in classes)
     options.append(f'description="{source.type.replace("_", " ")}: {", ".join(e.name for e in source.entities)}"')
     arguments = "".join(f"    {option},\n" for option in [f'"{source.name}"', f"streams=[{streams}]", *options])
@@ -343,6 +370,7 @@ def _models(plan: Plan, target: Path) -> None:
                 " writes typed columns."), 1)
             _write(target / "sql" / "stg" / f"{stream.table}.sql", stg)
             timestamp = next((f.name for f in fields if f.type == "timestamp"), None)
+            assert model_names(stream)[1].endswith("_daily") == bool(timestamp)  # pipelines.py names them
             number = next((f.name for f in fields if f.type == "number"), None)
             todo = "".join(f"\n-- TODO (from the requirements): {t}" for t in transformations)
             if timestamp:
@@ -356,7 +384,24 @@ def _models(plan: Plan, target: Path) -> None:
                 mart = (f"-- {stream.entity.name}, cleaned and ready to join.{todo}\n-- materialized: table\n"
                         f"-- unique_key: {key}\n-- tests: unique({key})\nSELECT * FROM stg.{stream.table}\n")
                 _write(target / "sql" / "mart" / f"{stream.table}.sql", mart)
+    if len(plan.sources) > 1:
+        _write(target / "sql" / "mart" / "cross_source_activity.sql", _cross_source_mart(plan))
     _write(target / "sql" / "rpt" / "pipeline_health.sql", PIPELINE_HEALTH)
+
+
+def _cross_source_mart(plan: Plan) -> str:
+    """Records per stream and day across every source: the first model that sees the sources together."""
+    selects = [f"SELECT '{s.source.name}' AS source, '{s.entity.name}' AS entity, _loaded_at::date AS day,"
+               f" count(*) AS records\nFROM stg.{s.table}\nGROUP BY _loaded_at::date"
+               for sp in plan.sources for s in sp.streams]
+    keys = plan.requirements.key_entities
+    todo = (f"\n-- TODO: join the sources on what they share ({', '.join(keys)}), e.g. customers across systems."
+            if keys else "\n-- TODO: join the sources on what they share (a customer id, an order number).")
+    return ("-- Activity of every source per day, side by side: one model over all of them.\n"
+            "-- The `marts` pipeline builds it after every source pipeline has run." + todo + "\n"
+            "-- materialized: table\n-- unique_key: source, entity, day\n"
+            "-- tests: unique(source, entity, day), row_count > 0\n"
+            + "\nUNION ALL\n".join(selects) + "\n")
 
 
 _SQL_CAST = {"string": "", "integer": "::bigint", "number": "::numeric", "boolean": "::boolean",

@@ -210,9 +210,15 @@ def init(
             f"{s.entity.name} ({s.write_strategy})" for s in source.streams))
     for source in generated.plan.sources:
         for decision in source.advice:
-            if decision.topic in ("full sync", "large source", "real time", "access", "secret in access"):
+            if decision.infeasible:
+                err.print(f"  [red]{source.pipeline}, {decision.topic}: {decision.choice}[/]: {escape(decision.reason)}")
+            elif decision.topic in ("full sync", "large source", "real time", "access", "secret in access"):
                 out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {escape(decision.reason)}")
     out.print(f"next: cd {directory} && elt run && python -m pytest tests; read docs/architecture.md")
+    if any(d.infeasible for source in generated.plan.sources for d in source.advice):
+        err.print("[red]the requirements cannot be met as written (above)[/]: the project is written; change the"
+                  " requirements (or the source's limits) and generate again")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -395,3 +395,31 @@ def test_the_cdc_pattern_captures_inserts_updates_and_deletes_once_installed(tmp
     assert [(r["id"], float(r["total"]), r["deleted"]) for r in rows] == [(1, 11.0, False), (2, 20.0, False),
                                                                           (3, 30.0, True)]
     assert [r["id"] for r in db.execute("SELECT id FROM mart.erp_invoices ORDER BY id").fetchall()] == [1, 2]
+
+
+def test_freshness_can_be_a_duration_and_infeasible_syncs_and_quotas_exit_non_zero(tmp_path, database_url):
+    import yaml
+
+    data = yaml.safe_load(SPECS["rate_limited_api"])
+    data["sources"][0]["freshness"] = "15m"
+    fits = plan(parse(data)).sources[0]
+    assert (fits.every, fits.schedule) == ("15m", None)
+    assert not [d for d in fits.advice if d.infeasible]
+
+    # 288 syncs a day (every 5m) × 30 requests (3,000 changed rows, 100 a page) > 2,000 requests a day.
+    data["sources"][0].update(freshness="5m", volume={"rows_per_sync": 3000, "total_rows": 1_500_000},
+                              rate_limit={"requests_per_day": 2000, "requests_per_second": 0.05, "page_size": 100})
+    spec = tmp_path / "req.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    result = run_elt(["init", str(tmp_path / "ads"), "--spec", str(spec)], cwd=tmp_path, database_url=database_url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert "288 syncs a day × 30 requests = 8,640 requests, more than the 2,000 a day the API allows" in said
+    assert "adsapi, incremental sync: infeasible at this rate limit" in said
+    assert "the requirements cannot be met as written" in said
+    assert (tmp_path / "ads" / "pipelines.py").is_file()  # written, to read and change
+
+    data["sources"][0]["freshness"] = "weekly"
+    with pytest.raises(ConfigError) as raised:
+        parse(data)
+    assert "or a duration like '15m', '6h' or '1d'; got 'weekly'" in str(raised.value)

@@ -12,12 +12,10 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-from elt.generator.requirements import Entity, Requirements, Source, env_name
+from elt.generator.requirements import Entity, Requirements, Source, env_name, freshness_seconds
 
 FULL_REFRESH_BELOW = 10_000
 LARGE_TABLE = 10_000_000
-#: Seconds between syncs that each freshness need allows.
-FRESHNESS_SECONDS = {"real_time": 60, "near_real_time": 300, "hourly": 3600, "daily": 86400, "on_demand": None}
 
 
 @dataclass
@@ -25,6 +23,8 @@ class Decision:
     topic: str
     choice: str
     reason: str
+    #: The requirements cannot be met as written: `elt init` writes the project, says why, and exits 1.
+    infeasible: bool = False
 
 
 @dataclass
@@ -167,7 +167,17 @@ def _schedule(source: Source) -> tuple[str | None, str | None, Decision]:
     if source.freshness == "daily":
         return f"{minute} 5 * * *", None, Decision("schedule", f"cron {minute} 5 * * *", "daily need: early morning,"
                                                    " before people look at the reports")
-    return None, None, Decision("schedule", "on demand", "no freshness need: run with `elt run` when wanted")
+    seconds = freshness_seconds(source.freshness)
+    if seconds is None:
+        return None, None, Decision("schedule", "on demand", "no freshness need: run with `elt run` when wanted")
+    # A duration ("15m", "6h"): run that often; whole days as a morning cron.
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        cron = f"{minute} 5 */{days} * *" if days > 1 else f"{minute} 5 * * *"
+        return cron, None, Decision("schedule", f"cron {cron}", f"data at most {source.freshness} old: early morning")
+    every = source.freshness
+    return None, every, Decision("schedule", f"every {every}", f"data at most {source.freshness} old: a sync every"
+                                 f" {every}")
 
 
 def _source(source: Source, req: Requirements) -> SourcePlan:
@@ -185,7 +195,7 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
         rate = source.rate_limit.per_second()
         if rate:
             pages = max(1, math.ceil(source.volume.total_rows / source.rate_limit.page_size))
-            allowed = FRESHNESS_SECONDS[source.freshness]
+            allowed = freshness_seconds(source.freshness)
             result.full_sync = FullSync(rate, source.rate_limit.page_size, source.volume.total_rows, pages,
                                         pages / rate, allowed)
             incremental_pages = max(1, math.ceil(source.volume.rows_per_sync / source.rate_limit.page_size))
@@ -211,6 +221,8 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
             "secret in access", "masked; the real URL goes in .env",
             f"the access URL of {source.name} holds a password: it is masked (***) in every generated file;"
             f" put the real URL in .env ({env_name(source.name)}_DATABASE_URL for a database), never in a file you commit"))
+    if source.type == "rest_api":
+        result.advice += _quota_and_sync_time(source)
     if source.volume.total_rows > LARGE_TABLE:
         result.advice.append(Decision(
             "large source", "incremental only, bulk backfill in windows",
@@ -270,6 +282,33 @@ def _stream(source: Source, entity: Entity) -> StreamPlan:
     decisions.append(Decision("batch size", f"{batch:,}", "one transaction per 10,000 records keeps memory flat and"
                               " a failed batch small"))
     return StreamPlan(source, entity, incremental, strategy, batch, decisions)
+
+
+def _quota_and_sync_time(source: Source) -> list[Decision]:
+    """Whether each sync fits between two syncs at the rate limit, and the syncs of a day fit the daily quota."""
+    allowed = freshness_seconds(source.freshness)
+    if allowed is None:
+        return []
+    # At least a request per entity, and a page per page_size changed rows: a lower bound, so a flag is certain.
+    requests = max(math.ceil(source.volume.rows_per_sync / source.rate_limit.page_size), len(source.entities))
+    found = []
+    rate = source.rate_limit.per_second()
+    if rate and requests / rate > allowed:
+        found.append(Decision(
+            "incremental sync", "infeasible at this rate limit",
+            f"Each sync reads about {source.volume.rows_per_sync:,} changed rows: {requests:,} requests at {rate:.3g}/s take"
+            f" {_duration(requests / rate)}, longer than the {source.freshness.replace('_', ' ')} between syncs"
+            f" ({_duration(allowed)}). Ask for a higher rate limit or larger pages, or accept staler data.",
+            infeasible=True))
+    quota = source.rate_limit.requests_per_day
+    runs = math.ceil(86400 / allowed)
+    if quota and runs * requests > quota:
+        found.append(Decision(
+            "request quota", "infeasible within the daily quota",
+            f"{runs:,} syncs a day × {requests:,} requests = {runs * requests:,} requests, more than the"
+            f" {quota:,.0f} a day the API allows. Sync at most every {_duration(86400 * requests / quota)}, or raise"
+            " the quota.", infeasible=True))
+    return found
 
 
 def uses_cdc(source: Source) -> bool:

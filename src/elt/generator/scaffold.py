@@ -153,7 +153,8 @@ def _source_code(sp: SourcePlan, *, own_models: bool = False) -> tuple[str, set[
     lines = [f"# --- {source.name}: {source.type.replace('_', ' ')}, {source.freshness.replace('_', ' ')}"
              f" ({sp.frequency}) " + "-" * 20]
     for decision in sp.advice:
-        if decision.topic in ("full sync", "large source", "real time", "access", "secret in access"):
+        if decision.infeasible or decision.topic in ("full sync", "large source", "real time", "access",
+                                                     "secret in access"):
             lines += textwrap.wrap(f"{decision.topic}: {decision.reason}", 100, initial_indent="# ", subsequent_indent="# ")
     needed: set[str] = set()
     classes: list[str] = []

@@ -184,15 +184,30 @@ def cdc_remove(
 
 @app.command()
 def init(
-    directory: Path = typer.Argument(..., help="Folder for the new project (must not exist, or be empty)."),
+    directory: Path | None = typer.Argument(None, help="Folder for the new project (must not exist, or be empty)."),
     spec: Path | None = typer.Option(None, "--spec", help="The requirements file (YAML)."),
     interactive: bool = typer.Option(False, "--interactive", help="Answer the requirements questions here."),
+    example: str | None = typer.Option(
+        None, "--example", help="Write the example requirements file of a pattern (api_sync, simple_elt, event_driven,"
+        " file_processing, cdc, multi_source, hybrid) to start from; generates nothing."),
 ) -> None:
     """Generate a runnable project and its architecture document from a requirements file."""
     from elt.generator import generate
 
+    if example is not None:
+        from elt.generator.examples import example as example_text
+
+        text = example_text(example)
+        target = Path(f"requirements-{example}.yaml") if directory is None else directory
+        if target.exists():
+            raise EltError(f"{target} exists; choose another file name: elt init --example {example} FILE")
+        target.write_text(text, encoding="utf-8")
+        out.print(f"wrote {target}: edit it, then `elt init PROJECT_FOLDER --spec {target}`")
+        return
+    if directory is None:
+        raise EltError("give the folder for the new project: elt init FOLDER --spec FILE (or --interactive)")
     if (spec is None) == (not interactive):
-        raise EltError("give --spec FILE or --interactive")
+        raise EltError("give --spec FILE or --interactive (or --example PATTERN for a file to start from)")
     if spec is not None:
         try:
             text = spec.read_text(encoding="utf-8")

@@ -423,3 +423,23 @@ def test_freshness_can_be_a_duration_and_infeasible_syncs_and_quotas_exit_non_ze
     with pytest.raises(ConfigError) as raised:
         parse(data)
     assert "or a duration like '15m', '6h' or '1d'; got 'weekly'" in str(raised.value)
+
+
+def test_each_patterns_example_ships_and_leads_to_its_pattern(tmp_path, database_url):
+    from elt.generator.examples import PATTERNS
+
+    for name, pattern in PATTERNS.items():
+        written = run_elt(["init", "--example", name], cwd=tmp_path, database_url=database_url)
+        assert written.returncode == 0, written.stderr
+        text = (tmp_path / f"requirements-{name}.yaml").read_text()
+        assert plan(parse(__import__("yaml").safe_load(text))).pattern.choice == pattern, name
+    again = run_elt(["init", "--example", "cdc"], cwd=tmp_path, database_url=database_url)
+    assert again.returncode == 2 and "exists" in again.stderr
+    unknown = run_elt(["init", "--example", "lakehouse"], cwd=tmp_path, database_url=database_url)
+    assert unknown.returncode == 2 and "api_sync (API-to-DB sync)" in unknown.stderr
+    # One of them, generated and run end to end (the others' generated code is covered by the matrix).
+    created = run_elt(["init", str(tmp_path / "shopfront"), "--spec", str(tmp_path / "requirements-multi_source.yaml")],
+                      cwd=tmp_path, database_url=database_url)
+    assert created.returncode == 0, created.stdout + created.stderr
+    run = run_elt(["run"], cwd=tmp_path / "shopfront", database_url=database_url)
+    assert run.returncode == 0, run.stderr[-3000:]

@@ -50,7 +50,10 @@ def test_generated_project_runs_on_sample_data_and_passes_its_own_tests(tmp_path
     document = (project / "docs" / "architecture.md").read_text()
     assert [m.group(1) for m in re.finditer(r"^## \d+\. (.+)$", document, re.M)] == list(SECTIONS)
     assert document.count("```mermaid") == 2 and "flowchart LR" in document and "gantt" in document
-    assert "CREATE TABLE raw." in document and "CREATE VIEW stg." in document
+    assert 'CREATE TABLE IF NOT EXISTS "raw".' in document and "CREATE VIEW stg." in document
+    if name == "big_database":  # retention never deletes the current rows of an upsert table
+        assert "`raw.erp_journal_lines` (upsert): holds the current rows, not history: never delete by age" in document
+        assert "DELETE FROM raw.erp_journal_lines" not in document
     secrets = {s.auth.secret_env for s in generated.plan.requirements.sources if s.auth.secret_env}
     env_example = (project / ".env.example").read_text()
     assert all(secret in env_example for secret in secrets)
@@ -101,6 +104,9 @@ def test_elt_init_cli_and_elt_docs_redraw_without_changes_then_show_drift(tmp_pa
     assert "file processing" in created.stdout
     project = tmp_path / "bakery"
     assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 0
+    # Right after the first run the document still says what the project is: no false drift.
+    fresh = run_elt(["docs", "--check"], cwd=project, database_url=database_url)
+    assert fresh.returncode == 0 and "up to date" in fresh.stdout, fresh.stdout
     first = run_elt(["docs"], cwd=project, database_url=database_url)
     assert first.returncode == 0, first.stderr
     again = run_elt(["docs", "--check"], cwd=project, database_url=database_url)
@@ -443,3 +449,29 @@ def test_each_patterns_example_ships_and_leads_to_its_pattern(tmp_path, database
     assert created.returncode == 0, created.stdout + created.stderr
     run = run_elt(["run"], cwd=tmp_path / "shopfront", database_url=database_url)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_the_documents_monitoring_and_retention_queries_run_as_they_stand(tmp_path, database_url, db):
+    project = generate(SPECS["rate_limited_api"], tmp_path / "ads_sync").directory
+    assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 0
+    document = (project / "docs" / "architecture.md").read_text()
+    sections = dict(re.findall(r"^## \d+\. (.+?)\n(.*?)(?=^## |\Z)", document, re.M | re.S))
+    monitoring = re.findall(r"```sql\n(.*?)```", sections["Monitoring and alerting"], re.S)
+    retention = re.findall(r"```sql\n(.*?)```", sections["Maintenance schedule"], re.S)
+    queries = [q for q in monitoring if q.lstrip().startswith("SELECT")]
+    assert len(queries) == 5 and len(retention) == 2  # campaigns and spend keep history (append_dedup)
+    assert any("CREATE TABLE IF NOT EXISTS pipeline.execution_log" in q for q in monitoring)  # elt's own DDL
+    assert "interval '7200 seconds'" in sections["Monitoring and alerting"]  # hourly: twice the interval
+    for query in queries + retention:
+        db.execute(query)  # each runs as it stands, on the project's own tables
+    late = db.execute(queries[0]).fetchall()
+    assert late == []  # just ran: nothing late
+    assert db.execute("SELECT count(*) AS n FROM raw.adsapi_campaigns").fetchone()["n"] == 25  # retention kept all
+    # Per stream error handling, and per source steps.
+    assert "| adsapi.spend | none: one fails the run | records breaking the key, cursor or contract rules |" in document
+    assert "rotate its credential by changing it in `.env`" in sections["Runbook"]
+    assert "never delete by age" not in sections["Maintenance schedule"]  # no upsert/replace table here
+    # The raw DDL is what elt runs: collations and indexes.
+    assert 'COLLATE "C"' in sections["Schema design"] and "CREATE UNIQUE INDEX" in sections["Schema design"]
+    # The flowchart shows what runs and watches the pipelines.
+    assert "scheduler -. starts .-> extract" in document and "extract -. rejected .-> dead_letter" in document

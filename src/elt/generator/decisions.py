@@ -84,6 +84,16 @@ class SourcePlan:
     def frequency(self) -> str:
         return f"cron {self.schedule}" if self.schedule else f"every {self.every}" if self.every else "on demand"
 
+    @property
+    def sync_seconds(self) -> float:
+        """A usual sync's estimated duration: requests at the rate limit for APIs, else rows at a modest speed."""
+        volume = self.source.volume
+        rate = self.source.rate_limit.per_second() if self.source.type == "rest_api" else None
+        if rate:
+            requests = max(math.ceil(volume.rows_per_sync / self.source.rate_limit.page_size), len(self.streams))
+            return requests / rate
+        return volume.rows_per_sync / 5_000 + 5 * len(self.streams)  # 5,000 rows/s, a few seconds per stream
+
 
 @dataclass
 class Plan:

@@ -320,3 +320,55 @@ def test_project_option_is_accepted_after_the_command_too(tmp_path, database_url
     result = run_elt(["run", "--project", str(project)], cwd=tmp_path, database_url=database_url)
     assert result.returncode == 0, result.stderr
     assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 1
+
+
+READS_SETTINGS_AT_IMPORT = '''
+    import os
+    from elt import Pipeline, extractor
+
+    WHERE = os.environ.get("SHOP_SOURCE", "samples")  # read at import, as generated projects do
+
+    @extractor(primary_key="id")
+    def items():
+        yield {"id": 1, "where": WHERE}
+
+    Pipeline("shop", streams=[items], every="1h")
+'''
+
+
+def test_settings_in_env_are_loaded_before_pipelines_py_is_imported(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", READS_SETTINGS_AT_IMPORT)
+    (project / ".env").write_text(f"ELT_DATABASE_URL={database_url}\nSHOP_SOURCE=live\n")
+    # From another folder with --project, as systemd and cron call it.
+    result = run_elt(["--project", str(project), "run"], cwd=tmp_path, database_url=None)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT _raw_payload->>'where' AS w FROM raw.shop_items").fetchone()["w"] == "live"
+
+    other = tmp_path / "staging.env"
+    other.write_text(f"ELT_DATABASE_URL={database_url}\nSHOP_SOURCE=staging\n")
+    result = run_elt(["--project", str(project), "run", "--full-refresh"], cwd=tmp_path, database_url=None,
+                     ELT_ENV_FILE=str(other))
+    assert result.returncode == 0, result.stderr
+    rows = db.execute("SELECT _raw_payload->>'where' AS w FROM raw.shop_items").fetchall()
+    assert [r["w"] for r in rows] == ["staging"]  # upsert by id: the record as the other settings file made it
+    missing = run_elt(["run"], cwd=project, database_url=None, ELT_ENV_FILE=str(tmp_path / "nope.env"))
+    assert missing.returncode == 2 and "ELT_ENV_FILE=" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_schedule_table_prints_next_runs_in_utc(tmp_path, database_url):
+    import datetime as dt
+
+    from elt import Pipeline
+    from elt.schedules import Schedule
+
+    project = write_project(tmp_path / "p", '''
+        from elt import Pipeline
+        Pipeline("sydney", schedule="0 6 * * *", tz="Australia/Sydney")
+    ''')
+    before = dt.datetime.now(dt.UTC)
+    result = run_elt(["schedule"], cwd=project, database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    nxt = Schedule.of(Pipeline("sydney", schedule="0 6 * * *", tz="Australia/Sydney")).next_after(before)
+    utc = nxt.astimezone(dt.UTC)
+    assert utc.hour in (19, 20)  # 06:00 in Sydney is 19:00 or 20:00 UTC, never "06:00"
+    assert f"{utc:%Y-%m-%d %H:%M}" in result.stdout, result.stdout

@@ -25,4 +25,6 @@ def test_the_wheel_ships_the_sql_migrations_and_demo_data(tmp_path):
     for migration in (ROOT / "sql" / "postgres" / "migrations").glob("*.sql"):
         assert f"elt/sql/postgres/migrations/{migration.name}" in names
     assert "elt/demo/data/orders.ndjson.gz" in names
+    for example in (ROOT / "src" / "elt" / "generator" / "examples").glob("*.yaml"):
+        assert f"elt/generator/examples/{example.name}" in names
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -7,6 +7,7 @@ project's ``.env`` or the embedded default provides.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from elt import secrets
@@ -117,10 +119,14 @@ def _print_run(result: Any) -> None:
                       f"{f.unchanged:,}", f"{f.rejected:,}", str(mark or ""))
     if result.streams:
         out.print(table)
+    for name, f in result.streams.items():
+        if f.sample:
+            err.print(f"{name}: read sample data, not its real source: {f.sample}", style="yellow", markup=False,
+                      highlight=False)
     if result.models is not None:
         _print_models(result.models)
     if result.summary.error_message:
-        err.print(f"[{colour}]{secrets.redact(result.summary.error_message)}[/]")
+        err.print(f"[{colour}]{escape(secrets.redact(result.summary.error_message))}[/]")
 
 
 def _print_models(build: Any) -> None:
@@ -132,7 +138,7 @@ def _print_models(build: Any) -> None:
         note = r.action if r.status == "success" else str(r.error)
         if r.warnings:
             note += " (warnings: " + "; ".join(r.warnings) + ")"
-        table.add_row(r.relation, f"[{colours[r.status]}]{r.status}[/]", f"{r.rows:,}", f"{r.seconds:.2f}", note)
+        table.add_row(r.relation, f"[{colours[r.status]}]{r.status}[/]", f"{r.rows:,}", f"{r.seconds:.2f}", escape(note))
     out.print(table)
 
 
@@ -143,6 +149,9 @@ def _cdc(source: str, ddl: str, apply: bool) -> None:
         out.print(ddl, markup=False, highlight=False)
         err.print("printed only: review it, then run again with --apply (or run it yourself with psql)")
         return
+    from elt.config import load_dotenv_once
+
+    load_dotenv_once(_project_dir())  # the variable may live in the project's .env
     url = os.environ.get(source, source)  # an environment variable name works too, and keeps the URL out of history
     try:
         with psycopg.connect(url, autocommit=False) as conn:
@@ -178,15 +187,30 @@ def cdc_remove(
 
 @app.command()
 def init(
-    directory: Path = typer.Argument(..., help="Folder for the new project (must not exist, or be empty)."),
+    directory: Path | None = typer.Argument(None, help="Folder for the new project (must not exist, or be empty)."),
     spec: Path | None = typer.Option(None, "--spec", help="The requirements file (YAML)."),
     interactive: bool = typer.Option(False, "--interactive", help="Answer the requirements questions here."),
+    example: str | None = typer.Option(
+        None, "--example", help="Write the example requirements file of a pattern (api_sync, simple_elt, event_driven,"
+        " file_processing, cdc, multi_source, hybrid) to start from; generates nothing."),
 ) -> None:
     """Generate a runnable project and its architecture document from a requirements file."""
     from elt.generator import generate
 
+    if example is not None:
+        from elt.generator.examples import example as example_text
+
+        text = example_text(example)
+        target = Path(f"requirements-{example}.yaml") if directory is None else directory
+        if target.exists():
+            raise EltError(f"{target} exists; choose another file name: elt init --example {example} FILE")
+        target.write_text(text, encoding="utf-8")
+        out.print(f"wrote {target}: edit it, then `elt init PROJECT_FOLDER --spec {target}`")
+        return
+    if directory is None:
+        raise EltError("give the folder for the new project: elt init FOLDER --spec FILE (or --interactive)")
     if (spec is None) == (not interactive):
-        raise EltError("give --spec FILE or --interactive")
+        raise EltError("give --spec FILE or --interactive (or --example PATTERN for a file to start from)")
     if spec is not None:
         try:
             text = spec.read_text(encoding="utf-8")
@@ -204,9 +228,15 @@ def init(
             f"{s.entity.name} ({s.write_strategy})" for s in source.streams))
     for source in generated.plan.sources:
         for decision in source.advice:
-            if decision.topic in ("full sync", "large source", "real time"):
-                out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {decision.reason}")
+            if decision.infeasible:
+                err.print(f"  [red]{source.pipeline}, {decision.topic}: {decision.choice}[/]: {escape(decision.reason)}")
+            elif decision.topic in ("full sync", "large source", "real time", "access", "secret in access"):
+                out.print(f"  [yellow]{source.pipeline}, {decision.topic}[/]: {escape(decision.reason)}")
     out.print(f"next: cd {directory} && elt run && python -m pytest tests; read docs/architecture.md")
+    if any(d.infeasible for source in generated.plan.sources for d in source.advice):
+        err.print("[red]the requirements cannot be met as written (above)[/]: the project is written; change the"
+                  " requirements (or the source's limits) and generate again")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -220,7 +250,7 @@ def docs(check: bool = typer.Option(False, "--check", help="Only report drift (e
     try:
         loader = _loader()
     except Exception as exc:  # no database yet: the raw DDL is drawn as elt will create it
-        err.print(f"database not reachable ({secrets.redact(str(exc))}); drawing raw tables as they will be created")
+        err.print(f"database not reachable ({escape(secrets.redact(str(exc)))}); drawing raw tables as they will be created")
     try:
         diff = draw(project_dir, registry, loader.store if loader is not None else None, write=not check)
     finally:
@@ -262,20 +292,29 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="Print JSON for 
     for column in ("pipeline", "frequency", "next run (UTC)", "after", "timeout"):
         table.add_column(column)
     for r in rows:
-        nxt = r["next_run"][:16].replace("T", " ") if r["next_run"] else "-"
+        # next_run is in the pipeline's time zone (with its offset); the column says UTC.
+        nxt = f"{dt.datetime.fromisoformat(r['next_run']).astimezone(dt.UTC):%Y-%m-%d %H:%M}" if r["next_run"] else "-"
         table.add_row(r["pipeline"], r["frequency"], nxt, ", ".join(r["after"]) or "-", f"{r['timeout_s']} s")
     out.print(table)
 
 
 @app.command()
 def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for machines.")) -> None:
-    """Health checks: failed, missing and stuck runs, stale data, old dead letters. Exit 1 when anything is wrong."""
+    """Health checks: failed, missing and stuck runs, stale data, old dead letters; in production (ELT_ENV=production)
+    streams still on sample data. Exit 1 when anything is wrong."""
     from elt.health import run_checks
     from elt.pipeline import load_project
+    from elt.readiness import is_production, on_sample_data, sample_data_problems
 
     project_dir, registry = load_project(_Ctx.project)
     with _store() as store:
         problems = run_checks(store, registry.values(), project_dir=project_dir)
+    problems += sample_data_problems(registry.values())
+    samples = on_sample_data(registry.values())
+    if samples and not is_production() and not as_json:
+        err.print(f"note: {len(samples)} stream(s) read sample data ({', '.join(f'{p}.{s}' for p, s, _ in samples)});"
+                  " set ELT_ENV=production in .env and this check fails until they read their real sources",
+                  markup=False, highlight=False)
     if as_json:
         _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
     elif not problems:
@@ -285,7 +324,7 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
         for column in ("check", "subject", "problem"):
             table.add_column(column, overflow="fold")
         for p in problems:
-            table.add_row(f"[red]{p.check}[/]", p.subject, p.detail)
+            table.add_row(f"[red]{p.check}[/]", escape(p.subject), escape(p.detail))
         out.print(table)
     raise typer.Exit(1 if problems else 0)
 
@@ -293,15 +332,18 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
 @app.command()
 def deploy(
     target: str = typer.Argument(..., help="systemd, cron or pg-cron"),
-    user: str | None = typer.Option(None, "--user", help="systemd: the user the service runs as."),
+    user: str | None = typer.Option(None, "--user", help="systemd (required): the account the service runs as."),
+    allow_root: bool = typer.Option(False, "--allow-root", help="systemd: accept --user root."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of printing."),
 ) -> None:
     """Deployment files: a systemd unit for `elt serve`, crontab lines, or pg_cron statements (Supabase)."""
-    from elt.deploy import crontab, pg_cron, systemd_unit
+    from elt.deploy import crontab, pg_cron, systemd_unit, write_paths
     from elt.pipeline import load_project
 
     project_dir, registry = load_project(_Ctx.project)
-    makers = {"systemd": lambda: systemd_unit(project_dir, user), "cron": lambda: crontab(project_dir, registry),
+    makers = {"systemd": lambda: systemd_unit(project_dir, user, allow_root=allow_root,
+                                              write_paths=write_paths(registry)),
+              "cron": lambda: crontab(project_dir, registry),
               "pg-cron": lambda: pg_cron(project_dir, registry)}
     if target not in makers:
         raise EltError(f"unknown deploy target {target!r}; use one of: {', '.join(makers)}")
@@ -423,8 +465,8 @@ def status(
         return
     table = Table(title=f"recent runs ({where})", title_justify="left")
     for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "extracted", "loaded", "unchanged",
-                   "rejected", "transformed", "error"):
-        table.add_column(column, overflow="fold")
+                   "rejected", "transformed", "sample data", "error"):
+        table.add_column(column, overflow="fold", no_wrap=column == "sample data")
     colours = {"success": "green", "partial": "yellow", "failed": "red", "running": "cyan", "skipped": "yellow"}
     for r in rows:
         seconds = r["execution_duration_seconds"]
@@ -433,10 +475,16 @@ def status(
             f"{r['started_at']:%Y-%m-%d %H:%M:%S}", f"{seconds:.1f}" if seconds is not None else "",
             f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}",
             f"{r['rows_unchanged']:,}" + (f" (+{r['rows_collapsed']:,} collapsed)" if r["rows_collapsed"] else ""),
-            f"{r['rows_rejected']:,}",
-            f"{r['rows_transformed']:,}", (r["error_message"] or "")[:160],
+            f"{r['rows_rejected']:,}", f"{r['rows_transformed']:,}", _sample_streams(r.get("streams")),
+            escape((r["error_message"] or "")[:160]),
         )
     out.print(table)
+
+
+def _sample_streams(streams: Any) -> str:
+    """The streams of a run that read sample data, not their real source (from the run's stream figures)."""
+    names = sorted(name for name, figures in (streams or {}).items() if isinstance(figures, dict) and figures.get("sample"))
+    return f"[yellow]{', '.join(names)}[/]" if names else ""
 
 
 @app.command()
@@ -504,7 +552,7 @@ def dead_list(
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(str(r["id"]), r["pipeline_name"], r["stream_name"] or "", str(r["run_id"] or ""),
-                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["error_message"][:200],
+                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}", escape(r["error_message"][:200]),
                       f"{r['resolved_at']:%Y-%m-%d} by {r['resolved_by']}" if r["resolved_at"] else "")
     out.print(table)
 
@@ -539,7 +587,7 @@ def dead_replay(
     out.print(f"replay run {result.run_id}: {loaded} record(s) loaded and resolved, {superseded} resolved as superseded"
               f" (a newer version is stored), {still} still rejected")
     if result.summary.error_message and result.status != "success":
-        err.print(f"[red]{secrets.redact(result.summary.error_message)}[/]")
+        err.print(f"[red]{escape(secrets.redact(result.summary.error_message))}[/]")
     raise typer.Exit(result.exit_code)
 
 
@@ -630,7 +678,7 @@ def main() -> None:
     try:
         app()
     except EltError as exc:
-        err.print(f"[red]error:[/] {secrets.redact(str(exc))}")
+        err.print(f"[red]error:[/] {escape(secrets.redact(str(exc)))}")
         sys.exit(2)
 
 

@@ -1,7 +1,10 @@
 """Where settings come from: the environment, the project's ``.env`` file, defaults.
 
 One place decides which database a command talks to (``ELT_DATABASE_URL`` or the
-embedded default), so ``elt run``, ``elt status`` and the library agree.
+embedded default), so ``elt run``, ``elt status`` and the library agree. The
+project's ``.env`` is loaded before its ``pipelines.py`` is imported (see
+:func:`elt.pipeline.load_project`), because generated projects read their
+source settings at import. ``ELT_ENV_FILE`` names another file to load instead.
 """
 
 from __future__ import annotations
@@ -17,19 +20,31 @@ from elt import secrets
 _loaded_from: set[Path] = set()
 
 
+def env_file(project_dir: Path | None = None) -> Path | None:
+    """The file of settings to load: ``ELT_ENV_FILE`` when set, else the project's (or current folder's) ``.env``."""
+    chosen = os.environ.get("ELT_ENV_FILE", "").strip()
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.exists():
+            from elt.errors import ConfigError
+
+            raise ConfigError(f"ELT_ENV_FILE={chosen}: no such file; point it at the settings file or unset it")
+        return path
+    path = (project_dir or Path.cwd()).resolve() / ".env"
+    return path if path.is_file() else None
+
+
 def load_dotenv_once(project_dir: Path | None = None) -> None:
-    """Load ``.env`` from the project (or current) folder; real environment variables win."""
-    folder = (project_dir or Path.cwd()).resolve()
-    if folder in _loaded_from:
+    """Load the settings file (:func:`env_file`) into the environment once; real environment variables win."""
+    path = env_file(project_dir)
+    if path is None or path.resolve() in _loaded_from:
         return
-    _loaded_from.add(folder)
-    env_file = folder / ".env"
-    if env_file.is_file():
-        # Real environment variables win, but an empty one (VAR= in a unit
-        # file or crontab) does not hide the .env value.
-        for key, value in dotenv_values(env_file).items():
-            if value is not None and not os.environ.get(key):
-                os.environ[key] = value
+    _loaded_from.add(path.resolve())
+    # Real environment variables win, but an empty one (VAR= in a unit
+    # file or crontab) does not hide the .env value.
+    for key, value in dotenv_values(path).items():
+        if value is not None and not os.environ.get(key):
+            os.environ[key] = value
 
 
 @dataclass(frozen=True)

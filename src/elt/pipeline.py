@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elt.config import load_dotenv_once
 from elt.destinations import Destination, resolve
 from elt.errors import ConfigError, ProjectNotFound
 from elt.extractors.base import Extractor
@@ -135,6 +136,9 @@ def load_project(project: Path | str | None = None) -> tuple[Path, dict[str, Pip
             " pass --project PATH, or create one with `elt demo`"
         )
     project_dir = module_path.parent
+    # Before the import: a project reads its settings (source URLs, folders, alert
+    # hooks) at import time, and they may live in .env only.
+    load_dotenv_once(project_dir)
     clear_registry()
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))

@@ -94,6 +94,8 @@ class StreamFigures:
     incomplete: list[str] | None = None
     #: Source faults the read met (REST: retries by cause, URLs failed for good); see Extractor.fault_report.
     faults: dict[str, Any] | None = None
+    #: The stream read sample data, not its real source (Extractor.sample_data).
+    sample: str | None = None
 
     def add(self, result: LoadResult) -> None:
         self.batches += 1
@@ -303,6 +305,10 @@ class Runner:
                 for extractor in streams:
                     _check_stop()
                     figures = run.streams.setdefault(extractor.name, StreamFigures())
+                    if extractor.sample_data:  # issue 15: never let stand-in data pass for the real source
+                        figures.sample = extractor.sample_data
+                        self.log.warning("stream reads sample data, not its real source", stream=extractor.name,
+                                         sample=extractor.sample_data)
                     progress.start_stream(extractor.name)
                     try:
                         self._run_stream(loader, run, extractor, figures, progress)

@@ -66,4 +66,44 @@ sources:
 transformations: [margin per product per week]
 """
 
-SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY}
+CDC = """
+project: live_ledger
+description: Invoices from the ERP's PostgreSQL, needed within minutes, deletes included.
+sources:
+  - name: erp
+    type: database
+    format: postgres
+    freshness: near_real_time
+    volume: {rows_per_sync: 500, total_rows: 2000000}
+    entities:
+      - {name: invoices, primary_key: id, cursor: updated_at,
+         fields: [{name: id, type: integer}, {name: customer, type: string}, {name: total, type: number},
+                  {name: updated_at, type: timestamp}]}
+      - {name: customers, primary_key: id}
+"""
+
+SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY,
+         "cdc": CDC}
+
+#: Spec fields that must be honoured or answered: a JSON drop on SFTP, a MySQL database whose access
+#: URL holds a password, alert emails.
+HONOURED = """
+project: shop_ops
+alert_email: ops@shop.example
+sources:
+  - name: orders_db
+    type: database
+    format: mysql
+    access: mysql://app:hunter2-s3cret@db.internal:3306/shop
+    auth: {kind: basic, secret_env: SHOP_DB_PASSWORD}
+    freshness: daily
+    volume: {rows_per_sync: 2000, total_rows: 90000}
+    entities: [{name: orders, primary_key: id, cursor: updated_at}]
+  - name: partner
+    type: file_drop
+    format: json
+    access: sftp://partner.example.com/outbox
+    freshness: daily
+    entities: [{name: stock, primary_key: sku,
+                fields: [{name: sku, type: string}, {name: on_hand, type: integer}]}]
+"""

@@ -119,6 +119,10 @@ class Extractor:
     #: Freshness SLA for `elt check`: the raw table's newest row may not be older than this
     #: (a timedelta or "6h"); default: twice the pipeline's schedule interval.
     freshness: ClassVar[dt.timedelta | str | None] = None
+    #: Set while the stream reads stand-in data instead of its real source: what it reads and how
+    #: to go live ("sample_data/shop: set SHOP_BASE_URL in .env"). Every run logs it, `elt status`
+    #: shows it, and `elt check` fails on it when ELT_ENV=production.
+    sample_data: ClassVar[str | None] = None
 
     def __init__(self, **settings: Any) -> None:
         for key, value in settings.items():

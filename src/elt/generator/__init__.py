@@ -26,7 +26,7 @@ def generate(requirements_text: str, target: Path, where: str = "requirements") 
     """Write the project for ``requirements_text`` (YAML) into ``target``, with its document and deploy files."""
     import yaml
 
-    from elt.deploy import crontab, systemd_unit
+    from elt.deploy import crontab, systemd_unit, write_paths
     from elt.errors import ConfigError
     from elt.pipeline import load_project
 
@@ -42,7 +42,9 @@ def generate(requirements_text: str, target: Path, where: str = "requirements") 
     (target / "docs").mkdir(exist_ok=True)
     (target / "docs" / "architecture.md").write_text(render(project_dir, pipelines), encoding="utf-8")
     (target / "deploy").mkdir(exist_ok=True)
-    (target / "deploy" / f"elt-{target.name}.service").write_text(systemd_unit(target), encoding="utf-8")
+    # A dedicated account named elt, never root; `elt deploy systemd --user NAME` writes it for another.
+    unit = systemd_unit(target, "elt", write_paths=write_paths(pipelines))
+    (target / "deploy" / f"elt-{target.name}.service").write_text(unit, encoding="utf-8")
     (target / "deploy" / "crontab").write_text(crontab(target, pipelines), encoding="utf-8")
     return Generated(target, the_plan, counts)
 

@@ -17,8 +17,7 @@ from typing import Any
 
 from elt.extractors.base import Extractor
 from elt.generator.decisions import Plan, plan
-from elt.generator.requirements import Requirements, load
-from elt.loaders.postgres.monitoring import CHECK_QUERIES
+from elt.generator.requirements import Requirements, env_name, load
 from elt.loaders.postgres.raw import RawTable
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule
@@ -31,15 +30,21 @@ SECTIONS = ("Overview", "Architecture diagram", "Source inventory", "Schema desi
 
 #: (column, data type) of a raw table, as information_schema names them.
 Columns = list[tuple[str, str]]
-_FORMAL = {"timestamptz": "timestamp with time zone", "int": "integer"}
 
 
-def predicted_columns(table: RawTable) -> Columns:
-    """The raw table as elt will create it."""
-    columns = [(c, _FORMAL.get(t, t)) for c, t, _ in table.data_columns()]
-    return columns + [("_raw_payload", "jsonb"), ("_loaded_at", "timestamp with time zone"), ("_batch_id", "text"),
-                      ("_run_id", "bigint"), ("_record_hash", "uuid"), ("_row_seq", "bigint"),
-                      ("_deleted_at", "timestamp with time zone")]
+#: A raw cursor column's type (information_schema) -> the cursor kind elt stores it as.
+_KIND_OF_TYPE = {"timestamp with time zone": "timestamp", "date": "date", "bigint": "integer", "numeric": "number",
+                 "text": "text"}
+
+
+def raw_ddl(table: RawTable) -> str:
+    """The CREATE TABLE and index statements elt runs for a raw table, one column per line."""
+    create = table.create_sql().as_string(None)
+    head, _, rest = create.partition(" (")
+    body = rest[:-1].split(", ")
+    lines = [f"{head} (", ",\n".join(f"    {column}" for column in body), ");"]
+    lines += [f"{statement.as_string(None)};" for statement in table.index_sql()]
+    return "\n".join(lines)
 
 
 def render(project_dir: Path, pipelines: dict[str, Pipeline],
@@ -146,6 +151,17 @@ class _Doc:
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
                 elif schema == "stg" and any(s.table_name(p.name) == name for p, s in self.streams()):
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
+        # Around the data path: what starts the runs, where rejects go, what watches.
+        scheduled = [p.name for p in self.pipelines.values() if Schedule.of(p) or p.after]
+        out.append(f'  scheduler{{{{"elt serve<br/>{len(scheduled)} scheduled pipeline(s), timeouts"}}}}')
+        out.append('  dead_letter[("pipeline.dead_letter<br/>rejected records, with the reason")]')
+        out.append('  run_log[("pipeline.execution_log<br/>every run")]')
+        out.append('  monitor["elt check and alerts"]')
+        out.append("  scheduler -. starts .-> extract")
+        out.append("  extract -. rejected .-> dead_letter")
+        out.append("  extract -. figures .-> run_log")
+        out.append("  run_log --> monitor")
+        out.append("  dead_letter --> monitor")
         out.append("```")
         return "\n".join(out)
 
@@ -176,12 +192,10 @@ class _Doc:
                " letters, state, schema changes, alerts).\n", "### raw\n"]
         for pipeline, stream in self.streams():
             table = stream.table_name(pipeline.name)
-            columns = self.live_columns(table)
-            origin = "as in the database" if columns else "as elt creates it on the first run"
-            columns = columns or predicted_columns(RawTable.for_stream(table, stream, self._cursor_kind(pipeline, stream)))
-            body = ",\n".join(f"    {name} {kind}" for name, kind in columns)
-            out.append(f"`raw.{table}` ({origin}; write strategy `{stream.strategy.value}`):\n\n```sql\n"
-                       f"CREATE TABLE raw.{table} (\n{body}\n);\n```\n")
+            raw = RawTable.for_stream(table, stream, self._cursor_kind(pipeline, stream))
+            # The statements elt runs (collations, indexes), so the document reads the same before and
+            # after the first run; only a real difference (a cursor found to be another kind) shows as drift.
+            out.append(f"`raw.{table}` (write strategy `{stream.strategy.value}`):\n\n```sql\n{raw_ddl(raw)}\n```\n")
         for layer in ("stg", "mart", "rpt"):
             models = [m for m in self.graph.order() if m.schema == layer]
             if not models:
@@ -194,10 +208,15 @@ class _Doc:
         return "\n".join(out)
 
     def _cursor_kind(self, pipeline: Pipeline, stream: Extractor) -> str | None:
-        """The cursor's kind as the requirements declare it (what the first load will find)."""
+        """The cursor's kind: as the database has it once loaded, else as the requirements declare it."""
         from elt.generator.samples import fields_of
 
-        if not self.req or not stream.cursor_field:
+        if not stream.cursor_field:
+            return None
+        live = dict(self.live_columns(stream.table_name(pipeline.name)) or [])
+        if stream.cursor_field in live:
+            return _KIND_OF_TYPE.get(live[stream.cursor_field])
+        if not self.req:
             return None
         for source in self.req.sources:
             for entity in source.entities if source.name == pipeline.name else []:
@@ -248,17 +267,26 @@ class _Doc:
         out.append(self._gantt())
         return "\n".join(out)
 
+    def _minutes(self, pipeline: Pipeline) -> int:
+        """A bar's length: the plan's estimated sync time, else 10 minutes (whole minutes, at least 1)."""
+        sp = next((sp for sp in (self.plan.sources if self.plan else []) if sp.pipeline == pipeline.name), None)
+        return max(1, round(sp.sync_seconds / 60)) if sp else 10
+
     def _gantt(self) -> str:
         day = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # any Monday: the chart shows one day's pattern, in UTC
-        out = ["```mermaid", "gantt", "  title One day's runs (UTC)", "  dateFormat HH:mm", "  axisFormat %H:%M"]
+        out = ["```mermaid", "gantt", "  title One day's runs (UTC): loads (estimated duration), then their models",
+               "  dateFormat HH:mm", "  axisFormat %H:%M"]
         tasks = 0
+        last: dict[str, str] = {}  # a pipeline's last task today, for the pipelines that run after it
         for p in self.pipelines.values():
             schedule = Schedule.of(p)
             if schedule is None:
                 continue
             out.append(f"  section {_id(p.name)}")
+            minutes = self._minutes(p)
             if p.every:
-                out.append(f"  {p.name} every {p.every} :{_id(p.name)}_all, 00:00, 24h")
+                out.append(f"  {p.name} every {p.every} (~{minutes} min each) :{_id(p.name)}_all, 00:00, 24h")
+                last[p.name] = f"{_id(p.name)}_all"
                 tasks += 1
                 continue
             moment, fires = day - dt.timedelta(microseconds=1), 0
@@ -266,8 +294,21 @@ class _Doc:
                 nxt = schedule.next_after(moment)
                 if nxt is None or nxt.astimezone(dt.UTC).date() != day.date():
                     break
-                out.append(f"  {p.name} :{_id(p.name)}_{fires}, {nxt.astimezone(dt.UTC):%H:%M}, 10m")
+                task = f"{_id(p.name)}_{fires}"
+                out.append(f"  {p.name} load :{task}, {nxt.astimezone(dt.UTC):%H:%M}, {minutes}m")
+                if p.transforms is not False and p.streams:
+                    out.append(f"  {p.name} models :{task}_m, after {task}, 1m")
+                    task = f"{task}_m"
+                last[p.name] = task
                 moment, fires, tasks = nxt, fires + 1, tasks + 1
+        for p in self.pipelines.values():
+            upstream = [last[name] for name in p.after if name in last]
+            if Schedule.of(p) is not None or not upstream:
+                continue
+            out.append(f"  section {_id(p.name)}")
+            out.append(f"  {p.name} (after {', '.join(p.after)}) :{_id(p.name)}_after, after {' '.join(upstream)},"
+                       f" {self._minutes(p) if p.streams else 1}m")
+            tasks += 1
         if not tasks:
             out.append("  section manual")
             out.append("  no scheduled pipeline :none, 00:00, 1m")
@@ -276,61 +317,171 @@ class _Doc:
 
     # --- 7 ----------------------------------------------------------------------------
     def reliability(self) -> str:
-        return """\
-- **Run log**: every run writes a row to `pipeline.execution_log` (status running → success, partial,
-  failed or skipped; rows extracted, loaded, rejected, transformed; per-stream and per-model figures; the
-  error and its traceback). A killed run's row is closed as failed by the next run.
-- **Dead letters**: a record that breaks its contract, key or cursor rules, or a file that cannot be read,
-  goes to `pipeline.dead_letter` with the reason; the rest of the batch loads. `max_bad_ratio` decides
-  whether the run ends partial or failed.
+        retries = {sp.pipeline: sp.retry.choice for sp in (self.plan.sources if self.plan else [])}
+        rows = ["| stream | bad records allowed | dead letters get | retries | `partial` means |", "|---|---|---|---|---|"]
+        for p, stream in self.streams():
+            kind = _kind(stream)
+            ratio = float(stream.max_bad_ratio)
+            allowed = "none: one fails the run" if ratio == 0 else f"up to {ratio:.0%} of a run's records"
+            rejects = {"FileExtractor": "unreadable files and rows (file, line, reason)",
+                       "CdcExtractor": "change rows missing seq"}.get(
+                kind, "records breaking the " + ("key, cursor or contract" if stream.contract else "key or cursor") + " rules")
+            if stream.contract is not None and kind == "FileExtractor":
+                rejects += f"; rows breaking {stream.contract.__name__}"
+            retry = retries.get(p.name) or {
+                "RestExtractor": f"{getattr(stream, 'max_retries', 5)} retries, backoff with jitter",
+            }.get(kind, "the next scheduled run continues")
+            partial = {"FileExtractor": "some files or rows were rejected; the others loaded",
+                       "CdcExtractor": "some changes were rejected; later ones loaded"}.get(
+                kind, "some records were rejected (within the ratio); the rest loaded")
+            rows.append(f"| {p.name}.{stream.name} | {allowed} | {rejects} | {retry} | {partial} |")
+        return "\n".join(rows) + """
+
+- **Run log**: every run writes a row to `pipeline.execution_log` (running → success, partial, failed or
+  skipped; rows extracted, loaded, rejected, transformed; per-stream and per-model figures; the error and
+  its traceback). A killed run's row is closed as failed by the next run. Any status but `success` exits
+  non-zero (`elt run`: 1 failed, 3 partial, 4 skipped).
 - **Idempotency**: each batch's rows and the stream's watermark (or file manifest) commit in one
   transaction; a run killed at any point and run again ends with exactly the source's records.
-- **Retries**: per source, as decided in section 5; a stream that fails keeps its committed batches and
-  its exact watermark, and the next run continues from there. Other streams of the pipeline still run.
-- **Overlap**: one run per pipeline at a time (a database advisory lock); a second one is logged skipped.
+- **A failed stream** keeps its committed batches and exact watermark; the pipeline's other streams still
+  run and the next run continues from there.
+- **Overlap**: one run per pipeline at a time (a database lock); a second one is logged `skipped`.
 - **Timeouts**: under `elt serve` each run is a child process stopped at its timeout ("timed out after N s")."""
 
     # --- 8 ----------------------------------------------------------------------------
     def monitoring(self) -> str:
         out = ["`elt check` (exit 1 when anything is wrong; `--json`) and `elt serve` (every few minutes, alerting"
-               " once per problem, reminding, and saying when it is resolved) run these checks:\n"]
-        for name, query in CHECK_QUERIES.items():
-            out.append(f"**{name}**\n\n```sql\n{query.strip()}\n```\n")
-        out.append("Stale data compares each raw table's `max(_loaded_at)` with the stream's `freshness` (default:"
-                   " twice its schedule's interval); missing runs compare the last success with the next scheduled"
-                   " time after it, plus a grace of half an interval (1 minute to 2 hours).")
+               " once per problem, reminding, and saying when it is resolved) watch the project. The queries below"
+               " ask the same of this project's own tables, with its own thresholds; each runs as it stands"
+               " (psql, a dashboard).\n"]
+        now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+        limits = []
+        for p in self.pipelines.values():
+            schedule = Schedule.of(p)
+            if schedule is not None:
+                limits.append((p.name, int(schedule.interval(now).total_seconds() * 2)))
+        if limits:
+            values = ",\n".join(f"    ('{name}', interval '{seconds} seconds')" for name, seconds in limits)
+            out.append("**Late pipelines**: no successful run within twice the schedule's interval.\n\n```sql\n"
+                       "SELECT expected.pipeline, max(l.completed_at) AS last_success, expected.within\n"
+                       f"FROM (VALUES\n{values}\n) AS expected (pipeline, within)\n"
+                       "LEFT JOIN pipeline.execution_log AS l\n"
+                       "    ON l.pipeline_name = expected.pipeline AND l.status IN ('success', 'partial')\n"
+                       "GROUP BY expected.pipeline, expected.within\n"
+                       "HAVING coalesce(max(l.completed_at), '-infinity') < now() - expected.within;\n```\n")
+        names = ", ".join(f"'{p}'" for p in self.pipelines)
+        out.append("**Runs that did not succeed** in the last 24 hours, newest first.\n\n```sql\n"
+                   "SELECT id, pipeline_name, status, started_at, rows_rejected, left(error_message, 200) AS error\n"
+                   f"FROM pipeline.execution_log\nWHERE pipeline_name IN ({names})\n"
+                   "  AND status NOT IN ('success', 'running') AND started_at > now() - interval '24 hours'\n"
+                   "ORDER BY id DESC;\n```\n")
+        timeouts = ",\n".join(f"    ('{p.name}', interval '{int(p.timeout.total_seconds())} seconds')"
+                               for p in self.pipelines.values() if isinstance(p.timeout, dt.timedelta))
+        out.append("**Stuck runs**: still `running` past the pipeline's timeout.\n\n```sql\n"
+                   "SELECT l.id, l.pipeline_name, l.started_at\nFROM pipeline.execution_log AS l\n"
+                   f"JOIN (VALUES\n{timeouts}\n) AS t (pipeline, timeout) ON t.pipeline = l.pipeline_name\n"
+                   "WHERE l.status = 'running' AND l.started_at < now() - t.timeout;\n```\n")
+        out.append("**Dead letters waiting**, per stream (resolve or replay them within a day).\n\n```sql\n"
+                   "SELECT pipeline_name, stream_name, count(*) AS waiting, min(created_at) AS oldest\n"
+                   f"FROM pipeline.dead_letter\nWHERE resolved_at IS NULL AND pipeline_name IN ({names})\n"
+                   "GROUP BY pipeline_name, stream_name\nORDER BY oldest;\n```\n")
+        out.append("**Schema changes** seen in the last 7 days (new or retyped fields: check the staging models).\n\n"
+                   "```sql\nSELECT detected_at, table_name, field_name, change, old_type, new_type\n"
+                   "FROM pipeline.schema_changes\nWHERE change <> 'initial' AND detected_at > now() - interval '7 days'\n"
+                   "ORDER BY detected_at DESC;\n```\n")
+        out.append("elt's own tables (`elt migrate` creates them; every command runs it first):\n")
+        from elt.loaders.postgres.connection import migrations_dir
+
+        for path in sorted(migrations_dir().glob("*.sql")):
+            out.append(f"`{path.name}`:\n\n```sql\n{path.read_text(encoding='utf-8').strip()}\n```\n")
         return "\n".join(out)
 
     # --- 9 ----------------------------------------------------------------------------
     def runbook(self) -> str:
         first = next(iter(self.pipelines), "PIPELINE")
         stream = next((s.name for p, s in self.streams() if p.name == first), "STREAM")
-        return f"""\
-- **Trigger a pipeline**: `elt run {first}` (one stream: `elt run {first} --stream {stream}`).
-- **Investigate a failure**: `elt status` names the stream and the cause; `error_detail` in
-  `pipeline.execution_log` has the traceback; `elt check` lists everything that is wrong now.
-- **Backfill**: `elt run {first} --since 2026-01-01`; the overlap is harmless, the watermark never moves back.
-- **Add a source**: write its extractor in `pipelines.py` (add it to a pipeline), `elt run` it once,
-  `elt stage STREAM` for a typed staging model, then `elt docs` to redraw this document.
-- **Replay dead letters**: `elt dead-letter list`, fix the contract or `transform_record`, then
-  `elt dead-letter replay {first}`; `elt dead-letter resolve ID --by NAME` for records that should not load.
-- **A model failed**: the last good version is still there; fix the SQL and `elt transform --select MODEL+`."""
+        lines = ["**Go live**\n",
+                 "1. `cp .env.example .env && chmod 600 .env`; set each source's variables (below) and"
+                 " `ELT_ENV=production`. elt loads `.env` before it imports `pipelines.py`, for every command.",
+                 f"2. `elt run {first}` by hand; `elt status` must show no `sample data` column entries, and"
+                 " `elt check` must pass (with `ELT_ENV=production` it fails while a stream reads sample data).",
+                 "3. `elt deploy systemd --user elt --output deploy/elt.service` (or `elt deploy cron`), install it,"
+                 " and watch the first scheduled runs in `elt status`.\n", "**Per source**\n"]
+        for p in self.pipelines.values():
+            kinds = {_kind(s) for s in p.streams}
+            env = env_name(p.name)
+            if "RestExtractor" in kinds:
+                lines.append(f"- {p.name} (API): set `{env}_BASE_URL`; rotate its credential by changing it in `.env`"
+                             f" and restarting the service (`sudo systemctl restart elt-{self.dir.name}`); a 401 in"
+                             " `elt status`"
+                             " names the variable to check.")
+            if "CdcExtractor" in kinds:
+                tables = ", ".join(getattr(s, "source_table", "") for s in p.streams)
+                lines.append(f"- {p.name} (change capture): once per table ({tables}), as a role that may create"
+                             f" triggers: `elt cdc install {env}_DATABASE_URL TABLE --apply`; then set"
+                             f" `{env}_DATABASE_URL`. `elt cdc remove` stops it.")
+            elif "SqlExtractor" in kinds:
+                lines.append(f"- {p.name} (database): set `{env}_DATABASE_URL` (a read-only role); a password change"
+                             f" is a new URL in `.env`. Deleted rows: `elt reconcile {p.name}`"
+                             f"{' (scheduled: ' + p.reconcile + ')' if p.reconcile else ''}.")
+            if "FileExtractor" in kinds:
+                lines.append(f"- {p.name} (files): set the folder variable; each file loads once. To load a corrected"
+                             " file again, drop it under a new name (or change it: a changed file loads as a new"
+                             " version); bad files are in `elt dead-letter list` with file and line.")
+            if not p.streams:
+                lines.append(f"- {p.name} (models only): `elt run {p.name}` rebuilds its models; it waits for"
+                             f" {', '.join(p.after) or 'nothing'} under `elt serve`.")
+        lines += ["\n**Day to day**\n",
+                  f"- **Trigger a pipeline**: `elt run {first}` (one stream: `elt run {first} --stream {stream}`).",
+                  "- **Investigate a failure**: `elt status` names the stream and the cause; `error_detail` in"
+                  " `pipeline.execution_log` has the traceback; `elt check` lists everything that is wrong now.",
+                  f"- **Backfill**: `elt run {first} --since 2026-01-01`; the overlap is harmless, the watermark never"
+                  " moves back.",
+                  f"- **Replay dead letters**: `elt dead-letter list`, fix the contract or `transform_record`, then"
+                  f" `elt dead-letter replay {first}`; `elt dead-letter resolve ID --by NAME` for records that should"
+                  " not load.",
+                  "- **A model failed**: the last good version is still there; fix the SQL and"
+                  " `elt transform --select MODEL+`.",
+                  "- **Add a source**: write its extractor in `pipelines.py`, `elt run` it once, `elt stage STREAM`"
+                  " for a typed staging model, then `elt docs` to redraw this document."]
+        return "\n".join(lines)
 
     # --- 10 ---------------------------------------------------------------------------
     def maintenance(self) -> str:
         retention = self.req.reliability.retention_days if self.req else 365
         rows = ["| when | what |", "|---|---|",
-                "| daily | read `elt check` alerts; resolve or replay dead letters older than a day |"]
+                "| daily | read `elt check` alerts; resolve or replay dead letters older than a day |",
+                "| weekly | review `pipeline.schema_changes` (query in section 8): new or retyped fields may need"
+                " the staging models changed |"]
         for p in self.pipelines.values():
             if p.reconcile:
                 rows.append(f"| `{p.reconcile}` ({p.tz}) | key reconciliation of {p.name} (`elt reconcile {p.name}`),"
                             " run by `elt serve` |")
         rows += ["| weekly | `elt transform --full-refresh` for incremental models if sources rewrote history |",
-                 f"| monthly | delete raw rows older than the {retention}-day retention: `DELETE FROM raw.<table> WHERE"
-                 f" _loaded_at < now() - interval '{retention} days'` (then `VACUUM ANALYZE`) |",
+                 f"| monthly | raw retention ({retention} days), per table as below, then `VACUUM ANALYZE` |",
                  "| quarterly | rotate the secrets in `.env`; restore a backup into a scratch database and run `elt check` |",
                  "| on upgrade | `pip install -U elt`, `elt migrate`, `elt run` one pipeline by hand |"]
-        return "\n".join(rows)
+        out = ["\n".join(rows), f"\nRetention of {retention} days, by write strategy (a raw table holds different"
+               " things under each):\n"]
+        for p, stream in self.streams():
+            table = f"raw.{stream.table_name(p.name)}"
+            strategy = stream.strategy.value
+            if strategy in ("upsert", "replace"):
+                out.append(f"- `{table}` ({strategy}): holds the current rows, not history: never delete by age"
+                           f" (that would delete live rows); deleted source rows are marked by `elt reconcile`"
+                           " or vanish with the next full read.")
+                continue
+            if strategy == "append_dedup":
+                keys = stream.key_fields
+                same = " AND ".join(f'newer."{k}" = old."{k}"' for k in keys)
+                statement = (f"DELETE FROM {table} AS old\nWHERE old._loaded_at < now() - interval '{retention} days'\n"
+                             f"  AND EXISTS (SELECT 1 FROM {table} AS newer WHERE {same} AND newer._row_seq > old._row_seq);")
+                why = "older versions of each key past the retention; the latest version of every key stays"
+            else:
+                statement = f"DELETE FROM {table}\nWHERE _loaded_at < now() - interval '{retention} days';"
+                why = "events past the retention (each row is an immutable fact)"
+            out.append(f"- `{table}` ({strategy}): delete {why}:\n\n```sql\n{statement}\n```\n")
+        return "\n".join(out)
 
 
 def live_columns_from(store: Any) -> Callable[[str], Columns | None]:

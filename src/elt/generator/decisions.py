@@ -12,12 +12,10 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-from elt.generator.requirements import Entity, Requirements, Source
+from elt.generator.requirements import Entity, Requirements, Source, env_name, freshness_seconds
 
 FULL_REFRESH_BELOW = 10_000
 LARGE_TABLE = 10_000_000
-#: Seconds between syncs that each freshness need allows.
-FRESHNESS_SECONDS = {"real_time": 60, "near_real_time": 300, "hourly": 3600, "daily": 86400, "on_demand": None}
 
 
 @dataclass
@@ -25,6 +23,8 @@ class Decision:
     topic: str
     choice: str
     reason: str
+    #: The requirements cannot be met as written: `elt init` writes the project, says why, and exits 1.
+    infeasible: bool = False
 
 
 @dataclass
@@ -35,6 +35,8 @@ class StreamPlan:
     write_strategy: str
     batch_size: int
     decisions: list[Decision] = field(default_factory=list)
+    #: Read through trigger-based change capture (CdcExtractor), not by re-querying the table.
+    cdc: bool = False
 
     @property
     def table(self) -> str:
@@ -81,6 +83,16 @@ class SourcePlan:
     @property
     def frequency(self) -> str:
         return f"cron {self.schedule}" if self.schedule else f"every {self.every}" if self.every else "on demand"
+
+    @property
+    def sync_seconds(self) -> float:
+        """A usual sync's estimated duration: requests at the rate limit for APIs, else rows at a modest speed."""
+        volume = self.source.volume
+        rate = self.source.rate_limit.per_second() if self.source.type == "rest_api" else None
+        if rate:
+            requests = max(math.ceil(volume.rows_per_sync / self.source.rate_limit.page_size), len(self.streams))
+            return requests / rate
+        return volume.rows_per_sync / 5_000 + 5 * len(self.streams)  # 5,000 rows/s, a few seconds per stream
 
 
 @dataclass
@@ -138,7 +150,7 @@ def _pattern(req: Requirements) -> Decision:
     if types <= {"file_drop", "manual"}:
         return Decision("pattern", "file processing", "every source is a file: a drop folder per source, each file"
                         " loaded once and tracked in a manifest, bad files quarantined in the dead-letter table")
-    if any(s.type == "database" and s.freshness in ("real_time", "near_real_time") for s in req.sources):
+    if any(uses_cdc(s) for s in req.sources):
         return Decision("pattern", "CDC", "a database source needs data within minutes: trigger-based change capture"
                         " reads every insert, update and delete instead of re-scanning tables")
     if len(req.sources) == 1:
@@ -165,7 +177,17 @@ def _schedule(source: Source) -> tuple[str | None, str | None, Decision]:
     if source.freshness == "daily":
         return f"{minute} 5 * * *", None, Decision("schedule", f"cron {minute} 5 * * *", "daily need: early morning,"
                                                    " before people look at the reports")
-    return None, None, Decision("schedule", "on demand", "no freshness need: run with `elt run` when wanted")
+    seconds = freshness_seconds(source.freshness)
+    if seconds is None:
+        return None, None, Decision("schedule", "on demand", "no freshness need: run with `elt run` when wanted")
+    # A duration ("15m", "6h"): run that often; whole days as a morning cron.
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        cron = f"{minute} 5 */{days} * *" if days > 1 else f"{minute} 5 * * *"
+        return cron, None, Decision("schedule", f"cron {cron}", f"data at most {source.freshness} old: early morning")
+    every = source.freshness
+    return None, every, Decision("schedule", f"every {every}", f"data at most {source.freshness} old: a sync every"
+                                 f" {every}")
 
 
 def _source(source: Source, req: Requirements) -> SourcePlan:
@@ -183,7 +205,7 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
         rate = source.rate_limit.per_second()
         if rate:
             pages = max(1, math.ceil(source.volume.total_rows / source.rate_limit.page_size))
-            allowed = FRESHNESS_SECONDS[source.freshness]
+            allowed = freshness_seconds(source.freshness)
             result.full_sync = FullSync(rate, source.rate_limit.page_size, source.volume.total_rows, pages,
                                         pages / rate, allowed)
             incremental_pages = max(1, math.ceil(source.volume.rows_per_sync / source.rate_limit.page_size))
@@ -197,13 +219,27 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
                     " time (`elt run --full-refresh`), or in windows with `elt run --since`."))
             else:
                 result.advice.append(Decision("full sync", "fits the freshness need", result.full_sync.sentence()))
+    scheme = source.access.partition("://")[0].lower() if "://" in source.access else ""
+    if source.type in ("file_drop", "manual") and scheme in ("sftp", "ftp", "ftps", "scp", "smb", "s3", "gs"):
+        result.advice.append(Decision(
+            "access", "mount it, then it is a folder",
+            f"elt reads folders, not {scheme.upper()} servers: mount {source.access} on the host (sshfs for SFTP,"
+            " curlftpfs for FTP, mount.cifs for SMB, rclone mount for S3/GCS) or mirror it there on a schedule"
+            f" (rclone sync, lftp mirror), then set {env_name(source.name)}_FOLDER to that folder"))
+    if source.access_had_password:
+        result.advice.append(Decision(
+            "secret in access", "masked; the real URL goes in .env",
+            f"the access URL of {source.name} holds a password: it is masked (***) in every generated file;"
+            f" put the real URL in .env ({env_name(source.name)}_DATABASE_URL for a database), never in a file you commit"))
+    if source.type == "rest_api":
+        result.advice += _quota_and_sync_time(source)
     if source.volume.total_rows > LARGE_TABLE:
         result.advice.append(Decision(
             "large source", "incremental only, bulk backfill in windows",
             f"{source.volume.total_rows:,} rows: never re-read it whole. Index (cursor, key) on the source, keep"
             " batches at 10,000 rows (memory stays flat), backfill in windows with `elt run --since`, and consider"
             " partitioning the raw table by month (pg_partman) or BigQuery once it passes a few hundred million rows."))
-    if source.freshness == "real_time" and source.type != "webhook":
+    if source.freshness == "real_time" and source.type != "webhook" and not uses_cdc(source):
         result.advice.append(Decision(
             "real time", "webhook ingestion instead of polling",
             "polling cannot give real time without hammering the source; if it can send webhooks, receive them"
@@ -221,6 +257,16 @@ def _stream(source: Source, entity: Entity) -> StreamPlan:
                                   " size and hash); nothing is re-read"))
         decisions.append(Decision("write strategy", "append", "files and events are immutable facts; staging keeps"
                                   " the latest version per key"))
+    elif uses_cdc(source):
+        incremental, strategy = True, "append"
+        decisions.append(Decision("incremental", "change capture by seq", "the data is needed within minutes:"
+                                  " `elt cdc install` puts a trigger on the table that records every insert, update"
+                                  " and delete in elt_cdc.changes; each run reads the new changes by sequence id"))
+        decisions.append(Decision("write strategy", "append", "every change is a fact kept in raw; staging shows"
+                                  f" the current row per {entity.primary_key}, deletes included"))
+        batch = 10_000
+        decisions.append(Decision("batch size", f"{batch:,}", "one transaction per 10,000 changes keeps memory flat"))
+        return StreamPlan(source, entity, incremental, strategy, batch, decisions, cdc=True)
     elif small or not tracked:
         incremental = False
         why = (f"under {FULL_REFRESH_BELOW:,} rows: re-reading everything is cheap and catches deletes" if small
@@ -246,6 +292,39 @@ def _stream(source: Source, entity: Entity) -> StreamPlan:
     decisions.append(Decision("batch size", f"{batch:,}", "one transaction per 10,000 records keeps memory flat and"
                               " a failed batch small"))
     return StreamPlan(source, entity, incremental, strategy, batch, decisions)
+
+
+def _quota_and_sync_time(source: Source) -> list[Decision]:
+    """Whether each sync fits between two syncs at the rate limit, and the syncs of a day fit the daily quota."""
+    allowed = freshness_seconds(source.freshness)
+    if allowed is None:
+        return []
+    # At least a request per entity, and a page per page_size changed rows: a lower bound, so a flag is certain.
+    requests = max(math.ceil(source.volume.rows_per_sync / source.rate_limit.page_size), len(source.entities))
+    found = []
+    rate = source.rate_limit.per_second()
+    if rate and requests / rate > allowed:
+        found.append(Decision(
+            "incremental sync", "infeasible at this rate limit",
+            f"Each sync reads about {source.volume.rows_per_sync:,} changed rows: {requests:,} requests at {rate:.3g}/s take"
+            f" {_duration(requests / rate)}, longer than the {source.freshness.replace('_', ' ')} between syncs"
+            f" ({_duration(allowed)}). Ask for a higher rate limit or larger pages, or accept staler data.",
+            infeasible=True))
+    quota = source.rate_limit.requests_per_day
+    runs = math.ceil(86400 / allowed)
+    if quota and runs * requests > quota:
+        found.append(Decision(
+            "request quota", "infeasible within the daily quota",
+            f"{runs:,} syncs a day × {requests:,} requests = {runs * requests:,} requests, more than the"
+            f" {quota:,.0f} a day the API allows. Sync at most every {_duration(86400 * requests / quota)}, or raise"
+            " the quota.", infeasible=True))
+    return found
+
+
+def uses_cdc(source: Source) -> bool:
+    """A PostgreSQL source needed within minutes is read through trigger-based change capture."""
+    return (source.type == "database" and source.freshness in ("real_time", "near_real_time")
+            and source.format.strip().lower() in ("", "postgres", "postgresql", "supabase"))
 
 
 def _duration(seconds: float) -> str:

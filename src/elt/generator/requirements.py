@@ -28,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from elt.errors import ConfigError
 
 SourceType = Literal["rest_api", "database", "file_drop", "webhook", "manual"]
-Freshness = Literal["real_time", "near_real_time", "hourly", "daily", "on_demand"]
+FRESHNESS_WORDS = ("real_time", "near_real_time", "hourly", "daily", "on_demand")
+#: Or a duration: "15m", "2h", "30s", "1d".
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 AuthKind = Literal["none", "api_key", "bearer", "basic", "oauth2"]
 _NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -57,6 +59,9 @@ class Auth(_Model):
     kind: AuthKind = "none"
     #: The environment variable that will hold the secret (never the secret itself).
     secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+    #: api_key only: where the key goes, and the header or query parameter's name.
+    key_in: Literal["header", "query"] = "header"
+    key_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
 
     @model_validator(mode="after")
     def _needs_env(self) -> Auth:
@@ -94,10 +99,34 @@ class Source(_Model):
     volume: Volume = Volume()
     update_frequency: str = ""
     rate_limit: RateLimit = RateLimit()
-    freshness: Freshness = "daily"
+    #: real_time, near_real_time, hourly, daily, on_demand, or a duration such as "15m" or "6h".
+    freshness: str = "daily"
     #: Whether the source can say what changed (updated_at, an event id, CDC). False forces full refresh.
     change_tracking: bool = True
     entities: list[Entity] = Field(min_length=1)
+
+    @field_validator("freshness")
+    @classmethod
+    def _freshness(cls, value: str) -> str:
+        value = value.strip()
+        if value in FRESHNESS_WORDS:
+            return value
+        match = _DURATION.match(value)
+        if not match or int(match.group(1)) <= 0:
+            words = ", ".join(repr(w) for w in FRESHNESS_WORDS[:-1]) + f" or {FRESHNESS_WORDS[-1]!r}"
+            raise ValueError(f"must be one of {words}, or a duration like '15m', '6h' or '1d'; got {value!r}")
+        return f"{int(match.group(1))}{match.group(2)}"
+
+    @field_validator("access")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        # A password in the access URL goes no further than this: the plan, the document and the
+        # project's files see it masked; the real URL belongs in .env.
+        return mask_passwords(value)
+
+    @property
+    def access_had_password(self) -> bool:
+        return "***@" in self.access
 
     @field_validator("entities", mode="before")
     @classmethod
@@ -176,6 +205,31 @@ def load(path: Path) -> Requirements:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse(data, str(path))
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<password>[^\s@/]+)(?P<at>@)", re.I)
+
+
+def mask_passwords(text: str) -> str:
+    """``scheme://user:password@host`` becomes ``scheme://user:***@host``, wherever it is in ``text``."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***" + m.group("at"), text)
+
+
+def freshness_seconds(freshness: str) -> int | None:
+    """Seconds between syncs that a freshness need allows (None: on demand)."""
+    words = {"real_time": 60, "near_real_time": 300, "hourly": 3600, "daily": 86400, "on_demand": None}
+    if freshness in words:
+        return words[freshness]
+    match = _DURATION.match(freshness)
+    assert match, freshness  # validated by Source
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def file_format(source: Source) -> str:
+    """How a file source's files are read: csv (default), tsv, json or ndjson, from its ``format``."""
+    text = source.format.strip().lower()
+    return {"jsonl": "ndjson", "json lines": "ndjson", "tab": "tsv"}.get(text, text if text in (
+        "csv", "tsv", "json", "ndjson") else "csv")
 
 
 def env_name(text: str) -> str:

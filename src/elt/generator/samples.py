@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from elt.generator.requirements import Entity, Field_, Source
+from elt.generator.requirements import Entity, Field_, Source, file_format
 
 SAMPLE_ROWS = 25
 _START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -54,6 +54,9 @@ def records(entity: Entity) -> list[dict[str, Any]]:
     rows = []
     for i in range(1, SAMPLE_ROWS + 1):
         row = {f.name: value(f, i) for f in fields}
+        cursor = next((f for f in fields if f.name == entity.cursor), None)
+        if cursor is not None and cursor.type in ("integer", "number"):
+            row[cursor.name] = i * 10  # a sequence: increasing, as a cursor is read in order
         if entity.primary_key in row and not isinstance(row[entity.primary_key], int):
             row[entity.primary_key] = f"{entity.name[:3]}_{i:04d}"
         rows.append(row)
@@ -68,9 +71,40 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def write(source: Source, folder: Path) -> dict[str, int]:
+#: The change table `elt cdc install` creates, as one SQLite table (SQLite has no schemas).
+CHANGES_TABLE = "elt_cdc_changes"
+
+
+def _write_changes(source: Source, folder: Path) -> dict[str, int]:
+    """A change-capture sample: each entity's rows inserted, then one updated and one deleted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source.name}.db"
+    path.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    changes: list[tuple[Any, ...]] = []
+    for entity in source.entities:
+        rows = records(entity)
+        table = f"public.{entity.name}"
+        events = [("insert", None, row) for row in rows]
+        events.append(("update", rows[0], {**rows[0], **{k: v for k, v in rows[1].items() if k != entity.primary_key}}))
+        events.append(("delete", rows[-1], None))
+        for op, before, after in events:
+            seq = len(changes) + 1
+            changes.append((seq, op, table, json.dumps(before) if before else None, json.dumps(after) if after else None,
+                            (_START + dt.timedelta(minutes=seq)).isoformat(), 1000 + seq))
+        counts[entity.name] = len(events)
+    with sqlite3.connect(path) as con:
+        con.execute(f"CREATE TABLE {CHANGES_TABLE} (seq INTEGER PRIMARY KEY, op TEXT, table_name TEXT, before TEXT,"
+                    " after TEXT, changed_at TEXT, txid INTEGER)")
+        con.executemany(f"INSERT INTO {CHANGES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", changes)
+    return counts
+
+
+def write(source: Source, folder: Path, *, cdc: bool = False) -> dict[str, int]:
     """Write the source's sample data under ``folder``; returns the records per entity."""
     counts: dict[str, int] = {}
+    if source.type == "database" and cdc:
+        return _write_changes(source, folder)
     if source.type == "database":
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{source.name}.db"
@@ -97,10 +131,15 @@ def write(source: Source, folder: Path) -> dict[str, int]:
         elif source.type == "webhook":
             (target / f"{entity.name}-sample.ndjson").write_text(
                 "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        elif file_format(source) == "json":
+            (target / f"{entity.name}-sample.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        elif file_format(source) == "ndjson":
+            (target / f"{entity.name}-sample.ndjson").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         else:
             buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
+            writer = csv.writer(buffer, lineterminator="\n", delimiter="\t" if file_format(source) == "tsv" else ",")
             writer.writerow(list(rows[0]))
             writer.writerows([[_text(v) for v in r.values()] for r in rows])
-            (target / f"{entity.name}-sample.csv").write_text(buffer.getvalue(), encoding="utf-8")
+            (target / f"{entity.name}-sample.{file_format(source)}").write_text(buffer.getvalue(), encoding="utf-8")
     return counts

@@ -11,7 +11,7 @@ from elt.extractors.files import FileExtractor
 from elt.extractors.function import extractor
 from elt.generator import samples
 from elt.generator.decisions import Plan, SourcePlan, StreamPlan
-from elt.generator.requirements import Source, env_name
+from elt.generator.requirements import Source, env_name, file_format, mask_passwords
 from elt.transforms.stage import starter_sql
 
 _SCHEMA_KIND = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
@@ -27,8 +27,9 @@ def write_project(plan: Plan, target: Path, requirements_text: str) -> dict[str,
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"{target} exists and is not empty: choose a new folder for the project")
     target.mkdir(parents=True, exist_ok=True)
-    counts = {sp.pipeline: samples.write(sp.source, target / "sample_data") for sp in plan.sources}
-    (target / "requirements.yaml").write_text(requirements_text, encoding="utf-8")
+    counts = {sp.pipeline: samples.write(sp.source, target / "sample_data", cdc=any(s.cdc for s in sp.streams))
+              for sp in plan.sources}
+    (target / "requirements.yaml").write_text(mask_passwords(requirements_text), encoding="utf-8")
     (target / "pipelines.py").write_text(pipelines_py(plan), encoding="utf-8")
     if any(sp.source.type == "rest_api" for sp in plan.sources):
         (target / "sample_api.py").write_text(SAMPLE_API, encoding="utf-8")
@@ -51,11 +52,17 @@ def pipelines_py(plan: Plan) -> str:
     imports = {"Cursor", "Pipeline", "Alerts", "Webhook", "from_env"}
     body: list[str] = []
     for sp in plan.sources:
-        code, needed = _source_code(sp)
+        code, needed = _source_code(sp, own_models=len(plan.sources) > 1)
         imports |= needed
         body.append(code)
+    if req.alert_email:
+        imports.add("Email")
     names = sorted(imports, key=lambda n: (n[0].islower(), n))  # classes, then functions
     import_lines = "".join(f"    {n},\n" for n in names)
+    contracts = any(e.fields for s in req.sources for e in s.entities)
+    typing = "from typing import Any\n" if contracts else ""
+    pydantic = "from pydantic import BaseModel, ConfigDict, field_validator\n" if contracts else ""
+    record_base = RECORD_BASE if contracts else ""
     local = ("\nimport sample_api  # serves sample_data/ on 127.0.0.1 for APIs not configured yet\n"
              if any(sp.source.type == "rest_api" for sp in plan.sources) else "")
     header = f'''\
@@ -69,32 +76,85 @@ the sample data in sample_data/ until its environment variables are set (see
 import datetime as dt
 import os
 from pathlib import Path
-
+{typing}
 from elt import (
 {import_lines})
-{local}
+{pydantic}{local}
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE / "sample_data"
-'''
+{record_base}'''
     alerts = '''
 # Alerts go to the log; set ALERT_WEBHOOK_URL (Slack-compatible) to be told instead.
 if os.environ.get("ALERT_WEBHOOK_URL"):
     Alerts(Webhook(from_env("ALERT_WEBHOOK_URL")), remind_every="4h")
 '''
+    if req.alert_email:
+        alerts = f'''
+# Alerts go to {req.alert_email} (alert_email in the requirements) once SMTP_HOST is set, and to
+# ALERT_WEBHOOK_URL (Slack-compatible) when that is set; with neither, to the log.
+ALERT_SINKS = []
+if os.environ.get("SMTP_HOST"):
+    ALERT_SINKS.append(Email(
+        os.environ["SMTP_HOST"], port=int(os.environ.get("SMTP_PORT") or 587),
+        sender=os.environ.get("ALERT_FROM") or "{req.alert_email}", to=["{req.alert_email}"],
+        username=os.environ.get("SMTP_USER") or None, password=from_env("SMTP_PASSWORD", default="")))
+if os.environ.get("ALERT_WEBHOOK_URL"):
+    ALERT_SINKS.append(Webhook(from_env("ALERT_WEBHOOK_URL")))
+if ALERT_SINKS:
+    Alerts(*ALERT_SINKS, remind_every="4h")
+'''
+    if len(plan.sources) > 1:
+        body.append(CROSS_SOURCE_PIPELINE.format(after=", ".join(f'"{sp.pipeline}"' for sp in plan.sources)))
     return header + "\n" + "\n\n".join(body) + alerts
 
 
-def _lookback(source: Source) -> str:
-    return "dt.timedelta(minutes=10)" if source.type == "rest_api" else "dt.timedelta(minutes=15)"
+CROSS_SOURCE_PIPELINE = '''# --- marts: the models that join the sources --------------------
+# Runs after every source pipeline has loaded (under `elt serve`), so the cross-source
+# models see one consistent moment; `elt run` runs it last.
+Pipeline(
+    "marts",
+    streams=[],
+    transforms=["mart.cross_source_activity"],
+    after=[{after}],
+    timeout=3600,
+    description="cross-source models",
+)
+'''
 
 
-def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
+def _lookback(stream: StreamPlan) -> str:
+    """How far back each run re-reads, in the cursor's own unit (a number for numbers, days for dates)."""
+    kind = cursor_type(stream)
+    if kind in ("integer", "number"):
+        return "100"  # values, not time: rows numbered below the watermark that committed late
+    if kind == "date":
+        return "dt.timedelta(days=1)"
+    return "dt.timedelta(minutes=10)" if stream.source.type == "rest_api" else "dt.timedelta(minutes=15)"
+
+
+def cursor_type(stream: StreamPlan) -> str | None:
+    """The declared type of the stream's cursor field (timestamp when undeclared), None without a cursor."""
+    if not stream.cursor:
+        return None
+    return next((f.type for f in samples.fields_of(stream.entity) if f.name == stream.cursor), "timestamp")
+
+
+def model_names(stream: StreamPlan) -> list[str]:
+    """The starter models written for a stream: its staging view and its mart."""
+    daily = not stream.cdc and bool(stream.entity.fields) and any(
+        f.type == "timestamp" for f in samples.fields_of(stream.entity))
+    return [f"stg.{stream.table}", f"mart.{stream.table}_daily" if daily else f"mart.{stream.table}"]
+
+
+def _source_code(sp: SourcePlan, *, own_models: bool = False) -> tuple[str, set[str]]:
+    """A source's classes and pipeline; ``own_models``: it builds only its own models (the marts pipeline the rest)."""
     source = sp.source
     env = env_name(source.name)
     lines = [f"# --- {source.name}: {source.type.replace('_', ' ')}, {source.freshness.replace('_', ' ')}"
              f" ({sp.frequency}) " + "-" * 20]
     for decision in sp.advice:
-        if decision.topic in ("full sync", "large source", "real time"):
+        if decision.infeasible or decision.topic in ("full sync", "large source", "real time", "access",
+                                                     "secret in access"):
             lines += textwrap.wrap(f"{decision.topic}: {decision.reason}", 100, initial_indent="# ", subsequent_indent="# ")
     needed: set[str] = set()
     classes: list[str] = []
@@ -106,8 +166,12 @@ def _source_code(sp: SourcePlan) -> tuple[str, set[str]]:
         if rate:
             needed.add("RateLimit")
             lines.append(f"{limit_name} = RateLimit(per_second={rate:.6g})  # one budget for every {source.name} stream")
-        auth, auth_needs = _auth(source, env)
+        auth, auth_needs, auth_todo = _auth(source, env)
         needed |= auth_needs
+        auth_line = f"    auth = {auth} if LIVE_{env} else None" if auth_needs else "    auth = None"
+        if auth_todo:  # on its own line: a comment must not swallow the condition
+            auth_line = f"    # TODO: {auth_todo}\n{auth_line}"
+        cursors = {s.entity.name: s.cursor for s in sp.streams if s.cursor}
         lines.append(f'''
 LIVE_{env} = bool(os.environ.get("{env}_BASE_URL"))
 
@@ -115,38 +179,70 @@ LIVE_{env} = bool(os.environ.get("{env}_BASE_URL"))
 class {base}(RestExtractor):
     """What every {source.name} endpoint shares."""
 
-    base_url = os.environ.get("{env}_BASE_URL") or sample_api.url("{source.name}", SAMPLES / "{source.name}")
+    base_url = os.environ.get("{env}_BASE_URL") or sample_api.url("{source.name}", SAMPLES / "{source.name}", {cursors!r})
+    sample_data = None if LIVE_{env} else "sample_data/{source.name} (set {env}_BASE_URL in .env to read the real API)"
     records_path = "data"  # TODO: where the list of records is in the API's response body ("" for a bare list)
     paginator = PageNumberPaginator(size_param="per_page", page_size={source.rate_limit.page_size})  # TODO: the API's paging
-    auth = {auth} if LIVE_{env} else None
+{auth_line}
     rate_limit = {limit_name if rate else "None"}''')
+    elif source.type == "database" and any(s.cdc for s in sp.streams):
+        needed.add("CdcExtractor")
+        lines.append(f'''
+LIVE_{env} = bool(os.environ.get("{env}_DATABASE_URL"))
+
+
+class {base}(CdcExtractor):
+    """{source.name}: every insert, update and delete, captured on the source by `elt cdc install`.
+
+    Go live: `elt cdc install {env}_DATABASE_URL public.TABLE --apply` for each table below,
+    then set {env}_DATABASE_URL in .env. Until then a SQLite copy of the change table is read.
+    """
+
+    url = os.environ.get("{env}_DATABASE_URL") or f"sqlite:///{{SAMPLES / '{source.name}.db'}}"
+    sample_data = None if LIVE_{env} else "sample_data/{source.name}.db (set {env}_DATABASE_URL in .env)"
+
+    def __init__(self, **settings):
+        if not LIVE_{env}:  # the sample: the same change rows, in one SQLite table
+            settings.setdefault("query", "SELECT seq, op, table_name, before, after, changed_at, txid"
+                                f" FROM {samples.CHANGES_TABLE} WHERE table_name = '{{self.source_table}}'")
+        super().__init__(**settings)''')
     elif source.type == "database":
         needed.add("SqlExtractor")
         lines.append(f'''
+LIVE_{env} = bool(os.environ.get("{env}_DATABASE_URL"))
+
+
 class {base}(SqlExtractor):
     """The {source.name} database (a sample SQLite file until {env}_DATABASE_URL is set)."""
 
-    url = os.environ.get("{env}_DATABASE_URL") or f"sqlite:///{{SAMPLES / '{source.name}.db'}}"''')
+    url = os.environ.get("{env}_DATABASE_URL") or f"sqlite:///{{SAMPLES / '{source.name}.db'}}"
+    sample_data = None if LIVE_{env} else "sample_data/{source.name}.db (set {env}_DATABASE_URL in .env)"''')
     else:
         needed.add("FileExtractor")
         folder_env = f"{env}_INBOX" if source.type == "webhook" else f"{env}_FOLDER"
         what = "webhook events (NDJSON written by webhook_receiver.py)" if source.type == "webhook" else "dropped files"
         lines.append(f'''
+LIVE_{env} = bool(os.environ.get("{folder_env}"))
+
+
 class {base}(FileExtractor):
     """{source.name}: {what}; sample_data/{source.name}/ until {folder_env} is set."""
 
     folder = os.environ.get("{folder_env}") or SAMPLES / "{source.name}"
-    move_processed = bool(os.environ.get("{folder_env}"))  # keep the samples in place''')
+    move_processed = LIVE_{env}  # keep the samples in place
+    sample_data = None if LIVE_{env} else "sample_data/{source.name} (set {folder_env} in .env to read the real folder)"''')
     for stream in sp.streams:
         cls = class_name(source.name, stream.entity.name)
         classes.append(cls)
+        if stream.entity.fields and not stream.cdc:
+            lines.append("\n\n" + _contract_code(stream, cls))
         lines.append("\n\n" + _stream_code(stream, cls, base))
     options = []
     if sp.schedule:
         options.append(f'schedule="{sp.schedule}", tz="{sp.tz}"')
     if sp.every:
         options.append(f'every="{sp.every}"')
-    if source.type == "database" and any(s.incremental for s in sp.streams):
+    if source.type == "database" and any(s.incremental and not s.cdc for s in sp.streams):
         options.append('reconcile="40 3 * * *"')  # reads every key: nightly, not with each load
         if not sp.schedule:
             options.append(f'tz="{sp.tz}"')
@@ -154,6 +250,9 @@ class {base}(FileExtractor):
     if sp.full_sync is not None:
         timeout = max(3600, int(sp.full_sync.seconds * 2))
     options.append(f"timeout={timeout}")
+    if own_models:  # the cross-source models wait for every source: the marts pipeline builds them
+        names = ", ".join(f'"{name}"' for s in sp.streams for name in model_names(s))
+        options.append(f"transforms=[{names}]")
     streams = ", ".join(f"{c}()" for c in classes)
     options.append(f'description="{source.type.replace("_", " ")}: {", ".join(e.name for e in source.entities)}"')
     arguments = "".join(f"    {option},\n" for option in [f'"{source.name}"', f"streams=[{streams}]", *options])
@@ -161,23 +260,61 @@ class {base}(FileExtractor):
     return "\n".join(lines) + "\n", needed
 
 
-def _auth(source: Source, env: str) -> tuple[str, set[str]]:
+def _auth(source: Source, env: str) -> tuple[str, set[str], str]:
+    """The auth expression, the names it imports, and a TODO for what the requirements could not say."""
     kind, secret = source.auth.kind, source.auth.secret_env
     if kind == "api_key":
-        return f'ApiKeyAuth(from_env("{secret}"), header="X-API-Key")  # TODO: header or query=', {"ApiKeyAuth"}
+        where, name = source.auth.key_in, source.auth.key_name
+        todo = "" if name else (f"the API's key {where} name" + (
+            ", or query=\"api_key\" when the key goes in the query string" if where == "header" else ""))
+        name = name or ("X-API-Key" if where == "header" else "api_key")
+        return f'ApiKeyAuth(from_env("{secret}"), {where}="{name}")', {"ApiKeyAuth"}, todo
     if kind == "bearer":
-        return f'BearerAuth(from_env("{secret}"))', {"BearerAuth"}
+        return f'BearerAuth(from_env("{secret}"))', {"BearerAuth"}, ""
     if kind == "basic":
-        return f'BasicAuth(os.environ.get("{env}_USER", ""), from_env("{secret}"))', {"BasicAuth"}
+        return f'BasicAuth(os.environ.get("{env}_USER", ""), from_env("{secret}"))', {"BasicAuth"}, ""
     if kind == "oauth2":
         return (f'OAuth2ClientCredentials(os.environ.get("{env}_TOKEN_URL", ""), client_id=from_env("{env}_CLIENT_ID"),'
-                f' client_secret=from_env("{secret}"))', {"OAuth2ClientCredentials"})
-    return "None", set()
+                f' client_secret=from_env("{secret}"))', {"OAuth2ClientCredentials"}, "")
+    return "None", set(), "the API's authentication, if it has one (see elt.extractors.auth)"
+
+
+_PYTHON_TYPE = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "timestamp": "dt.datetime",
+                "date": "dt.date", "json": "Any"}
+
+RECORD_BASE = '''
+
+class Record(BaseModel):
+    """Base of the record contracts: declared fields must have their declared type (a record that
+    does not goes to pipeline.dead_letter with the reason); other fields pass through as received."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_missing(cls, value: Any) -> Any:
+        return None if value == "" else value  # an empty CSV cell is a missing value, not a bad one
+
+'''
+
+
+def _contract_code(stream: StreamPlan, cls: str) -> str:
+    """A pydantic contract from the entity's declared fields: the key required, the others typed when present."""
+    lines = [f"class {cls}Record(Record):", f'    """The fields requirements.yaml declares for {stream.entity.name}."""', ""]
+    for f in samples.fields_of(stream.entity):
+        python = _PYTHON_TYPE[f.type]
+        required = f.name == stream.entity.primary_key
+        lines.append(f"    {f.name}: {python}" + ("" if required else " | None = None"))
+    return "\n".join(lines)
 
 
 def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
     entity, source = stream.entity, stream.source
     why = "; ".join(f"{d.topic}: {d.choice}" for d in stream.decisions if d.topic != "batch size")
+    if stream.cdc:  # CdcExtractor's own key (seq), cursor and strategy (append)
+        return "\n".join([f"class {cls}({base}):", f'    """{entity.description or entity.name} ({why})."""', "",
+                          f'    name = "{entity.name}"',
+                          f'    source_table = "public.{entity.name}"  # TODO: schema.table in the real database'])
     lines = [f"class {cls}({base}):", f'    """{entity.description or entity.name} ({why})."""', "",
              f'    name = "{entity.name}"', f'    primary_key = "{entity.primary_key}"']
     if source.type == "rest_api":
@@ -185,13 +322,17 @@ def _stream_code(stream: StreamPlan, cls: str, base: str) -> str:
     elif source.type == "database":
         lines.append(f'    table = "{entity.name}"  # TODO: schema.table in the real database')
     else:
-        suffix = "*.ndjson" if source.type == "webhook" else "*.csv*"
+        suffix = "*.ndjson" if source.type == "webhook" else f"*.{file_format(source)}*"
         lines.append(f'    pattern = "{entity.name}{suffix}"')
+        if source.type != "webhook":
+            lines.append(f'    format = "{file_format(source)}"  # from the requirements (csv, tsv, json, ndjson)')
     if stream.incremental:
         param = ', param="since"' if source.type == "rest_api" else ""
         todo = "  # TODO: the API's filter parameter" if source.type == "rest_api" else ""
-        lines.append(f'    cursor = Cursor("{entity.cursor}"{param}, lookback={_lookback(source)}){todo}')
+        lines.append(f'    cursor = Cursor("{entity.cursor}"{param}, lookback={_lookback(stream)}){todo}')
     lines.append(f'    write_strategy = "{stream.write_strategy}"')
+    if entity.fields:
+        lines.append(f"    contract = {cls}Record")
     if source.type == "database" and stream.incremental:
         lines.append("    detect_deletes = True  # `elt reconcile` (nightly, see the pipeline) finds deleted rows")
     return "\n".join(lines)
@@ -204,20 +345,34 @@ def _models(plan: Plan, target: Path) -> None:
     transformations = plan.requirements.transformations
     for sp in plan.sources:
         for stream in sp.streams:
-            fields = samples.fields_of(stream.entity)
-            kinds = {f.name: _SCHEMA_KIND[f.type] for f in fields}
+            if stream.cdc:
+                _cdc_models(stream, target, transformations)
+                continue
+            declared = bool(stream.entity.fields)
+            key = stream.entity.primary_key
+            fields = samples.fields_of(stream.entity) if declared else []
+            # Undeclared fields are not invented: the key (as text) and the payload as received;
+            # `elt stage STREAM` writes typed columns once real records have loaded.
+            kinds = {f.name: _SCHEMA_KIND[f.type] for f in fields} if declared else {key: "string"}
             sample_rows = samples.records(stream.entity)
             values = {f.name: [r[f.name] for r in sample_rows] for f in fields}
-            stand_in = extractor(lambda: [], name=stream.entity.name, primary_key=stream.entity.primary_key,
-                                 cursor=stream.cursor, write_strategy=stream.write_strategy)
+            stand_in = extractor(lambda: [], name=stream.entity.name, primary_key=key,
+                                 cursor=stream.cursor if declared else None, write_strategy=stream.write_strategy)
             if sp.source.type in ("file_drop", "manual", "webhook"):
                 stand_in.source_fields = FileExtractor.source_fields  # type: ignore[misc]
-            stg = starter_sql(stream.table, stand_in, kinds, values).replace(
+            stg = starter_sql(stream.table, stand_in, kinds, values, keep_payload=not declared).replace(
                 "Written by `elt stage`", "Written by `elt init`")
+            seen = "Types come from the\n-- values seen so far: check them, rename columns, drop what you do not need."
+            stg = stg.replace(seen, (
+                "Types come from the\n-- fields declared in requirements.yaml: check them, rename columns, drop what you"
+                " do not need." if declared else
+                "The requirements declare\n-- no fields for this entity, so none are invented: the payload stays as"
+                f" received.\n-- Once real records have loaded, `elt stage {sp.pipeline}.{stream.entity.name} --force`"
+                " writes typed columns."), 1)
             _write(target / "sql" / "stg" / f"{stream.table}.sql", stg)
             timestamp = next((f.name for f in fields if f.type == "timestamp"), None)
+            assert model_names(stream)[1].endswith("_daily") == bool(timestamp)  # pipelines.py names them
             number = next((f.name for f in fields if f.type == "number"), None)
-            key = stream.entity.primary_key
             todo = "".join(f"\n-- TODO (from the requirements): {t}" for t in transformations)
             if timestamp:
                 measure = f",\n    sum({number}) AS total_{number}" if number else ""
@@ -230,7 +385,55 @@ def _models(plan: Plan, target: Path) -> None:
                 mart = (f"-- {stream.entity.name}, cleaned and ready to join.{todo}\n-- materialized: table\n"
                         f"-- unique_key: {key}\n-- tests: unique({key})\nSELECT * FROM stg.{stream.table}\n")
                 _write(target / "sql" / "mart" / f"{stream.table}.sql", mart)
+    if len(plan.sources) > 1:
+        _write(target / "sql" / "mart" / "cross_source_activity.sql", _cross_source_mart(plan))
     _write(target / "sql" / "rpt" / "pipeline_health.sql", PIPELINE_HEALTH)
+
+
+def _cross_source_mart(plan: Plan) -> str:
+    """Records per stream and day across every source: the first model that sees the sources together."""
+    selects = [f"SELECT '{s.source.name}' AS source, '{s.entity.name}' AS entity, _loaded_at::date AS day,"
+               f" count(*) AS records\nFROM stg.{s.table}\nGROUP BY _loaded_at::date"
+               for sp in plan.sources for s in sp.streams]
+    keys = plan.requirements.key_entities
+    todo = (f"\n-- TODO: join the sources on what they share ({', '.join(keys)}), e.g. customers across systems."
+            if keys else "\n-- TODO: join the sources on what they share (a customer id, an order number).")
+    return ("-- Activity of every source per day, side by side: one model over all of them.\n"
+            "-- The `marts` pipeline builds it after every source pipeline has run." + todo + "\n"
+            "-- materialized: table\n-- unique_key: source, entity, day\n"
+            "-- tests: unique(source, entity, day), row_count > 0\n"
+            + "\nUNION ALL\n".join(selects) + "\n")
+
+
+_SQL_CAST = {"string": "", "integer": "::bigint", "number": "::numeric", "boolean": "::boolean",
+             "timestamp": "::timestamptz", "date": "::date"}
+
+
+def _cdc_models(stream: StreamPlan, target: Path, transformations: list[str]) -> None:
+    """Staging = the current row per key from the captured changes (deletes flagged); the mart leaves deletes out."""
+    entity, key = stream.entity, stream.entity.primary_key
+    if entity.fields:
+        columns = [f"    row_data -> '{f.name}' AS {f.name}" if f.type == "json" else
+                   f"    (row_data ->> '{f.name}'){_SQL_CAST[f.type]} AS {f.name}" for f in samples.fields_of(entity)]
+    else:
+        columns = [f"    row_data ->> '{key}' AS {key}", "    row_data AS row"]
+    stg = (f"-- Current rows of public.{entity.name} from its captured changes (raw.{stream.table}): the latest\n"
+           f"-- change per {key}; a deleted row stays, with deleted = true, so marts can leave it out.\n"
+           "-- Written by `elt init`; yours to edit.\n-- materialized: view\n"
+           f"-- unique_key: {key}\n-- tests: unique({key}), not_null({key})\n"
+           f"SELECT DISTINCT ON (row_data ->> '{key}')\n" + ",\n".join(columns) + ",\n"
+           "    op = 'delete' AS deleted,\n    changed_at\nFROM (\n"
+           "    -- before/after arrive as JSON (PostgreSQL) or JSON text (the SQLite sample): ->> then ::jsonb reads both\n"
+           "    SELECT (_raw_payload ->> 'seq')::bigint AS seq,\n           _raw_payload ->> 'op' AS op,\n"
+           "           (_raw_payload ->> 'changed_at')::timestamptz AS changed_at,\n"
+           "           (CASE WHEN _raw_payload ->> 'op' = 'delete' THEN _raw_payload ->> 'before'\n"
+           "                 ELSE _raw_payload ->> 'after' END)::jsonb AS row_data\n"
+           f"    FROM raw.{stream.table}\n) AS changes\nORDER BY row_data ->> '{key}', seq DESC\n")
+    _write(target / "sql" / "stg" / f"{stream.table}.sql", stg)
+    todo = "".join(f"\n-- TODO (from the requirements): {t}" for t in transformations)
+    mart = (f"-- {entity.name} as they are now in the source (deleted rows left out).{todo}\n-- materialized: table\n"
+            f"-- unique_key: {key}\n-- tests: unique({key})\nSELECT * FROM stg.{stream.table}\nWHERE NOT deleted\n")
+    _write(target / "sql" / "mart" / f"{stream.table}.sql", mart)
 
 
 PIPELINE_HEALTH = """\
@@ -259,6 +462,10 @@ def _write(path: Path, text: str) -> None:
 
 def env_example(plan: Plan) -> str:
     lines = ["# Copy to .env (chmod 600) and fill in. Unset sources read sample_data/.",
+             "# elt loads this file before it imports pipelines.py, for every command (run, serve, check).",
+             "",
+             "# production: `elt check` fails while a source still reads sample_data/.",
+             "ELT_ENV=production",
              "",
              "# The destination; unset: an embedded PostgreSQL started by elt itself.",
              f"# {plan.requirements.destination.url_env}=postgresql://user:password@host:5432/dbname"]
@@ -272,15 +479,38 @@ def env_example(plan: Plan) -> str:
             if sp.source.auth.kind == "oauth2":
                 lines += [f"# {env}_TOKEN_URL=", f"# {env}_CLIENT_ID="]
         elif sp.source.type == "database":
-            lines.append(f"# {env}_DATABASE_URL=postgresql://reader:password@db.example.com:5432/app")
+            lines += [f"# {line}" for line in database_url_example(sp.source)]
         elif sp.source.type == "webhook":
             lines.append(f"# {env}_INBOX=/srv/{plan.requirements.project}/inbox/{sp.source.name}")
         else:
             lines.append(f"# {env}_FOLDER=/srv/{plan.requirements.project}/drop/{sp.source.name}")
-        if sp.source.auth.secret_env:
+        if sp.source.auth.secret_env and sp.source.type in ("database", "file_drop", "manual"):
+            # Not read by pipelines.py: a database's password is part of its URL; a folder has none.
+            where = f"the password in {env}_DATABASE_URL" if sp.source.type == "database" else "the folder's permissions"
+            lines.append(f"# ({sp.source.auth.secret_env} from the requirements is not needed: {where})")
+        elif sp.source.auth.secret_env:
             lines.append(f"# {sp.source.auth.secret_env}=")
     lines += ["", "# Alerts (Slack-compatible webhook)", "# ALERT_WEBHOOK_URL="]
+    if plan.requirements.alert_email:
+        lines += ["", f"# Alert emails to {plan.requirements.alert_email} (alert_email), over SMTP with STARTTLS",
+                  "# SMTP_HOST=smtp.example.com", "# SMTP_PORT=587", "# SMTP_USER=", "# SMTP_PASSWORD=",
+                  f"# ALERT_FROM=elt@{plan.requirements.alert_email.partition('@')[2] or 'example.com'}"]
     return "\n".join(lines) + "\n"
+
+
+def database_url_example(source: Source) -> list[str]:
+    """The ``X_DATABASE_URL`` line for the database's kind, with the driver it needs."""
+    env = env_name(source.name)
+    kind = source.format.strip().lower()
+    if kind in ("mysql", "mariadb"):
+        return [f"{env}_DATABASE_URL=mysql+pymysql://reader:password@db.example.com:3306/app",
+                "(MySQL/MariaDB: `pip install pymysql`; the URL is SQLAlchemy's)"]
+    if kind in ("sqlserver", "mssql"):
+        return [f"{env}_DATABASE_URL=mssql+pyodbc://reader:password@db.example.com/app?driver=ODBC+Driver+18+for+SQL+Server",
+                "(SQL Server: `pip install pyodbc` and Microsoft's ODBC driver; the URL is SQLAlchemy's)"]
+    if kind in ("", "postgres", "postgresql"):
+        return [f"{env}_DATABASE_URL=postgresql://reader:password@db.example.com:5432/app"]
+    return [f"{env}_DATABASE_URL=  ({kind}: a SQLAlchemy URL, with the driver SQLAlchemy names for it installed)"]
 
 
 def tests_py(plan: Plan, counts: dict[str, dict[str, int]]) -> str:
@@ -288,8 +518,9 @@ def tests_py(plan: Plan, counts: dict[str, dict[str, int]]) -> str:
     return f'''\
 """Run this project's pipelines on its sample data, end to end.
 
-They use ELT_DATABASE_URL when it is set, else elt's embedded PostgreSQL.
-Source variables are removed, so the sample data is read whatever .env says.
+They use ELT_DATABASE_URL when it is set (environment or .env), else elt's
+embedded PostgreSQL. Source variables are removed from the environment and from
+.env, so the sample data is read whatever .env says.
 """
 
 import json
@@ -299,6 +530,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+from dotenv import dotenv_values
 from elt import Postgres
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -309,7 +541,10 @@ SOURCE_VARIABLES = {{
 
 
 def elt(*args):
-    env = {{k: v for k, v in os.environ.items() if k not in SOURCE_VARIABLES}}
+    settings = dotenv_values(PROJECT / ".env") if (PROJECT / ".env").is_file() else {{}}
+    env = {{k: v for k, v in {{**settings, **os.environ}}.items() if k not in SOURCE_VARIABLES and v is not None}}
+    env["ELT_ENV_FILE"] = os.devnull  # the settings above, without the sources' variables
+    env.pop("ELT_ENV", None)  # samples are what these tests read
     return subprocess.run([sys.executable, "-m", "elt", "--project", str(PROJECT), *args],
                           capture_output=True, text=True, env=env, timeout=900)
 
@@ -357,6 +592,11 @@ def readme(plan: Plan) -> str:
                      f" {', '.join(s.entity.name + ' (' + s.write_strategy + ')' for s in sp.streams)} |"
                      for sp in plan.sources)
     first = plan.sources[0].pipeline
+    cdc_step = "".join(
+        f"   Change capture for {sp.pipeline}: as a role that may create triggers, once per table:\n"
+        + "".join(f"   `elt cdc install {env_name(sp.source.name)}_DATABASE_URL public.{s.entity.name} --apply`\n"
+                  for s in sp.streams if s.cdc)
+        for sp in plan.sources if any(s.cdc for s in sp.streams))
     return f"""\
 # {req.project}
 
@@ -379,10 +619,14 @@ schema and the schedule are in `docs/architecture.md` (`elt docs` re-draws it).
 ## Go live
 
 1. `cp .env.example .env && chmod 600 .env`, fill in the sources' URLs and secrets
-   (a source with its variables set reads the real system instead of sample_data/).
-2. Resolve the `TODO`s in `pipelines.py` (endpoints, pagination, filter parameters, tables).
-3. `elt run {first}` once by hand, then check `elt status` and `elt check`.
-4. Schedule it: `elt deploy systemd --output deploy/elt.service` (a long-running `elt serve`)
+   (a source with its variables set reads the real system instead of sample_data/;
+   elt loads `.env` before it imports `pipelines.py`, for every command).
+{cdc_step}2. Resolve the `TODO`s in `pipelines.py` (endpoints, pagination, filter parameters, tables).
+3. `elt run {first}` once by hand, then check `elt status` and `elt check`. A stream still on
+   sample data says so in every run's output and in `elt status`; with `ELT_ENV=production`
+   (in `.env.example`) `elt check` fails until every source reads its real system.
+4. Schedule it: `elt deploy systemd --user elt --output deploy/elt.service` (a long-running `elt serve`
+   as the service account `elt`: `sudo useradd --system --home-dir "$PWD" elt`, and `chown` the project to it)
    or `elt deploy cron` (crontab lines).
 
 ## Runbook
@@ -403,6 +647,7 @@ Pages with ?page=N&per_page=M and filters with ?since=VALUE on the entity's curs
 (the generated extractors' defaults). Used only while <SOURCE>_BASE_URL is unset.
 """
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -410,12 +655,14 @@ from elt.testing import FakeApi
 
 _api = None
 _folders = {}
+_cursors = {}
 
 
-def url(source, folder):
+def url(source, folder, cursors=None):
     """The base URL serving ``folder``'s sample files (the server starts on first use)."""
     global _api
     _folders[source] = Path(folder)
+    _cursors[source] = dict(cursors or {})
     if _api is None:
         _api = FakeApi()
         _api.route("/{source}/{entity}", _serve)
@@ -423,12 +670,27 @@ def url(source, folder):
     return f"{_api.url}/{source}"
 
 
+def _comparable(value):
+    """Numbers as numbers, ISO times as times (Z or +00:00), anything else as text."""
+    if isinstance(value, (int, float)):
+        return (0, value)
+    try:
+        return (0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return (1, moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc))
+    except ValueError:
+        return (2, str(value))
+
+
 def _serve(request):
-    path = _folders[request.path_params["source"]] / f"{request.path_params['entity']}.json"
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    since = request.params.get("since")
-    if since:
-        rows = [r for r in rows if any(str(v) >= since for k, v in r.items() if k in ("updated_at", "created", "modified"))]
+    source, entity = request.path_params["source"], request.path_params["entity"]
+    rows = json.loads((_folders[source] / f"{entity}.json").read_text(encoding="utf-8"))
+    since, cursor = request.params.get("since"), _cursors[source].get(entity)
+    if since and cursor:
+        rows = [r for r in rows if _comparable(r[cursor]) >= _comparable(since)]
     page, size = int(request.params.get("page", 1)), int(request.params.get("per_page", 100))
     return {"data": rows[(page - 1) * size: page * size]}
 '''

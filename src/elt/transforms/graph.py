@@ -128,7 +128,8 @@ class Graph:
         return self.downstream(direct)
 
     def select(self, selectors: Iterable[str] = (), layers: Iterable[str] = ()) -> set[str]:
-        """dbt-style selection: ``name`` alone, ``name+`` with its dependents, ``+name`` with what it reads.
+        """dbt-style selection: ``name`` alone, ``name+`` with its dependents, ``+name`` with what it reads;
+        a layer name (``mart``, ``mart+``) selects every model of that layer.
 
         A name is ``schema.name`` or just ``name`` when that is unique. ``layers``
         select every model of a layer, with its dependents. Nothing given: all models.
@@ -143,7 +144,15 @@ class Graph:
             chosen |= self.downstream(r for r, m in self.models.items() if m.schema == layer)
         for selector in selectors:
             down, up = selector.endswith("+"), selector.startswith("+")
-            relation = self.resolve(selector.strip("+"))
+            name = selector.strip("+")
+            if name in LAYERS and not any(m.name == name for m in self.models.values()):
+                # A layer: every model in it ("mart+": and what reads them).
+                members = [r for r, m in self.models.items() if m.schema == name]
+                chosen |= set(members)
+                chosen |= self.downstream(members) if down else set()
+                chosen |= self.upstream(members) if up else set()
+                continue
+            relation = self.resolve(name)
             chosen.add(relation)
             if down:
                 chosen |= self.downstream([relation])

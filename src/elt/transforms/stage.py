@@ -67,8 +67,9 @@ def expression(field: str, kind: str) -> str:
     return f"({text})::{cast}" if cast else text
 
 
-def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], samples: dict[str, list[Any]]) -> str:
-    """The text of ``sql/stg/<table>.sql``."""
+def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], samples: dict[str, list[Any]],
+                *, keep_payload: bool = False) -> str:
+    """The text of ``sql/stg/<table>.sql``; ``keep_payload`` adds the record as received (fields not known yet)."""
     keys = list(extractor.key_fields)
     columns: list[str] = []
     used: set[str] = set()
@@ -79,6 +80,8 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
         used.add(name)
         quoted = name if _SAFE.match(name) else f'"{name}"'
         columns.append(f"    {expression(field, refine(kind, samples.get(field, [])))} AS {quoted}")
+    if keep_payload:
+        columns.append("    _raw_payload AS payload")
     columns += [f"    {name}" for name in extractor.source_fields]  # raw columns: where each row came from
     columns.append("    _loaded_at")
     key_names = [column_name(k) for k in keys]

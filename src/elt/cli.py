@@ -158,7 +158,55 @@ def cdc_install(
     """Print (or apply) the trigger and change table that capture every insert, update and delete of TABLE."""
     from elt.extractors.cdc import install_sql
 
+    if apply:
+        _cdc_check_install(source, table)
     _cdc(source, install_sql(table), apply)
+
+
+def _cdc_check_install(source: str, table: str) -> None:
+    """Refuse before changing anything when the role lacks what install needs (each lack with its fix)."""
+    import psycopg
+
+    from elt.extractors.cdc import missing_install_privileges
+
+    url = os.environ.get(source, source)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            missing = missing_install_privileges(conn, table)
+    except psycopg.Error as exc:
+        raise EltError(secrets.redact(f"connecting to the source failed: {str(exc).strip()}")) from None
+    if missing:
+        raise EltError("elt cdc install needs privileges it does not have; nothing was changed:\n  - "
+                       + "\n  - ".join(missing))
+
+
+@cdc_app.command("status")
+def cdc_status_command(
+    source: str = typer.Argument(..., help="Source database URL, or the name of the environment variable holding it."),
+) -> None:
+    """Backlog and lag of each captured table, and the oldest open transaction holding changes back."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from elt.extractors.cdc import cdc_status
+
+    url = os.environ.get(source, source)
+    try:
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            tables, oldest = cdc_status(conn)
+    except psycopg.Error as exc:
+        raise EltError(secrets.redact(f"reading elt_cdc on the source failed: {str(exc).strip()}")) from None
+    table = Table(title="change capture", title_justify="left")
+    for column in ("table", "backlog", "lag", "held back", "kept", "last loaded"):
+        table.add_column(column, justify="left" if column in ("table", "last loaded") else "right")
+    for row in tables:
+        lag = str(row["lag"]).split(".")[0] if row["lag"] is not None else "-"
+        loaded = row["loaded_at"].isoformat(timespec="seconds") if row["loaded_at"] else "never"
+        table.add_row(row["table_name"], f"{row['backlog']:,}", lag, f"{row['held_back']:,}", f"{row['kept']:,}", loaded)
+    out.print(table)
+    if oldest is not None:
+        out.print(f"oldest open transaction: pid {oldest['pid']} ({oldest['usename']}, {oldest['state']}),"
+                  f" open for {str(oldest['age']).split('.')[0]}; changes committed after it wait until it ends")
 
 
 @cdc_app.command("remove")

@@ -29,6 +29,8 @@ cdc_app = typer.Typer(no_args_is_help=True, help="Trigger-based change capture o
 app.add_typer(state_app, name="state")
 app.add_typer(dead_app, name="dead-letter")
 app.add_typer(cdc_app, name="cdc")
+files_app = typer.Typer(no_args_is_help=True, help="Drop-folder files: load rejected files again after a fix.")
+app.add_typer(files_app, name="files")
 
 # Piped output (cron mail, CI logs) gets wide tables instead of rich's 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -219,6 +221,29 @@ def cdc_remove(
     from elt.extractors.cdc import remove_sql
 
     _cdc(source, remove_sql(table), apply)
+
+
+@files_app.command("retry")
+def files_retry(
+    pipeline: str = typer.Argument(..., help="The pipeline holding the file stream."),
+    stream: str = typer.Argument(..., help="The FileExtractor stream whose rejected files to load again."),
+) -> None:
+    """Put STREAM's rejected files back into its drop folder and load them (after fixing the stream's settings)."""
+    from elt.extractors.files import FileExtractor
+    from elt.pipeline import load_project, select
+    from elt.runner import Runner
+
+    project_dir, registry = load_project(_Ctx.project)
+    [chosen] = select(registry, [pipeline])
+    extractor = chosen.stream(stream)
+    if not isinstance(extractor, FileExtractor):
+        raise EltError(f"stream {stream!r} of pipeline {pipeline!r} is not a FileExtractor stream")
+    for path in extractor.rejected_files():
+        out.print(f"put back: {extractor.put_back(path).relative_to(extractor.root)}")
+    extractor.retry_rejected = True  # files the manifest has as rejected are read again, moved back or not
+    result = Runner(chosen, project_dir=project_dir, streams=[stream], trigger="files-retry").run()
+    _print_run(result)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -133,3 +133,18 @@ def test_loaded_changes_are_pruned_and_status_shows_no_backlog(accounts, loader,
     assert again.streams["account_changes"].inserted == 0
     shown = run_elt(["cdc", "status", accounts], cwd=tmp_path, database_url=None)
     assert shown.returncode == 0 and "public.accounts" in shown.stdout and "backlog" in shown.stdout
+
+
+def test_a_watermark_kept_by_the_sequence_id_reader_is_not_taken_for_a_transaction_id(accounts, loader, db):
+    pipeline = Pipeline("bank", streams=[AccountChanges(url=accounts)])
+    assert run(pipeline, loader).streams["account_changes"].inserted == 40
+    # What an older elt left behind: a watermark counting sequence ids, and no note of the cursor.
+    db.execute("DELETE FROM pipeline.state WHERE key = 'cdc_cursor'")
+    db.execute("""UPDATE pipeline.state SET value = '{"kind": "integer", "value": 999999999}' WHERE key = 'watermark'""")
+    with source(accounts) as src:
+        src.execute("UPDATE accounts SET balance = 5 WHERE id = 9")
+    again = run(pipeline, loader)
+    # The change table is read from its start once (identical changes stored once): the new change arrives.
+    assert again.status == "success" and again.streams["account_changes"].inserted == 1
+    note = db.execute("SELECT value FROM pipeline.state WHERE key = 'cdc_cursor'").fetchone()
+    assert note["value"] == "txid"

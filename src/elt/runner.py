@@ -413,7 +413,8 @@ class Runner:
                     else:
                         deferred = candidate.later(deferred)
             changes, known_fields = diff_fields(known_fields, prepared.fields)
-            result = loader.load_batch(target, run.run_id, prepared, new_mark, changes, known_fields, state=batch.state)
+            result = loader.load_batch(target, run.run_id, prepared, new_mark, changes, known_fields, state=batch.state,
+                                       supersedes=batch.supersedes)
             if batch.after_commit is not None:
                 batch.after_commit()
             for change in changes:

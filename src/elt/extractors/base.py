@@ -68,6 +68,13 @@ class Batch:
     ``(record, reason)`` pairs the extractor itself could not read, sent to
     ``pipeline.dead_letter`` with the batch; ``after_commit`` runs once the
     batch is committed (moving a processed file, say).
+
+    ``supersedes`` maps a source (a file's path) to the version now complete
+    in the destination, for extractors whose ``source_fields`` are
+    ``(id, version)`` with ids ``<source>:<line>``: in the batch's transaction,
+    stored rows of that source with another version get ``_deleted_at`` (a
+    changed file replaces its old version) and the source's open dead letters
+    are resolved (a rejected file, loaded after the fix).
     """
 
     records: list[dict[str, Any]]
@@ -75,6 +82,7 @@ class Batch:
     state: dict[str, Any] = field(default_factory=dict)
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     after_commit: Callable[[], None] | None = None
+    supersedes: dict[str, str] = field(default_factory=dict)
 
 
 class Extractor:

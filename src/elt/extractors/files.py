@@ -10,7 +10,10 @@
 
 Each file is loaded once: a manifest entry per file (path, size, SHA-256) is
 kept in ``pipeline.state`` and committed with the file's rows. A file whose
-content changes is loaded again as a new version. Every row's raw table row has
+content changes is loaded again as a new version, which replaces the old one:
+once the new version is complete, stored rows of the file's other versions
+get ``_deleted_at`` (in the same transaction), so a line the new version no
+longer has is marked deleted, not left looking current. Every row's raw table row has
 ``_source_id`` (``path:line``) and ``_source_version`` (the first 12 hex digits
 of the file's SHA-256) in columns of their own; ``_raw_payload`` is the row alone.
 
@@ -230,6 +233,10 @@ class FileExtractor(Extractor):
             # The manifest entry commits with the file's last rows: a crash before it means a re-read
             # from the last committed line, and re-read rows are the same records (same _source_id).
             batch.state[MANIFEST_PREFIX + relative] = entry
+            if known is not None and entry["status"] == "loaded":
+                # Complete at this version: the rows an earlier version had and this one lacks get
+                # _deleted_at, and the file's dead letters from earlier runs are resolved.
+                batch.supersedes[relative] = version
             if self._dialect is not None and self._dialect != dialect_before:
                 batch.state[DIALECT_KEY] = self._dialect
             if self.move_processed:

@@ -38,6 +38,7 @@ timestamp and date ``"infinity"``, ``"-infinity"``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -85,20 +86,24 @@ def _infinity_loaders(conn: Any) -> None:
     read; as text they stay data (a cursor of that value is then rejected to
     dead letters with its reason, not lost).
     """
-    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
-
-    for name, base in (("timestamp", TimestampLoader), ("timestamptz", TimestamptzLoader), ("date", DateLoader)):
-        loader = type(f"Infinity{base.__name__}", (base,), {"load": _load_infinity(base)})
+    for name, loader in _infinity_loader_classes().items():
         conn.adapters.register_loader(name, loader)
 
 
-def _load_infinity(base: Any) -> Any:
-    def load(self: Any, data: Any) -> Any:
-        text = bytes(data)
-        if text in (b"infinity", b"-infinity"):
-            return text.decode()
-        return base.load(self, data)
-    return load
+@functools.cache
+def _infinity_loader_classes() -> dict[str, type]:
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    def subclass(base: Any) -> type:
+        def load(self: Any, data: Any) -> Any:
+            text = bytes(data)
+            if text in (b"infinity", b"-infinity"):
+                return text.decode()
+            return base.load(self, data)
+        return type(f"Infinity{base.__name__}", (base,), {"load": load})
+
+    return {"timestamp": subclass(TimestampLoader), "timestamptz": subclass(TimestamptzLoader),
+            "date": subclass(DateLoader)}
 
 
 class SqlExtractor(Extractor):

@@ -145,8 +145,13 @@ class Loader(ABC):
         resolves: Sequence[int] = (),
         resolved_by: str | None = None,
         state: dict[str, Any] | None = None,
+        supersedes: dict[str, str] | None = None,
     ) -> LoadResult:
-        """Write one batch, its dead letters, watermark, extra state and schema trail in one transaction."""
+        """Write one batch, its dead letters, watermark, extra state and schema trail in one transaction.
+
+        ``supersedes`` (:attr:`Batch.supersedes`): sources now complete at a version; their rows of
+        other versions get ``_deleted_at`` and their open dead letters are resolved, in the same transaction.
+        """
 
     @abstractmethod
     def mark_deleted(self, target: StreamTarget, source_keys: Iterable[list[tuple[Any, ...]]]) -> tuple[int, int]:

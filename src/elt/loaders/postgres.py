@@ -342,6 +342,7 @@ class PostgresLoader(Loader):
         resolves: Sequence[int] = (),
         resolved_by: str | None = None,
         state: dict[str, Any] | None = None,
+        supersedes: dict[str, str] | None = None,
     ) -> LoadResult:
         table = self._raw_table(target, run_id)
         batch_id = uuid.uuid4().hex
@@ -355,6 +356,8 @@ class PostgresLoader(Loader):
                 elif batch.rows:
                     result.inserted, result.updated = self._copy_staged(cur, table, batch, params)
                     result.unchanged = len(batch.rows) - result.inserted - result.updated
+                if supersedes:
+                    self._supersede(cur, target, table, supersedes, run_id)
                 if batch.rejected:
                     self._insert_dead_letters(cur, target, run_id, batch_id, batch)
                 if schema_changes:
@@ -419,6 +422,26 @@ class PostgresLoader(Loader):
         counts = cur.fetchone()
         assert counts is not None
         return int(counts[0]), int(counts[1])
+
+    def _supersede(self, cur: psycopg.Cursor[Any], target: StreamTarget, table: RawTable,
+                   supersedes: dict[str, str], run_id: int) -> None:
+        """Sources complete at a new version: older versions' rows deleted, open dead letters resolved (issue 14)."""
+        id_column, version_column = (sql.Identifier(c) for c in table.sources[:2])
+        for source, version in supersedes.items():
+            prefix = f"{source}:"
+            # Rows the new version of the file no longer has: marked, not removed (raw keeps what arrived).
+            cur.execute(sql.SQL(
+                "UPDATE {t} SET _deleted_at = now() WHERE _deleted_at IS NULL"
+                " AND left({i}, length(%(p)s)) = %(p)s AND {v} IS DISTINCT FROM %(v)s").format(
+                    t=table.ident, i=id_column, v=version_column), {"p": prefix, "v": version})
+            # Dead letters of the source (the file, or one of its rows) from earlier runs; rows still
+            # bad are rejected again by this run, as open letters of their own.
+            cur.execute(
+                "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = 'elt',"
+                " resolution = 'the source loaded again' WHERE pipeline_name = %(pl)s AND stream_name = %(st)s"
+                " AND resolved_at IS NULL AND run_id IS DISTINCT FROM %(run)s AND (source_record ->> 'file' = %(s)s"
+                " OR left(source_record ->> '_source_id', length(%(p)s)) = %(p)s)",
+                {"pl": target.pipeline, "st": target.stream, "s": source, "p": prefix, "run": run_id})
 
     def _insert_dead_letters(
         self, cur: psycopg.Cursor[Any], target: StreamTarget, run_id: int, batch_id: str, batch: PreparedBatch

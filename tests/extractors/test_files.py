@@ -226,12 +226,15 @@ def test_a_file_failing_after_some_batches_keeps_its_rows_and_its_manifest_says_
     assert sorted(r["p"]["id"] for r in rows) == list(range(1, 501))
     assert [r["p"]["note"] for r in rows if r["p"]["id"] == 400] == ["café"]
     assert manifest(db, "events.ndjson")["status"] == "loaded" and manifest(db, "events.ndjson")["rows"] == 500
+    [letter] = db.execute("SELECT resolved_at FROM pipeline.dead_letter").fetchall()
+    assert letter["resolved_at"] is not None  # the load after the fix resolved the file's dead letter
 
 
 def test_a_long_file_records_its_progress_with_each_batch(tmp_path, loader, db):
     drop = tmp_path / "drop"
     drop.mkdir()
-    (drop / "big.csv").write_text(HEADER + "".join(f"{i},n{i},{i}\n" for i in range(1, 251)), encoding="utf-8")
+    rows = [f"{i},n{i},{i}\n" if i != 9 else "9,n9\n" for i in range(1, 251)]  # line 10 is ragged
+    (drop / "big.csv").write_text(HEADER + "".join(rows), encoding="utf-8")
 
     class Stops(Drop):
         """Fails after its second batch commits, like a run killed in the middle of a file."""
@@ -243,12 +246,16 @@ def test_a_long_file_records_its_progress_with_each_batch(tmp_path, loader, db):
                 yield batch
 
     first = run(Pipeline("files", streams=[Stops(folder=str(drop), batch_size=100)]), loader)
-    assert first.status == "failed" and len(payloads(db)) == 200
+    assert first.status == "failed" and len(payloads(db)) == 199
     entry = manifest(db, "big.csv")
-    assert entry["status"] == "loading" and entry["committed_line"] == 201 and entry["rows"] == 200
+    assert entry["status"] == "loading" and entry["committed_line"] == 201
+    assert (entry["rows"], entry["rejected"]) == (199, 1)
     second = run(pipeline(drop, batch_size=100), loader)
     assert second.status == "success" and second.streams["rows"].extracted == 50
-    assert len(payloads(db)) == 250 and manifest(db, "big.csv")["status"] == "loaded"
+    assert len(payloads(db)) == 249 and manifest(db, "big.csv")["status"] == "loaded"
+    # Line 10 was not read again: its dead letter stays open.
+    [letter] = db.execute("SELECT source_record, resolved_at FROM pipeline.dead_letter").fetchall()
+    assert letter["source_record"]["line"] == 10 and letter["resolved_at"] is None
 
 
 def test_an_encoding_error_names_line_and_byte_column(tmp_path, loader, db):

@@ -69,12 +69,15 @@ class Batch:
     ``pipeline.dead_letter`` with the batch; ``after_commit`` runs once the
     batch is committed (moving a processed file, say).
 
-    ``supersedes`` maps a source (a file's path) to the version now complete
-    in the destination, for extractors whose ``source_fields`` are
-    ``(id, version)`` with ids ``<source>:<line>``: in the batch's transaction,
-    stored rows of that source with another version get ``_deleted_at`` (a
-    changed file replaces its old version) and the source's open dead letters
-    are resolved (a rejected file, loaded after the fix).
+    ``supersedes`` maps a source (a file's path) to ``(version, read_from)``:
+    the version now complete in the destination and the line this read
+    started after (0: the whole source was read), for extractors whose
+    ``source_fields`` are ``(id, version)`` with ids ``<source>:<line>``. In the
+    batch's transaction, stored rows of that source with another version get
+    ``_deleted_at`` (a changed file replaces its old version), and open dead
+    letters of earlier runs about the whole source, or about lines this read
+    covered, are resolved (a rejected file, loaded after the fix; lines still
+    bad were rejected again by this read).
     """
 
     records: list[dict[str, Any]]
@@ -82,7 +85,7 @@ class Batch:
     state: dict[str, Any] = field(default_factory=dict)
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     after_commit: Callable[[], None] | None = None
-    supersedes: dict[str, str] = field(default_factory=dict)
+    supersedes: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class Extractor:

@@ -235,8 +235,8 @@ class FileExtractor(Extractor):
             batch.state[MANIFEST_PREFIX + relative] = entry
             if known is not None and entry["status"] == "loaded":
                 # Complete at this version: the rows an earlier version had and this one lacks get
-                # _deleted_at, and the file's dead letters from earlier runs are resolved.
-                batch.supersedes[relative] = version
+                # _deleted_at; earlier runs' dead letters about the file, or the lines read now, are resolved.
+                batch.supersedes[relative] = (version, done)
             if self._dialect is not None and self._dialect != dialect_before:
                 batch.state[DIALECT_KEY] = self._dialect
             if self.move_processed:

@@ -145,7 +145,7 @@ class Loader(ABC):
         resolves: Sequence[int] = (),
         resolved_by: str | None = None,
         state: dict[str, Any] | None = None,
-        supersedes: dict[str, str] | None = None,
+        supersedes: dict[str, tuple[str, int]] | None = None,
     ) -> LoadResult:
         """Write one batch, its dead letters, watermark, extra state and schema trail in one transaction.
 

@@ -342,7 +342,7 @@ class PostgresLoader(Loader):
         resolves: Sequence[int] = (),
         resolved_by: str | None = None,
         state: dict[str, Any] | None = None,
-        supersedes: dict[str, str] | None = None,
+        supersedes: dict[str, tuple[str, int]] | None = None,
     ) -> LoadResult:
         table = self._raw_table(target, run_id)
         batch_id = uuid.uuid4().hex
@@ -424,24 +424,31 @@ class PostgresLoader(Loader):
         return int(counts[0]), int(counts[1])
 
     def _supersede(self, cur: psycopg.Cursor[Any], target: StreamTarget, table: RawTable,
-                   supersedes: dict[str, str], run_id: int) -> None:
-        """Sources complete at a new version: older versions' rows deleted, open dead letters resolved (issue 14)."""
+                   supersedes: dict[str, tuple[str, int]], run_id: int) -> None:
+        """Sources complete at a new version: older versions' rows deleted, settled dead letters resolved (issue 14)."""
         id_column, version_column = (sql.Identifier(c) for c in table.sources[:2])
-        for source, version in supersedes.items():
+        for source, (version, read_from) in supersedes.items():
             prefix = f"{source}:"
             # Rows the new version of the file no longer has: marked, not removed (raw keeps what arrived).
             cur.execute(sql.SQL(
                 "UPDATE {t} SET _deleted_at = now() WHERE _deleted_at IS NULL"
                 " AND left({i}, length(%(p)s)) = %(p)s AND {v} IS DISTINCT FROM %(v)s").format(
                     t=table.ident, i=id_column, v=version_column), {"p": prefix, "v": version})
-            # Dead letters of the source (the file, or one of its rows) from earlier runs; rows still
-            # bad are rejected again by this run, as open letters of their own.
+            # Dead letters of earlier runs about the whole file, or about lines this read went through
+            # (those still bad were rejected again by this run, as open letters of their own).
             cur.execute(
                 "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = 'elt',"
                 " resolution = 'the source loaded again' WHERE pipeline_name = %(pl)s AND stream_name = %(st)s"
-                " AND resolved_at IS NULL AND run_id IS DISTINCT FROM %(run)s AND (source_record ->> 'file' = %(s)s"
-                " OR left(source_record ->> '_source_id', length(%(p)s)) = %(p)s)",
-                {"pl": target.pipeline, "st": target.stream, "s": source, "p": prefix, "run": run_id})
+                " AND resolved_at IS NULL AND run_id IS DISTINCT FROM %(run)s AND CASE"
+                # CASE: the casts only run on letters of this file, whose lines are numbers.
+                "   WHEN source_record ->> 'file' = %(s)s THEN NOT source_record ? 'row'"
+                "     OR (jsonb_typeof(source_record -> 'line') = 'number' AND (source_record ->> 'line')::bigint > %(from)s)"
+                "   WHEN left(source_record ->> '_source_id', length(%(p)s)) = %(p)s"
+                "     AND substr(source_record ->> '_source_id', length(%(p)s) + 1) ~ '^[0-9]+$'"
+                "     THEN substr(source_record ->> '_source_id', length(%(p)s) + 1)::bigint > %(from)s"
+                "   ELSE false END",
+                {"pl": target.pipeline, "st": target.stream, "s": source, "p": prefix, "run": run_id,
+                 "from": read_from})
 
     def _insert_dead_letters(
         self, cur: psycopg.Cursor[Any], target: StreamTarget, run_id: int, batch_id: str, batch: PreparedBatch

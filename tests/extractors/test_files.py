@@ -332,8 +332,16 @@ def test_one_dialect_per_stream_a_differing_file_is_rejected_naming_both(tmp_pat
     assert result.status == "partial" and result.streams["rows"].inserted == 1  # c.csv only
     [letter] = dead_letters(db)
     assert "file b.csv not loaded at line 1" in letter["e"]
-    assert "'id;name;amount'" in letter["e"] and "looks like ';'" in letter["e"]
-    assert "differs from the stream's 'id,name,amount', fixed by its first file 'a.csv'" in letter["e"]
+    assert "its header 'id;name;amount' (delimiter ',', read with the stream's delimiter; this file's looks like ';')" \
+        in letter["e"]
+    assert "differs from the stream's 'id,name,amount' (delimiter ','), fixed by its first file 'a.csv'" in letter["e"]
+
+    # A folder known to mix exports may sniff each file; the header is still the stream's.
+    (drop / "d.csv").write_text("id;name;total\n71;d;4\n", encoding="utf-8")
+    mixed = run(pipeline(drop, sniff_each_file=True), loader)
+    assert mixed.status == "partial" and mixed.streams["rows"].inserted == 67  # b.csv now; not d.csv
+    letter = dead_letters(db)[-1]
+    assert "its header 'id;name;total' (delimiter ';', read with its own delimiter) differs" in letter["e"]
 
 
 def test_an_unterminated_quote_at_the_end_is_a_truncated_line(tmp_path, loader, db):

@@ -40,7 +40,9 @@ format, records_path) or on ``elt files retry``.
 CSV dialect: one per stream. The delimiter and the header are declared, or
 taken from the first file loaded and then fixed (kept in ``pipeline.state``);
 a later file whose header (read with that delimiter) differs is rejected with a
-reason naming both. ``--full-refresh`` takes them from the first file anew.
+reason naming both. ``--full-refresh`` takes them from the first file anew;
+``sniff_each_file = True`` detects each file's delimiter on its own (the header
+is still the stream's).
 """
 
 from __future__ import annotations
@@ -97,8 +99,12 @@ class FileExtractor(Extractor):
     pattern: ClassVar[str] = "*"
     #: csv, tsv, json or ndjson; ``None`` decides by extension (a ``.gz`` suffix is looked through).
     format: ClassVar[str | None] = None
-    #: CSV delimiter; ``None`` detects it from the first lines (``,`` ``;`` tab ``|``).
+    #: CSV delimiter; ``None`` detects it from the first lines (``,`` ``;`` tab ``|``) of the first
+    #: file, and the stream keeps it (and that file's header) for every later file.
     delimiter: ClassVar[str | None] = None
+    #: Detect the delimiter of every file on its own (a folder that mixes ``,`` and ``;`` exports);
+    #: the header must still be the stream's.
+    sniff_each_file: ClassVar[bool] = False
     #: Text encoding; ``None`` means UTF-8 (a UTF-8 or UTF-16 BOM is honoured). Set it for legacy files.
     encoding: ClassVar[str | None] = None
     #: For JSON files holding an object: dotted path of the record list.
@@ -139,7 +145,8 @@ class FileExtractor(Extractor):
     def reading_settings(self) -> dict[str, Any]:
         """The settings that decide how a file reads: a rejected file is read again when they change."""
         return {"format": self.format, "delimiter": self.delimiter, "encoding": self.encoding,
-                "records_path": self.records_path, "max_ragged_ratio": self.max_ragged_ratio}
+                "records_path": self.records_path, "max_ragged_ratio": self.max_ragged_ratio,
+                "sniff_each_file": self.sniff_each_file}
 
     def _wanted(self, known: dict[str, Any] | None, digest: str) -> bool:
         """Whether a file with manifest entry ``known`` and content ``digest`` is to be read."""
@@ -363,7 +370,8 @@ class FileExtractor(Extractor):
             raise FileProblem("the file is empty", 1)
         sniffed = _sniff(sample)
         fixed = self._dialect if kind == "csv" and declared is None else None
-        delimiter = declared or (fixed or {}).get("delimiter") or sniffed
+        own = sniffed if self.sniff_each_file else None
+        delimiter = declared or own or (fixed or {}).get("delimiter") or sniffed
         last_line = [""]  # the file's last physical line, seen by the first pass
         record_lines: list[str] = []  # the physical lines of the row being parsed (first pass)
 
@@ -406,12 +414,15 @@ class FileExtractor(Extractor):
             raise FileProblem("the file has no header row", 1)
         names = [h.strip() for h in header]
         if fixed is not None and names != fixed.get("header"):
-            seen = f"{sniffed!r}" if sniffed != delimiter else f"{delimiter!r} too"
+            how = ("read with its own delimiter" if own else
+                   f"read with the stream's delimiter; this file's looks like {sniffed!r}" if sniffed != delimiter else
+                   "read with the stream's delimiter")
+            stream_delimiter = fixed.get("delimiter") or delimiter
             raise FileProblem(
-                f"its header {delimiter.join(names)!r} (read with the stream's delimiter {delimiter!r}; this file's"
-                f" looks like {seen}) differs from the stream's {delimiter.join(fixed['header'])!r}, fixed by its first"
-                f" file {fixed.get('file')!r}; fix the file, or set delimiter on the stream, or run --full-refresh if"
-                " the new layout is meant", 1)
+                f"its header {delimiter.join(names)!r} (delimiter {delimiter!r}, {how}) differs from the stream's"
+                f" {stream_delimiter.join(fixed['header'])!r} (delimiter {stream_delimiter!r}), fixed by its first file"
+                f" {fixed.get('file')!r}; fix the file, or set delimiter (or sniff_each_file) on the stream, or run"
+                " --full-refresh if the new layout is meant", 1)
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise FileProblem(f"duplicate header names: {', '.join(repr(d) for d in duplicates)}; rename them", 1)

@@ -385,3 +385,49 @@ def test_a_changed_file_replaces_its_old_version(tmp_path, loader, db, settings)
     assert [r["id"] for r in gone] == (["2"] if settings else ["1", "2", "3"])
     # A dead letter from this run (junk.csv line 2) stays open: only earlier runs' letters are resolved.
     assert db.execute("SELECT count(*) AS n FROM pipeline.dead_letter WHERE resolved_at IS NULL").fetchone()["n"] == 1
+
+
+def test_a_run_killed_in_the_middle_of_a_file_continues_after_its_committed_line(tmp_path, database_url, db):
+    import signal
+    import time
+
+    from tests.fixtures.projects import popen_elt, run_elt, stop, write_project
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    n = 60_000
+    (drop / "big.csv").write_text(HEADER + "".join(f"{i},n{i},{i % 97}\n" for i in range(1, n + 1)), encoding="utf-8")
+    project = write_project(tmp_path / "proj", f"""
+        from elt import FileExtractor, Pipeline
+
+        class Big(FileExtractor):
+            name = "big"
+            folder = {str(drop)!r}
+            batch_size = 500
+
+        Pipeline("drop", streams=[Big()], transforms=False)
+    """)
+    proc = popen_elt(["run"], cwd=project, database_url=database_url)
+    entry = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = db.execute("SELECT to_regclass('pipeline.state') IS NOT NULL AS ok").fetchone()["ok"] and db.execute(
+            "SELECT value FROM pipeline.state WHERE key = 'file:big.csv'").fetchone()
+        if found and found["value"]["status"] == "loading" and found["value"]["committed_line"] > 2_000:
+            entry = found["value"]
+            break
+        time.sleep(0.05)
+    stop(proc, signal.SIGKILL)
+    assert entry is not None, "the run finished before it could be killed mid-file"
+    state = db.execute("SELECT value FROM pipeline.state WHERE key = 'file:big.csv'").fetchone()["value"]
+    loaded = db.execute("SELECT count(*) AS n FROM raw.drop_big").fetchone()["n"]
+    assert state["status"] == "loading" and loaded == state["rows"] == state["committed_line"] - 1  # they agree
+
+    again = run_elt(["run"], cwd=project, database_url=database_url)
+    assert again.returncode == 0, again.stderr
+    counts = db.execute("SELECT count(*) AS n, count(DISTINCT _source_id) AS d FROM raw.drop_big").fetchone()
+    assert counts == {"n": n, "d": n}
+    final = db.execute("SELECT value FROM pipeline.state WHERE key = 'file:big.csv'").fetchone()["value"]
+    assert final["status"] == "loaded" and final["rows"] == n
+    log = db.execute("SELECT streams FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()["streams"]
+    assert log["big"]["extracted"] == n - state["rows"]  # read on from the committed line, not from the top

@@ -238,9 +238,8 @@ def files_retry(
     extractor = chosen.stream(stream)
     if not isinstance(extractor, FileExtractor):
         raise EltError(f"stream {stream!r} of pipeline {pipeline!r} is not a FileExtractor stream")
-    for path in extractor.rejected_files():
-        out.print(f"put back: {extractor.put_back(path).relative_to(extractor.root)}")
-    extractor.retry_rejected = True  # files the manifest has as rejected are read again, moved back or not
+    for path in extractor.prepare_retry():  # files the manifest has as rejected are read again, moved back or not
+        out.print(f"put back: {path.relative_to(extractor.root)}")
     result = Runner(chosen, project_dir=project_dir, streams=[stream], trigger="files-retry").run()
     _print_run(result)
     raise typer.Exit(result.exit_code)

@@ -189,9 +189,10 @@ class FileExtractor(Extractor):
                     self._move(path)  # committed by an earlier run that stopped before moving it
                 continue
             version = digest[:12]
-            resume = known if known and known.get("sha256") == digest and known.get("committed_line") else None
+            resume: dict[str, Any] = (
+                known if known and known.get("sha256") == digest and known.get("committed_line") else {})
             # Rows through `done` are committed already (an earlier run stopped or failed after them).
-            done = int(resume.get("committed_line") or 0) if resume else 0
+            done = int(resume.get("committed_line") or 0)
             entry = {"sha256": digest, "size": path.stat().st_size, "status": "loaded",
                      "rows": int(resume.get("rows", 0)) if done else 0,
                      "rejected": int(resume.get("rejected", 0)) if done else 0,
@@ -283,6 +284,13 @@ class FileExtractor(Extractor):
         if not folder.is_dir():
             return []
         return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".reason.txt"))
+
+    def prepare_retry(self) -> list[Path]:
+        """For `elt files retry`: put the rejected files back, and read rejected files again."""
+        moved = [self.put_back(path) for path in self.rejected_files()]
+        # A setting like any other (Extractor(**settings) sets them the same way), for this instance only.
+        setattr(self, "retry_rejected", True)  # noqa: B010
+        return moved
 
     def put_back(self, path: Path) -> Path:
         """Move a rejected file back into the drop folder (its reason file is removed)."""

@@ -228,10 +228,10 @@ class SqlExtractor(Extractor):
         src = self.relation()
         statement: sa.Select[Any] = sa.select(sa.text("*")).select_from(src)
         if self.cursor_field:
-            cursor = sa.column(self.cursor_field)
+            cursor: sa.ColumnClause[Any] = sa.column(self.cursor_field)
             statement = statement.where(cursor.is_(None) if null_cursor else cursor.is_not(None))
         if last is not None:
-            columns = [sa.column(c) for c in order]
+            columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in order]
             # Row values are what the planner turns into one index range; the OR form
             # is not an index condition, so every page would rescan the rows before it.
             values = [_bind(v) for v in last]

@@ -431,3 +431,20 @@ def test_a_run_killed_in_the_middle_of_a_file_continues_after_its_committed_line
     assert final["status"] == "loaded" and final["rows"] == n
     log = db.execute("SELECT streams FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()["streams"]
     assert log["big"]["extracted"] == n - state["rows"]  # read on from the committed line, not from the top
+
+
+def test_whole_files_a_file_failing_part_way_leaves_no_rows(tmp_path, loader, db):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    lines = [f'{{"id": {i}}}\n'.encode() for i in range(1, 501)]
+    lines[399] = b'{"id": 400, "note": "caf\xe9"}\n'
+    (drop / "a.ndjson").write_bytes(b"".join(lines))
+    (drop / "b.ndjson").write_bytes(b"".join(f'{{"id": {i}}}\n'.encode() for i in range(501, 751)))
+    result = run(pipeline(drop, batch_size=100, whole_files=True), loader)
+    assert result.status == "partial" and result.streams["rows"].batches == 1  # b.ndjson whole, in one batch
+    assert sorted(r["p"]["id"] for r in payloads(db)) == list(range(501, 751))
+    entry = manifest(db, "a.ndjson")
+    assert (entry["status"], entry["rows"], entry["committed_line"]) == ("rejected", 0, 0)
+    fixed = run(pipeline(drop, batch_size=100, whole_files=True, encoding="latin-1"), loader)
+    assert fixed.status == "success" and fixed.streams["rows"].extracted == 500  # from the top
+    assert len(payloads(db)) == 750

@@ -29,6 +29,8 @@ a batch records its progress with each batch (``status: loading``, committed
 through ``line`` N); a run stopped there continues after line N. A file that
 fails after some of its batches committed is ``rejected`` with those rows
 kept and counted (``rows``, ``line``); once fixed, it continues after line N.
+With ``whole_files = True`` a file's rows commit in one transaction instead,
+so a file that fails leaves nothing behind and a retry reads it from the top.
 
 File lifecycle, with ``move_processed = True``: a loaded file moves to
 ``processed/``; a rejected one to ``rejected/`` with ``<name>.reason.txt``
@@ -111,6 +113,10 @@ class FileExtractor(Extractor):
     records_path: ClassVar[str] = ""
     #: Move each file to ``folder/processed/`` once its rows are committed (a rejected one to ``rejected/``).
     move_processed: ClassVar[bool] = False
+    #: Each file's rows commit in one transaction, so a file that fails part-way leaves none behind
+    #: (instead of keeping the rows of its committed batches and continuing after them on retry).
+    #: A batch then holds whole files and may exceed ``batch_size``: memory grows with the largest file.
+    whole_files: ClassVar[bool] = False
     #: Read files the manifest has as rejected again (set by ``elt files retry``).
     retry_rejected: ClassVar[bool] = False
     #: Share of ragged rows (wrong number of fields) above which the whole file is rejected.
@@ -189,6 +195,9 @@ class FileExtractor(Extractor):
                     self._move(path)  # committed by an earlier run that stopped before moving it
                 continue
             version = digest[:12]
+            if self.whole_files and len(batch.records) + len(batch.rejected) >= size:
+                yield ready(batch)  # files are not split: batches end between them
+                batch = Batch([])
             resume: dict[str, Any] = (
                 known if known and known.get("sha256") == digest and known.get("committed_line") else {})
             # Rows through `done` are committed already (an earlier run stopped or failed after them).
@@ -208,7 +217,7 @@ class FileExtractor(Extractor):
                 for row in self.read(path):
                     if row.line <= done:
                         continue
-                    if len(batch.records) + len(batch.rejected) >= size:
+                    if not self.whole_files and len(batch.records) + len(batch.rejected) >= size:
                         # The file goes on in the next batch: this one records how far it got.
                         committed = dict(entry, status="loading", committed_line=last_line)
                         batch.state[MANIFEST_PREFIX + relative] = committed

@@ -5,7 +5,11 @@ Measured against one server (the source is a second database on it):
 1. the full load through ``SqlExtractor`` (keyset pages, server-side cursor):
    rows/s and the peak RSS of the loading process (target: under 300 MB);
 2. an incremental run after 1 % of the rows changed (target: under 5 % of the
-   full run's time).
+   full run's time);
+3. the cost of one 500-row keyset page as its offset into the table grows, with
+   the row-value predicate SqlExtractor sends (flat: an index range) and the
+   spelled-out ``a > x OR (a = x AND b > y)`` form for comparison (grows with
+   the offset: every page rescans the rows before it).
 
 Each load runs in a child process, so its peak RSS is its own. Prints a table
 and, as its last line, one JSON object with the figures.
@@ -43,6 +47,45 @@ def child(url: str, source: str) -> dict[str, Any]:
     return timed_run(Pipeline("bench_sql", streams=[Orders(url=source)], transforms=False), url)
 
 
+def page_costs(source: str, n: int, page: int = 500, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Milliseconds per keyset page at several offsets, row-value form against the OR form."""
+    import time
+
+    import sqlalchemy as sa
+
+    from elt import Cursor, SqlExtractor
+
+    class Orders(SqlExtractor):
+        name = "orders"
+        table = "public.orders"
+        primary_key = "id"
+        cursor = Cursor("updated_at")
+        page_size = page
+
+    extractor = Orders(url=source)
+    order = extractor.order_columns()
+    engine = extractor.engine()
+    costs: dict[str, dict[str, float]] = {"row_value": {}, "or_form": {}}
+    try:
+        with engine.connect() as conn:
+            for fraction in (0.0, 0.1, 0.5, 0.9):
+                offset = int(n * fraction)
+                boundary = conn.execute(sa.text(
+                    "SELECT updated_at, id FROM orders ORDER BY updated_at, id OFFSET :o LIMIT 1"), {"o": offset}).one()
+                for form, row_values in (("row_value", True), ("or_form", False)):
+                    statement = extractor._page(order, None, tuple(boundary), row_values)
+                    best = float("inf")
+                    for _ in range(repeats):
+                        started = time.perf_counter()
+                        rows = conn.execute(statement).fetchall()
+                        best = min(best, time.perf_counter() - started)
+                    assert len(rows) == min(page, n - offset - 1), (form, offset, len(rows))
+                    costs[form][str(offset)] = round(best * 1000, 2)
+    finally:
+        engine.dispose()
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -76,6 +119,7 @@ def main() -> None:
             conn.execute("CREATE INDEX ON orders (updated_at, id)")
             conn.execute("ANALYZE orders")
 
+        pages = page_costs(source, n)
         full = run_child(url, source, script=__file__)
         assert full["rows"] == n and full["inserted"] == n, full
         changed = n // 100
@@ -93,6 +137,8 @@ def main() -> None:
             "incremental_seconds": round(incremental["seconds"], 2),
             "incremental_vs_full": round(incremental["seconds"] / full["seconds"], 4),
             "peak_rss_mb": round(max(full["peak_rss_mb"], incremental["peak_rss_mb"]), 1),
+            "page_ms_by_offset": pages["row_value"],
+            "or_form_page_ms_by_offset": pages["or_form"],
             "postgres": version,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -101,6 +147,9 @@ def main() -> None:
         print(f"{'incremental, 1% changed':<34}{figures['incremental_seconds']:>9} s"
               f"   ({figures['incremental_vs_full']:.1%} of the full run)")
         print(f"{'peak RSS (loading process)':<34}{figures['peak_rss_mb']:>9} MB")
+        for offset, ms in pages["row_value"].items():
+            print(f"{'500-row page at offset ' + format(int(offset), ','):<34}{ms:>9} ms"
+                  f"   (OR form: {pages['or_form'][offset]} ms)")
         print(json.dumps(figures))
 
 

@@ -30,7 +30,7 @@ def test_stage_writes_a_typed_starter_model_that_builds(tmp_path, database_url, 
     staged = run_elt(["stage", "orders"], cwd=project, database_url=database_url)
     assert staged.returncode == 0, staged.stderr
     text = (project / "sql/stg/shop_orders.sql").read_text()
-    assert "-- tests: unique(id), not_null(id)" in text
+    assert "-- tests: readable, unique(id), not_null(id)" in text
     again = run_elt(["stage", "orders"], cwd=project, database_url=database_url)
     assert again.returncode == 2 and "exists and is yours now" in again.stderr
 
@@ -44,6 +44,45 @@ def test_stage_writes_a_typed_starter_model_that_builds(tmp_path, database_url, 
                      "_loaded_at": "timestamp with time zone"}
     rows = db.execute("SELECT id, amount FROM stg.shop_orders ORDER BY id").fetchall()
     assert len(rows) == 20 and str(rows[0]["amount"]) == "1.15"  # the later version of each order
+
+
+CSV_PROJECT = """
+from elt import FileExtractor, Pipeline
+
+class Sales(FileExtractor):
+    name = "sales"
+    folder = {folder!r}
+    primary_key = "id"
+
+Pipeline("shop", streams=[Sales()], transforms=False)
+"""
+
+
+def test_stage_of_a_csv_stream_types_integers_nulls_empty_fields_and_fails_on_a_bad_cast(tmp_path, database_url, db):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    # An amount that is no number, on a line the starter's 200-row sample does not see.
+    lines = ["1,n/a,3,2026-04-01"] + [f"{i},{i}.50,{'' if i % 5 == 0 else i},2026-04-{1 + i % 28:02d}" for i in range(2, 251)]
+    (drop / "sales.csv").write_text("id,amount,qty,day\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    project = write_project(tmp_path / "p", CSV_PROJECT.format(folder=str(drop)))
+    assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 0
+    assert run_elt(["stage", "sales"], cwd=project, database_url=database_url).returncode == 0
+    text = (project / "sql/stg/shop_sales.sql").read_text()
+    assert "NULLIF(_raw_payload ->> 'qty', '')::bigint AS qty" in text
+
+    failed = run_elt(["transform", "--select", "shop_sales"], cwd=project, database_url=database_url)
+    assert failed.returncode != 0  # not "success" and a view that fails its first SELECT *
+    assert 'invalid input syntax for type numeric: "n/a"' in failed.stdout + failed.stderr
+
+    db.execute("DELETE FROM raw.shop_sales WHERE _raw_payload ->> 'amount' = 'n/a'")  # the data fixed
+    built = run_elt(["transform", "--select", "shop_sales"], cwd=project, database_url=database_url)
+    assert built.returncode == 0, built.stdout + built.stderr
+    types = {r["column_name"]: r["data_type"] for r in db.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'stg'"
+        " AND table_name = 'shop_sales'").fetchall()}
+    assert (types["id"], types["amount"], types["qty"], types["day"]) == ("bigint", "numeric", "bigint", "date")
+    counts = db.execute("SELECT count(*) AS n, count(qty) AS q, sum(amount) AS a FROM stg.shop_sales").fetchone()
+    assert counts["n"] == 249 and counts["q"] == 249 - 50 and counts["a"] == sum(i + 0.5 for i in range(2, 251))
 
 
 def test_transform_dry_run_prints_sql_in_build_order_and_builds_nothing(tmp_path, database_url, db):

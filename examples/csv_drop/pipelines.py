@@ -17,6 +17,9 @@ class Sales(FileExtractor):
     name = "sales"
     folder = Path(__file__).parent / "drop"
     pattern = "sales-*.csv*"
+    # The tills export with ',' or ';': each file's delimiter is detected on its own. The header is
+    # still fixed by the first file, so a file with other columns is rejected, not loaded half-right.
+    sniff_each_file = True
     # Set move_processed = True in production: loaded files then go to drop/processed/.
 
 

@@ -33,6 +33,8 @@ cdc_app = typer.Typer(no_args_is_help=True, help="Trigger-based change capture o
 app.add_typer(state_app, name="state")
 app.add_typer(dead_app, name="dead-letter")
 app.add_typer(cdc_app, name="cdc")
+files_app = typer.Typer(no_args_is_help=True, help="Drop-folder files: load rejected files again after a fix.")
+app.add_typer(files_app, name="files")
 
 # Piped output (cron mail, CI logs) gets wide tables instead of rich's 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -170,7 +172,55 @@ def cdc_install(
     """Print (or apply) the trigger and change table that capture every insert, update and delete of TABLE."""
     from elt.extractors.cdc import install_sql
 
+    if apply:
+        _cdc_check_install(source, table)
     _cdc(source, install_sql(table), apply)
+
+
+def _cdc_check_install(source: str, table: str) -> None:
+    """Refuse before changing anything when the role lacks what install needs (each lack with its fix)."""
+    import psycopg
+
+    from elt.extractors.cdc import missing_install_privileges
+
+    url = os.environ.get(source, source)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            missing = missing_install_privileges(conn, table)
+    except psycopg.Error as exc:
+        raise EltError(secrets.redact(f"connecting to the source failed: {str(exc).strip()}")) from None
+    if missing:
+        raise EltError("elt cdc install needs privileges it does not have; nothing was changed:\n  - "
+                       + "\n  - ".join(missing))
+
+
+@cdc_app.command("status")
+def cdc_status_command(
+    source: str = typer.Argument(..., help="Source database URL, or the name of the environment variable holding it."),
+) -> None:
+    """Backlog and lag of each captured table, and the oldest open transaction holding changes back."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from elt.extractors.cdc import cdc_status
+
+    url = os.environ.get(source, source)
+    try:
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            tables, oldest = cdc_status(conn)
+    except psycopg.Error as exc:
+        raise EltError(secrets.redact(f"reading elt_cdc on the source failed: {str(exc).strip()}")) from None
+    table = Table(title="change capture", title_justify="left")
+    for column in ("table", "backlog", "lag", "held back", "kept", "last loaded"):
+        table.add_column(column, justify="left" if column in ("table", "last loaded") else "right")
+    for row in tables:
+        lag = str(row["lag"]).split(".")[0] if row["lag"] is not None else "-"
+        loaded = row["loaded_at"].isoformat(timespec="seconds") if row["loaded_at"] else "never"
+        table.add_row(row["table_name"], f"{row['backlog']:,}", lag, f"{row['held_back']:,}", f"{row['kept']:,}", loaded)
+    out.print(table)
+    if oldest is not None:
+        out.print(f"oldest open transaction: pid {oldest['pid']} ({oldest['usename']}, {oldest['state']}),"
+                  f" open for {str(oldest['age']).split('.')[0]}; changes committed after it wait until it ends")
 
 
 @cdc_app.command("remove")
@@ -183,6 +233,28 @@ def cdc_remove(
     from elt.extractors.cdc import remove_sql
 
     _cdc(source, remove_sql(table), apply)
+
+
+@files_app.command("retry")
+def files_retry(
+    pipeline: str = typer.Argument(..., help="The pipeline holding the file stream."),
+    stream: str = typer.Argument(..., help="The FileExtractor stream whose rejected files to load again."),
+) -> None:
+    """Put STREAM's rejected files back into its drop folder and load them (after fixing the stream's settings)."""
+    from elt.extractors.files import FileExtractor
+    from elt.pipeline import load_project, select
+    from elt.runner import Runner
+
+    project_dir, registry = load_project(_Ctx.project)
+    [chosen] = select(registry, [pipeline])
+    extractor = chosen.stream(stream)
+    if not isinstance(extractor, FileExtractor):
+        raise EltError(f"stream {stream!r} of pipeline {pipeline!r} is not a FileExtractor stream")
+    for path in extractor.prepare_retry():  # files the manifest has as rejected are read again, moved back or not
+        out.print(f"put back: {path.relative_to(extractor.root)}")
+    result = Runner(chosen, project_dir=project_dir, streams=[stream], trigger="files-retry").run()
+    _print_run(result)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

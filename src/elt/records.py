@@ -124,6 +124,9 @@ def key_text(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value) if not value.is_integer() else str(int(value))
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        # One instant, one text: the zone a source session happened to use must not make a new key.
+        return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     return to_json(value).decode()

@@ -451,7 +451,8 @@ class Runner:
                     if batch.after_commit is not None:
                         after_commit.append(batch.after_commit)
                 result = writer.load_batch(target, run.run_id, prepared, mark, changes, known_fields,
-                                           state=None if atomic else batch.state)
+                                           state=None if atomic else batch.state,
+                                           supersedes=None if atomic else batch.supersedes)
                 if not atomic and batch.after_commit is not None:
                     batch.after_commit()
                 for change in changes:

@@ -216,3 +216,191 @@ def test_configuration_errors(settings, message):
 
     with pytest.raises(ConfigError, match=message):
         Bad(**settings)
+
+
+# --- issue 14: NULL cursors, time zones, values JSON cannot hold, odd names, index ranges ------------
+
+
+def test_rows_with_a_null_cursor_are_read_in_their_own_pass(source_url, loader, db):
+    with source(source_url) as src:
+        src.execute("CREATE TABLE tasks (id int PRIMARY KEY, done_at timestamptz)")
+        src.execute("INSERT INTO tasks SELECT i, CASE WHEN i %% 2 = 0 THEN NULL ELSE %s::timestamptz"
+                    " + i * interval '1 minute' END FROM generate_series(1, 10) i", [T0])
+
+    class Tasks(SqlExtractor):
+        name = "tasks"
+        table = "tasks"
+        primary_key = "id"
+        cursor = Cursor("done_at")
+        page_size = 3  # short pages in both passes
+
+    pipeline = Pipeline("src", streams=[Tasks(url=source_url)])
+    first = run(pipeline, loader)
+    assert first.status == "success" and first.streams["tasks"].extracted == 10
+    assert sorted(r["id"] for r in payloads(db, "src_tasks")) == list(range(1, 11))
+    state = db.execute("SELECT value FROM pipeline.state WHERE stream_name = 'tasks' AND key = 'watermark'").fetchone()
+    assert state["value"]["value"] == (T0 + dt.timedelta(minutes=9)).isoformat()  # NULLs do not move it
+    with source(source_url) as src:
+        src.execute("INSERT INTO tasks VALUES (11, NULL)")
+        src.execute("UPDATE tasks SET done_at = %s WHERE id = 2", [T0 + dt.timedelta(hours=1)])
+    second = run(pipeline, loader)
+    # The last watermark row, 2 (now timed) and the NULL rows 4, 6, 8, 10, 11 are read; 11 and 2's new version stored.
+    assert second.streams["tasks"].extracted == 1 + 1 + 5 and second.streams["tasks"].inserted == 2
+    latest = {r["id"]: r["done_at"] for r in payloads(db, "src_tasks")}
+    assert latest[11] is None and latest[2] == "2026-04-01T13:00:00Z"
+
+
+@pytest.fixture
+def berlin_source(source_url):
+    """The source database's sessions default to Europe/Berlin (UTC+2 in April)."""
+    with source(source_url) as src:
+        name = src.info.dbname
+        src.execute(f'ALTER DATABASE "{name}" SET timezone = \'Europe/Berlin\'')
+    with source(source_url) as src:
+        assert src.execute("SHOW TimeZone").fetchone()[0] == "Europe/Berlin"
+    return source_url
+
+
+def test_a_timestamp_without_zone_cursor_round_trips_under_a_berlin_source_session(berlin_source, loader, db):
+    with source(berlin_source) as src:
+        src.execute("CREATE TABLE readings (id int PRIMARY KEY, taken timestamp NOT NULL)")
+        src.execute("INSERT INTO readings SELECT i, timestamp '2026-04-01 12:00' + i * interval '1 minute'"
+                    " FROM generate_series(1, 100) i")
+
+    class Readings(SqlExtractor):
+        name = "readings"
+        table = "readings"
+        primary_key = "id"
+        cursor = Cursor("taken")
+        page_size = 30
+
+    pipeline = Pipeline("src", streams=[Readings(url=berlin_source)])
+    assert run(pipeline, loader).streams["readings"].extracted == 100
+    with source(berlin_source) as src:
+        # Later than the watermark in the column's own terms, earlier once read as Berlin time.
+        src.execute("INSERT INTO readings SELECT i, timestamp '2026-04-01 12:00' + i * interval '1 minute'"
+                    " FROM generate_series(101, 150) i")
+    second = run(pipeline, loader)
+    assert second.status == "success" and second.streams["readings"].inserted == 50
+    assert sorted(r["id"] for r in payloads(db, "src_readings")) == list(range(1, 151))
+
+
+def test_a_timestamptz_key_reads_the_same_text_whatever_the_session_zone(berlin_source, loader, db):
+    with source(berlin_source) as src:
+        src.execute("CREATE TABLE ticks (at timestamptz PRIMARY KEY, v int)")
+        src.execute("INSERT INTO ticks SELECT %s::timestamptz + i * interval '1 hour', i FROM generate_series(1, 20) i",
+                    [T0])
+
+    class Ticks(SqlExtractor):
+        name = "ticks"
+        table = "ticks"
+        primary_key = "at"
+        detect_deletes = True
+
+    pipeline = Pipeline("src", streams=[Ticks(url=berlin_source)])
+    run(pipeline, loader)
+    keys = [r["at"] for r in db.execute("SELECT at FROM raw.src_ticks ORDER BY at").fetchall()]
+    assert keys[0] == "2026-04-01T13:00:00+00:00"  # UTC text, not the Berlin session's +02:00
+    result = Runner(pipeline, loader=loader).reconcile()
+    assert result.streams["ticks"].deleted == 0
+    again = run(Pipeline("src", streams=[Ticks(url=berlin_source)]), loader, full_refresh=True)
+    assert again.status == "success"
+    assert db.execute("SELECT count(*) AS n FROM raw.src_ticks").fetchone()["n"] == 20  # no key stored twice
+
+
+def test_nan_infinity_floats_and_infinite_timestamps_are_kept_as_data(source_url, loader, db):
+    with source(source_url) as src:
+        src.execute("CREATE TABLE odd (id int PRIMARY KEY, f float8, n numeric, at timestamptz, ts timestamp, d date)")
+        src.execute("INSERT INTO odd VALUES (1, 'NaN', 'NaN', 'infinity', '-infinity', 'infinity'),"
+                    " (2, 'Infinity', 'Infinity', '-infinity', 'infinity', '-infinity'),"
+                    " (3, '-Infinity', 1.5, '2026-04-01 12:00+00', '2026-04-01 12:00', '2026-04-01')")
+
+    class Odd(SqlExtractor):
+        name = "odd"
+        table = "odd"
+        primary_key = "id"
+
+    assert run(Pipeline("src", streams=[Odd(url=source_url)]), loader).status == "success"
+    rows = {r["id"]: r for r in payloads(db, "src_odd")}
+    assert [rows[i]["f"] for i in (1, 2, 3)] == ["NaN", "Infinity", "-Infinity"]
+    assert [rows[i]["n"] for i in (1, 2, 3)] == ["NaN", "Infinity", "1.5"]
+    assert (rows[1]["at"], rows[1]["ts"], rows[1]["d"]) == ("infinity", "-infinity", "infinity")
+    assert (rows[2]["at"], rows[2]["ts"], rows[2]["d"]) == ("-infinity", "infinity", "-infinity")
+    assert (rows[3]["at"], rows[3]["ts"], rows[3]["d"]) == ("2026-04-01T12:00:00Z", "2026-04-01T12:00:00", "2026-04-01")
+
+
+def test_an_infinite_cursor_value_goes_to_dead_letters_and_the_rest_loads(source_url, loader, db):
+    with source(source_url) as src:
+        src.execute("CREATE TABLE subs (id int PRIMARY KEY, ends timestamptz NOT NULL)")
+        src.execute("INSERT INTO subs SELECT i, %s::timestamptz + i * interval '1 day' FROM generate_series(1, 5) i", [T0])
+        src.execute("INSERT INTO subs VALUES (6, 'infinity'), (7, 'infinity')")
+
+    class Subs(SqlExtractor):
+        name = "subs"
+        table = "subs"
+        primary_key = "id"
+        cursor = Cursor("ends")
+        page_size = 6  # the page boundary falls on an infinite value
+
+    result = run(Pipeline("src", streams=[Subs(url=source_url)]), loader)
+    assert result.status != "success" and result.streams["subs"].extracted == 7
+    assert sorted(r["id"] for r in payloads(db, "src_subs")) == [1, 2, 3, 4, 5]
+    letters = db.execute("SELECT error_message AS reason, source_record FROM pipeline.dead_letter ORDER BY id").fetchall()
+    assert [(x["source_record"]["id"], x["source_record"]["ends"]) for x in letters] == [(6, "infinity"), (7, "infinity")]
+    assert "cursor field 'ends'" in letters[0]["reason"]
+
+
+def test_a_table_whose_name_has_a_dot_and_quotes(source_url, loader, db):
+    with source(source_url) as src:
+        src.execute('CREATE SCHEMA "sales.eu"')
+        src.execute('CREATE TABLE "sales.eu"."orders ""2026"".v2" (id int PRIMARY KEY, total int)')
+        src.execute('INSERT INTO "sales.eu"."orders ""2026"".v2" SELECT i, i * 10 FROM generate_series(1, 12) i')
+
+    class Orders(SqlExtractor):
+        name = "orders"
+        table = ("sales.eu", 'orders "2026".v2')
+        primary_key = "id"
+        page_size = 5
+
+    result = run(Pipeline("src", streams=[Orders(url=source_url)]), loader)
+    assert result.status == "success" and result.streams["orders"].extracted == 12
+    assert sum(r["total"] for r in payloads(db, "src_orders")) == 780
+
+
+def _plan(source_url, extractor, last):
+    from sqlalchemy.dialects import postgresql
+
+    statement = extractor._page(extractor.order_columns(), None, last)
+    sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    with source(source_url) as src:
+        src.execute("SET enable_seqscan = off")  # a tiny table: ask what the index can do
+        return "\n".join(r[0] for r in src.execute("EXPLAIN " + sql).fetchall())
+
+
+def test_keyset_pages_are_an_index_range_on_postgresql_and_sqlite(source_url, tmp_path):
+    with source(source_url) as src:
+        src.execute("CREATE TABLE events (id int PRIMARY KEY, at timestamptz)")
+        src.execute("CREATE INDEX events_at_id ON events (at, id)")
+
+    class Events(SqlExtractor):
+        name = "events"
+        table = "events"
+        primary_key = "id"
+        cursor = Cursor("at")
+
+    plan = _plan(source_url, Events(url=source_url), (T0, 42))
+    # The row value is the index condition itself, not a filter over every row before it.
+    assert "Index Cond: ((at IS NOT NULL) AND (ROW(at, id) > ROW(" in plan, plan
+
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT)")
+        con.execute("CREATE INDEX events_at_id ON events (at, id)")
+    sqlite_events = Events(url=f"sqlite:///{path}")
+    from sqlalchemy.dialects import sqlite
+
+    compiled = sqlite_events._page(["at", "id"], None, ("2026-04-01", 42)).compile(dialect=sqlite.dialect())
+    with sqlite3.connect(path) as con:
+        params = [compiled.params[name] for name in compiled.positiontup]
+        plan = " ".join(str(r[-1]) for r in con.execute("EXPLAIN QUERY PLAN " + str(compiled), params))
+    assert "SEARCH events USING COVERING INDEX events_at_id (at>?)" in plan, plan  # a range from the page boundary

@@ -130,7 +130,7 @@ def test_the_starter_staging_model_translates(tmp_path):
     body = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
     translated = transpile(body, "bigquery")
     assert "ROW_NUMBER() OVER (PARTITION BY JSON_EXTRACT_SCALAR(_raw_payload, '$.id')" in translated
-    assert "CAST((JSON_EXTRACT_SCALAR(_raw_payload, '$.updated_at')) AS TIMESTAMP) AS updated_at" in translated
+    assert "CAST(NULLIF(JSON_EXTRACT_SCALAR(_raw_payload, '$.updated_at'), '') AS TIMESTAMP) AS updated_at" in translated
 
 
 def test_more_than_one_statement_is_refused():

@@ -69,6 +69,15 @@ class Batch:
     moving data), each naming the cause and the fix. The runner then ends the
     run ``partial``, keeps the watermark at what is proven complete and never
     swaps a ``replace`` table for that read. A batch may carry only reasons.
+    ``supersedes`` maps a source (a file's path) to ``(version, read_from)``:
+    the version now complete in the destination and the line this read
+    started after (0: the whole source was read), for extractors whose
+    ``source_fields`` are ``(id, version)`` with ids ``<source>:<line>``. In the
+    batch's transaction, stored rows of that source with another version get
+    ``_deleted_at`` (a changed file replaces its old version), and open dead
+    letters of earlier runs about the whole source, or about lines this read
+    covered, are resolved (a rejected file, loaded after the fix; lines still
+    bad were rejected again by this read).
     """
 
     records: list[dict[str, Any]]
@@ -77,6 +86,7 @@ class Batch:
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     after_commit: Callable[[], None] | None = None
     incomplete: list[str] = field(default_factory=list)
+    supersedes: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class Extractor:

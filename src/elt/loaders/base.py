@@ -124,9 +124,14 @@ class RawWriter(ABC):
         schema_changes: Sequence[SchemaChange],
         known_fields: dict[str, Any],
         state: dict[str, Any] | None = None,
+        supersedes: dict[str, tuple[str, int]] | None = None,
     ) -> LoadResult:
         """Write one batch with the stream's strategy, plus its dead letters, watermark, extra state and
-        schema trail, in one transaction."""
+        schema trail, in one transaction.
+
+        ``supersedes`` (:attr:`Batch.supersedes`): sources now complete at a version; their rows of
+        other versions get ``_deleted_at`` and their open dead letters are resolved, in the same transaction.
+        """
 
     @abstractmethod
     def replay_batch(

@@ -27,6 +27,7 @@ class DataTestResult:
         what = {
             "unique": "duplicate key groups", "not_null": "null rows", "accepted_values": "rows with other values",
             "relationships": "rows without a match", "row_count": "too few rows", "freshness": "data too old",
+            "readable": "unreadable rows",
         }[self.test.kind]
         return f"test {self.test.text} on {relation} failed: {self.failures} {what}"
 
@@ -64,6 +65,11 @@ def check_sql(test: DataTest, relation: str) -> sql.Composed:
         return sql.SQL(
             "SELECT (coalesce(max({c})::timestamptz < now() - make_interval(secs => {s}), true))::int FROM {t}"
         ).format(t=table, c=cols[0], s=sql.Literal(seconds))
+    if test.kind == "readable":
+        # Every column of every row computed: a view's cast that fails on some row fails here,
+        # at build time, instead of in the first SELECT * after a build that said success.
+        return sql.SQL("SELECT count(*) FROM (SELECT row_value::text AS r FROM {t} AS row_value) AS rows"
+                       " WHERE r IS NULL").format(t=table)
     raise ValueError(f"unknown test kind {test.kind!r}")
 
 

@@ -33,7 +33,7 @@ from elt.pipeline import on_clear
 #: The layers, in the order data flows through them; each is a schema and a folder.
 LAYERS = ("stg", "mart", "rpt")
 DEFAULT_MATERIALIZED = {"stg": "view", "mart": "table", "rpt": "view"}
-TEST_KINDS = ("unique", "not_null", "accepted_values", "relationships", "row_count", "freshness")
+TEST_KINDS = ("unique", "not_null", "accepted_values", "relationships", "row_count", "freshness", "readable")
 _HEADER = re.compile(r"^\s*--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
 _TEST = re.compile(r"^(?:(warn)\s+)?([a-z_]+)\s*(?:\((.*)\)|(>\s*\d+))?$", re.S)
 
@@ -65,6 +65,8 @@ class DataTest:
             if not minimum.isdigit():
                 raise ValueError(f"row_count takes '> N', got {text.strip()!r}")
             return cls(kind, (), (minimum,), bool(warn), text.strip())
+        if kind == "readable":
+            return cls(kind, (), (), bool(warn), text.strip())
         needs = {"unique": "(column[, column...])", "not_null": "(column)", "accepted_values": "(column: a, b)",
                  "relationships": "(column: schema.table.column)", "freshness": "(column: 24h)"}
         if not columns or (kind in ("accepted_values", "relationships", "freshness") and not args):

@@ -1,9 +1,12 @@
 """``elt stage``: a starter staging model for a raw stream, typed from the fields seen so far.
 
 The file casts each top-level field out of ``_raw_payload`` with the type its
-values have shown (timestamps and dates recognised in strings), keeps the
-latest version per key, and declares ``unique`` and ``not_null`` tests on the
-key. It is a starting point: the user owns the file afterwards, and ``elt``
+values have shown (integers, decimals, timestamps and dates recognised in
+strings, as CSV files give them), an empty string becoming NULL before any
+cast; keeps the latest version per key, and declares a ``readable`` test (every
+cast of every row is computed when the model builds, so a cast that fails on
+data outside the sample fails the build, not the first reader) and ``unique``
+and ``not_null`` tests on the key. It is a starting point: the user owns the file afterwards, and ``elt``
 never overwrites it.
 """
 
@@ -37,7 +40,9 @@ def refine(kind: str, samples: list[Any]) -> str:
     if all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) for v in values):
         return "date"
     # Money as text ("12.50") is common in APIs; a leading-zero code ("007") stays text.
-    if all(re.fullmatch(r"-?(0|[1-9]\d*)\.\d+", v) for v in values):
+    if all(re.fullmatch(r"-?(0|[1-9]\d{0,17})", v) for v in values):
+        return "integer"  # up to 18 digits: always a bigint
+    if all(re.fullmatch(r"-?(0|[1-9]\d*)(\.\d+)?", v) for v in values):
         return "number"
     try:
         for value in values:
@@ -64,7 +69,8 @@ def expression(field: str, kind: str) -> str:
         return f"_raw_payload -> {literal}"  # stays jsonb: nested or mixed-type data
     text = f"_raw_payload ->> {literal}"
     cast = _CASTS.get(kind)
-    return f"({text})::{cast}" if cast else text
+    # CSV files have no NULL: an empty field is '' and must not reach the cast ('' is no number).
+    return f"NULLIF({text}, '')::{cast}" if cast else text
 
 
 def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], samples: dict[str, list[Any]],
@@ -93,7 +99,10 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
     ]
     if keys:
         header.append(f"-- unique_key: {', '.join(key_names)}")
-        header.append(f"-- tests: unique({', '.join(key_names)}), " + ", ".join(f"not_null({k})" for k in key_names))
+        header.append(f"-- tests: readable, unique({', '.join(key_names)}), "
+                      + ", ".join(f"not_null({k})" for k in key_names))
+    else:
+        header.append("-- tests: readable")
     select = "SELECT\n" + ",\n".join(columns)
     relation = _relation("raw", table)
     if not keys:

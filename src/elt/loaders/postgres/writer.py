@@ -311,11 +311,13 @@ class PostgresWriter(RawWriter):
         schema_changes: Sequence[SchemaChange],
         known_fields: dict[str, Any],
         state: dict[str, Any] | None = None,
+        supersedes: dict[str, tuple[str, int]] | None = None,
     ) -> LoadResult:
         strategy = target.extractor.strategy
-        # The table is created with the first accepted rows, so its cursor column takes the
-        # kind of a real value (a batch of rejects alone must not fix it as text).
-        table = self._raw_table(target) if batch.rows or strategy.unit == "stream" else None
+        # Until the cursor's kind is known (declared, stored or from an accepted value), the table
+        # waits for the first accepted rows: a batch of rejects alone must not fix its cursor as text.
+        kind_known = not target.extractor.cursor_field or target.cursor_kind is not None
+        table = self._raw_table(target) if batch.rows or kind_known or strategy.unit == "stream" else None
         batch_id = uuid.uuid4().hex
         params = {"batch_id": batch_id, "run_id": run_id}
         result = LoadResult(rejected=len(batch.rejected), collapsed=batch.collapsed)
@@ -324,6 +326,8 @@ class PostgresWriter(RawWriter):
             if batch.rows and table is not None:
                 result.inserted, result.updated = strategy.write(_Ops(self, cur, table, target, batch, params))
                 result.unchanged = len(batch.rows) - batch.collapsed - result.inserted - result.updated
+            if supersedes and table is not None:
+                self._supersede(cur, target, table, supersedes, run_id)
             self._bookkeeping(cur, target, run_id, batch_id, batch, schema_changes, known_fields)
             if watermark is not None:
                 write_state(cur, target.pipeline, target.stream, "watermark", watermark.to_json(), run_id)
@@ -369,6 +373,33 @@ class PostgresWriter(RawWriter):
 
         self._in_transaction(target, work)
         return result
+
+    def _supersede(self, cur: psycopg.Cursor[Any], target: StreamTarget, table: RawTable,
+                   supersedes: dict[str, tuple[str, int]], run_id: int) -> None:
+        """Sources complete at a new version: older versions' rows marked deleted, settled dead letters resolved."""
+        id_column, version_column = (sql.Identifier(c) for c in table.sources[:2])
+        for source, (version, read_from) in supersedes.items():
+            prefix = f"{source}:"
+            # Rows the new version of the file no longer has: marked, not removed (raw keeps what arrived).
+            cur.execute(sql.SQL(
+                "UPDATE {t} SET _deleted_at = now() WHERE _deleted_at IS NULL"
+                " AND left({i}, length(%(p)s)) = %(p)s AND {v} IS DISTINCT FROM %(v)s").format(
+                    t=table.ident, i=id_column, v=version_column), {"p": prefix, "v": version})
+            # Dead letters of earlier runs about the whole file, or about lines this read went through
+            # (those still bad were rejected again by this run, as open letters of their own).
+            cur.execute(
+                "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = 'elt',"
+                " resolution = 'the source loaded again' WHERE pipeline_name = %(pl)s AND stream_name = %(st)s"
+                " AND resolved_at IS NULL AND run_id IS DISTINCT FROM %(run)s AND CASE"
+                # CASE: the casts only run on letters of this file, whose lines are numbers.
+                "   WHEN source_record ->> 'file' = %(s)s THEN NOT source_record ? 'row'"
+                "     OR (jsonb_typeof(source_record -> 'line') = 'number' AND (source_record ->> 'line')::bigint > %(from)s)"
+                "   WHEN left(source_record ->> '_source_id', length(%(p)s)) = %(p)s"
+                "     AND substr(source_record ->> '_source_id', length(%(p)s) + 1) ~ '^[0-9]+$'"
+                "     THEN substr(source_record ->> '_source_id', length(%(p)s) + 1)::bigint > %(from)s"
+                "   ELSE false END",
+                {"pl": target.pipeline, "st": target.stream, "s": source, "p": prefix, "run": run_id,
+                 "from": read_from})
 
     def _insert_dead_letters(
         self, cur: psycopg.Cursor[Any], target: StreamTarget, run_id: int, batch_id: str, batch: PreparedBatch

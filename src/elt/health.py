@@ -54,14 +54,15 @@ def run_checks(loader: Loader, pipelines: Iterable[Pipeline], now: dt.datetime |
     is missing only once its first run after that is overdue (without it,
     never having run is a problem at once).
     """
-    from elt.transforms.incremental import overdue_full_refreshes  # sqlglot is slow to import: only when asked
-
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
-    return [*_failed(loader), *_missing(loader, pipelines, now, watching_since), *_stale(loader, pipelines, now),
-            *_dead_letters(loader), *_stuck(loader, pipelines, now),
-            *(Problem("full_refresh_overdue", *p)
-              for p in (overdue_full_refreshes(getattr(loader, "url", ""), project_dir, now) if project_dir else []))]
+    problems = [*_failed(loader), *_missing(loader, pipelines, now, watching_since), *_stale(loader, pipelines, now),
+                *_dead_letters(loader), *_stuck(loader, pipelines, now)]
+    if project_dir is not None and hasattr(loader, "url"):  # PostgreSQL; the transform layer imported only here
+        from elt.transforms.incremental import overdue_full_refreshes
+
+        problems += [Problem("full_refresh_overdue", *p) for p in overdue_full_refreshes(loader.url, project_dir, now)]
+    return problems
 
 
 FAILED_RUNS = """

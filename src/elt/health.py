@@ -52,14 +52,15 @@ def run_checks(store: BookkeepingStore, pipelines: Iterable[Pipeline], now: dt.d
     is missing only once its first run after that is overdue (without it,
     never having run is a problem at once).
     """
-    from elt.transforms.incremental import overdue_full_refreshes  # sqlglot is slow to import: only when asked
-
     now = now or dt.datetime.now(dt.UTC)
     pipelines = list(pipelines)
-    return [*_failed(store), *_missing(store, pipelines, now, watching_since), *_stale(store, pipelines, now),
-            *_dead_letters(store), *_stuck(store, pipelines, now),
-            *(Problem("full_refresh_overdue", *p)
-              for p in (overdue_full_refreshes(getattr(store, "url", ""), project_dir, now) if project_dir else []))]
+    problems = [*_failed(store), *_missing(store, pipelines, now, watching_since), *_stale(store, pipelines, now),
+                *_dead_letters(store), *_stuck(store, pipelines, now)]
+    if project_dir is not None and hasattr(store, "url"):  # PostgreSQL; the transform layer imported only here
+        from elt.transforms.incremental import overdue_full_refreshes
+
+        problems += [Problem("full_refresh_overdue", *p) for p in overdue_full_refreshes(store.url, project_dir, now)]
+    return problems
 
 
 def _failed(store: BookkeepingStore) -> list[Problem]:

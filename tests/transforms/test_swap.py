@@ -295,3 +295,42 @@ def test_an_instead_of_trigger_on_a_dependent_view_is_carried(shop_built, db, da
     assert build(project, database_url).status == "success"
     db.execute("INSERT INTO app.order_requests VALUES (7)")
     assert db.execute("SELECT order_id FROM app.requests").fetchone()["order_id"] == 7
+
+
+def test_a_dependent_view_keeps_its_owner_and_the_table_its_replica_identity(shop_built, db, database_url, roles):
+    # A view runs with its owner's privileges: a re-created view owned by the builder would read more.
+    _, project = shop_built
+    owner = roles["admin"]
+    usage(db, roles, "mart")
+    db.execute("CREATE SCHEMA bi")
+    db.execute(f"GRANT USAGE, CREATE ON SCHEMA bi TO {owner}")
+    db.execute(f"GRANT SELECT ON mart.orders TO {owner}")
+    db.execute("CREATE VIEW bi.orders_seen AS SELECT id FROM mart.orders")
+    db.execute(f"ALTER VIEW bi.orders_seen OWNER TO {owner}")
+    db.execute("ALTER TABLE mart.orders REPLICA IDENTITY FULL")
+    assert build(project, database_url).status == "success"
+    row = db.execute("SELECT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE oid = 'bi.orders_seen'::regclass").fetchone()
+    assert row["owner"] == owner
+    assert db.execute("SELECT relreplident FROM pg_class WHERE oid = 'mart.orders'::regclass").fetchone()["relreplident"] == "f"
+
+
+def test_a_long_reader_makes_the_swap_give_up_after_bounded_waits(shop_built, db, database_url, monkeypatch):
+    import time
+
+    from elt.transforms import swap as swap_module
+
+    monkeypatch.setattr(swap_module, "LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(swap_module, "LOCK_ATTEMPTS", 2)
+    monkeypatch.setattr(swap_module, "LOCK_PAUSE_S", 0.1)
+    _, project = shop_built
+    with psycopg.connect(database_url) as reader:
+        reader.execute("SELECT count(*) FROM mart.orders").fetchone()  # holds its lock until the transaction ends
+        started = time.monotonic()
+        result = build(project, database_url)
+        assert time.monotonic() - started < 5
+        assert result.status == "failed"
+        assert "mart.orders stayed in use by another transaction (2 waits of 200ms)" in result.error
+        # Meanwhile other readers were never blocked for long, and still read the old table.
+        assert db.execute("SELECT count(*) AS n FROM mart.orders").fetchone()["n"] == 40
+        reader.rollback()
+    assert build(project, database_url).status == "success"

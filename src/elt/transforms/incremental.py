@@ -81,7 +81,7 @@ def merge(cur: Any, model: Model) -> Merged:
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     where = sql.SQL("") if since is None else sql.SQL(" WHERE m.{mark} >= {since}").format(mark=mark, since=sql.Literal(since))
     # The window's rows, evaluated once: merged, then used to find rows that are gone.
-    cur.execute("DROP TABLE IF EXISTS elt_window")
+    cur.execute("DROP TABLE IF EXISTS pg_temp.elt_window")  # never a user table of that name elsewhere
     cur.execute(sql.SQL("CREATE TEMP TABLE elt_window ON COMMIT DROP AS SELECT {cols} FROM ({body}) AS m{where}").format(
         cols=cols, body=sql.SQL(model.sql), where=where))  # type: ignore[arg-type]
     rest = [c for c in columns if c not in keys]
@@ -94,15 +94,15 @@ def merge(cur: Any, model: Model) -> Merged:
     else:
         action = sql.SQL("DO NOTHING")
     key_list = sql.SQL(", ").join(map(sql.Identifier, keys))
-    cur.execute(sql.SQL("INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM elt_window ON CONFLICT ({keys}) {action}").format(
-        t=target, cols=cols, keys=key_list, action=action))
+    cur.execute(sql.SQL("INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM pg_temp.elt_window"
+                        " ON CONFLICT ({keys}) {action}").format(t=target, cols=cols, keys=key_list, action=action))
     rows = max(cur.rowcount, 0)
     deleted = 0
     if since is not None:
         match = sql.SQL(" AND ").join(sql.SQL("w.{c} = t.{c}").format(c=sql.Identifier(k)) for k in keys)
         # Inside the window the model's output is complete: a row of the table it no longer yields is gone.
         cur.execute(sql.SQL("DELETE FROM {t} AS t WHERE t.{mark} >= {since}"
-                            " AND NOT EXISTS (SELECT 1 FROM elt_window AS w WHERE {match})").format(
+                            " AND NOT EXISTS (SELECT 1 FROM pg_temp.elt_window AS w WHERE {match})").format(
             t=target, mark=mark, since=sql.Literal(since), match=match))
         deleted = max(cur.rowcount, 0)
     record(cur, model, horizon, full_refresh=False)

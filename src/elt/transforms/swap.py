@@ -29,7 +29,9 @@ Readers are blocked only for catalog work: every copy that costs time in
 proportion to the data (the new table, its indexes and constraints, dependent
 materialised views, computed once from the new data) is built beside the live
 relations before the swap locks them. The locked step drops the old relations
-and renames the new ones in.
+and renames the new ones in. Waiting for that lock is bounded too (new readers
+queue behind a waiting ACCESS EXCLUSIVE request): :data:`LOCK_TIMEOUT` per
+attempt, :data:`LOCK_ATTEMPTS` attempts, then the swap gives up and names the cause.
 
 What a reader sees:
 
@@ -48,10 +50,12 @@ What a reader sees:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from sqlglot.dialects.postgres import Postgres
@@ -185,7 +189,7 @@ def swap(cur: Any, schema: str, name: str, shadow: str, *, where: str = "",
                 _create_dependent(cur, relation, renames)
             _carry_onto_shadow(cur, relation, renames, where)
         # The locked step: catalog work only.
-        cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(plan.main.ident))
+        _lock(cur, plan.main, where)
         again = _plan(cur, schema, name)
         if again is None or again.seen != plan.seen:
             raise SwapRefused(f"{_prefix(where)}objects depending on {schema}.{name} changed during the rebuild;"
@@ -213,6 +217,35 @@ def swap(cur: Any, schema: str, name: str, shadow: str, *, where: str = "",
     report.policies = sum(len(r.policies) for r in plan.relations) + len(plan.foreign_policies)
     report.indexes = sum(len([i for i in r.indexes if not i.get("skip")]) for r in plan.relations)
     return report
+
+
+#: How long one attempt waits for the live relation's lock, and how many attempts. While the swap
+#: waits, new readers queue behind it: a bounded wait keeps a long-running query from stalling them all.
+LOCK_TIMEOUT = "3s"
+LOCK_ATTEMPTS = 5
+LOCK_PAUSE_S = 1.0
+
+
+def _lock(cur: Any, relation: Relation, where: str) -> None:
+    cur.execute("SELECT current_setting('lock_timeout')")
+    previous = cur.fetchone()[0]
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        cur.execute("SAVEPOINT elt_swap_lock")
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT])
+        try:
+            cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(relation.ident))
+        except psycopg.errors.LockNotAvailable:
+            cur.execute("ROLLBACK TO SAVEPOINT elt_swap_lock")
+            if attempt == LOCK_ATTEMPTS:
+                raise SwapRefused(
+                    f"{_prefix(where)}{relation.qualified} stayed in use by another transaction ({LOCK_ATTEMPTS} waits"
+                    f" of {LOCK_TIMEOUT}); nothing was replaced. Find it with SELECT pid, query FROM pg_stat_activity"
+                    " WHERE state <> 'idle', let it finish (or end it), and run again") from None
+            time.sleep(LOCK_PAUSE_S)  # readers queued behind the attempt go on meanwhile
+            continue
+        cur.execute("RELEASE SAVEPOINT elt_swap_lock")
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+        return
 
 
 def replace_rows(cur: Any, schema: str, name: str, shadow: str) -> bool:
@@ -503,8 +536,6 @@ def _quote(name: str) -> str:
 
 def _run(cur: Any, statement: Any, what: str, where: str) -> None:
     """Run one carry-over statement; a failure names what could not be carried and stops the swap."""
-    import psycopg
-
     try:
         cur.execute(statement)
     except psycopg.Error as exc:

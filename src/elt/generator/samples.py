@@ -85,7 +85,7 @@ def _write_changes(source: Source, folder: Path) -> dict[str, int]:
     for entity in source.entities:
         rows = records(entity)
         table = f"public.{entity.name}"
-        events = [("insert", None, row) for row in rows]
+        events: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = [("insert", None, row) for row in rows]
         events.append(("update", rows[0], {**rows[0], **{k: v for k, v in rows[1].items() if k != entity.primary_key}}))
         events.append(("delete", rows[-1], None))
         for op, before, after in events:

@@ -264,10 +264,11 @@ class NumericScale(Construct):
     alternative = "round(x, 2)"
 
     def matches(self, node: exp.Expression) -> bool:
-        return isinstance(node, self.kinds) and node.to.is_type("decimal") and bool(node.to.expressions)
+        to = node.args.get("to")
+        return isinstance(node, self.kinds) and to is not None and to.is_type("decimal") and bool(to.expressions)
 
     def rewrite(self, node: exp.Expression) -> exp.Expression:
-        params = [int(p.this.this) for p in node.to.expressions]
+        params = [int(p.this.this) for p in node.args["to"].expressions]
         precision, scale = params[0], params[1] if len(params) > 1 else 0
         # NUMERIC holds 29 digits before the point and 9 after; beyond that, BIGNUMERIC.
         kind = "NUMERIC" if scale <= 9 and precision - scale <= 29 else "BIGNUMERIC"

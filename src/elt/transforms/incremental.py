@@ -131,7 +131,8 @@ def window_start(model: Model, newest: Any, horizon: dt.datetime | None, type_na
         except decimal.InvalidOperation:
             raise IncrementalError(f"{model.path}: lookback {lookback!r} is a duration, but watermark"
                                    f" {model.config.watermark} is {type_name}; give a number") from None
-        return newest - (int(amount) if isinstance(newest, int) and amount == int(amount) else type(newest)(amount))
+        step: Any = int(amount) if isinstance(newest, int) and amount == int(amount) else type(newest)(amount)
+        return newest - step
     if lookback:
         raise IncrementalError(f"{model.path}: lookback needs a timestamp, date or numeric watermark;"
                                f" {model.config.watermark} is {type_name}")

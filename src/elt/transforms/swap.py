@@ -501,7 +501,8 @@ def retarget(text: str, renames: dict[str, tuple[str, str]], *, keep_alias: bool
     printed, the old name becomes the alias, so ``orders.id`` still resolves.
     """
     tokens = Postgres().tokenize(text)
-    wanted = {tuple(k.split(".", 1)): v for k, v in renames.items()}
+    wanted: dict[tuple[str | None, str | None], tuple[str, str]] = {
+        (k.split(".", 1)[0], k.split(".", 1)[1]): v for k, v in renames.items()}
     out, last = [], 0
 
     def word(i: int) -> str | None:
@@ -546,7 +547,7 @@ def _run(cur: Any, statement: Any, what: str, where: str) -> None:
 
 
 def _create_dependent(cur: Any, relation: Relation, renames: dict[str, tuple[str, str]]) -> None:
-    options = sql.SQL("")
+    options: sql.Composable = sql.SQL("")
     if relation.options:
         options = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in relation.options))
     cur.execute(sql.SQL("CREATE {kind} {name}{options} AS {body}").format(

@@ -144,6 +144,19 @@ def _print_models(build: Any) -> None:
     out.print(table)
 
 
+def _source_url(source: str) -> str:
+    """A source database URL, or the name of the variable (environment or the project's .env) holding it.
+
+    A name keeps the URL (and its password) out of the shell's history.
+    """
+    from elt.config import load_dotenv_once
+
+    load_dotenv_once(_project_dir())
+    url = os.environ.get(source, source)
+    secrets.register_connection(url)
+    return url
+
+
 def _cdc(source: str, ddl: str, apply: bool) -> None:
     import psycopg
 
@@ -151,10 +164,7 @@ def _cdc(source: str, ddl: str, apply: bool) -> None:
         out.print(ddl, markup=False, highlight=False)
         err.print("printed only: review it, then run again with --apply (or run it yourself with psql)")
         return
-    from elt.config import load_dotenv_once
-
-    load_dotenv_once(_project_dir())  # the variable may live in the project's .env
-    url = os.environ.get(source, source)  # an environment variable name works too, and keeps the URL out of history
+    url = _source_url(source)
     try:
         with psycopg.connect(url, autocommit=False) as conn:
             conn.execute(ddl)  # type: ignore[call-overload]
@@ -183,7 +193,7 @@ def _cdc_check_install(source: str, table: str) -> None:
 
     from elt.extractors.cdc import missing_install_privileges
 
-    url = os.environ.get(source, source)
+    url = _source_url(source)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             missing = missing_install_privileges(conn, table)
@@ -204,7 +214,7 @@ def cdc_status_command(
 
     from elt.extractors.cdc import cdc_status
 
-    url = os.environ.get(source, source)
+    url = _source_url(source)
     try:
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
             tables, oldest = cdc_status(conn)

@@ -200,7 +200,13 @@ class CdcExtractor(SqlExtractor):
         return sa.text(query).columns().subquery("src")
 
     def horizon(self, conn: sa.Connection) -> int:
-        """The oldest transaction id still running on the source (every change below it is final)."""
+        """The oldest transaction id still running on the source (every change below it is final).
+
+        A copy of the change table in another database (a sample file, an export) has no running
+        transactions writing it: every change in it is final.
+        """
+        if conn.dialect.name != "postgresql":
+            return int(conn.execute(sa.text(f"SELECT coalesce(max(txid), 0) + 1 FROM ({self.query}) c")).scalar_one())
         return int(conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one())
 
     def records(self, state: StreamState) -> Iterator[list[dict[str, Any]]]:

@@ -4,6 +4,7 @@ Public API::
 
     from elt import Pipeline, Extractor, Cursor, Batch, extractor, from_env
     from elt import RestExtractor, StartingAfterPaginator, BearerAuth, RateLimit
+    from elt import WebhookSource
 
 Everything not re-exported here is private and may change.
 """
@@ -39,6 +40,7 @@ from elt.pipeline import Pipeline
 from elt.runner import EXIT_CODES, Runner, RunResult
 from elt.secrets import Secret, from_env
 from elt.state import StreamState, Watermark
+from elt.webhooks import GitHub, HeaderHmac, Shopify, Stripe, WebhookSource
 
 __version__ = "0.1.0"
 
@@ -79,6 +81,11 @@ __all__ = [
     "StreamState",
     "Watermark",
     "Webhook",
+    "WebhookSource",
+    "GitHub",
+    "HeaderHmac",
+    "Shopify",
+    "Stripe",
     "WriteStrategy",
     "extractor",
     "from_env",

@@ -234,14 +234,52 @@ def docs(check: bool = typer.Option(False, "--check", help="Only report drift (e
 
 @app.command()
 def serve() -> None:
-    """Run the project's pipelines on their schedules, check their health and send alerts, until stopped."""
+    """Run the project's pipelines on their schedules, check their health and send alerts, until stopped.
+
+    The project's webhook sources are served beside them (see `elt webhooks`).
+    """
     from elt.pipeline import load_project
     from elt.serve import Scheduler
+    from elt.webhooks.source import registered_webhooks
 
     project_dir, registry = load_project(_Ctx.project)
+    hooks = _webhook_server(project_dir, list(registered_webhooks().values()), None, None)
     if not registry:
-        raise EltError("this project has no pipelines to schedule")
-    Scheduler(project_dir, registry).serve_forever()
+        if hooks is None:
+            raise EltError("this project has no pipelines to schedule")
+        hooks.serve()
+        return
+    if hooks is not None:
+        hooks.start_background()
+    try:
+        Scheduler(project_dir, registry).serve_forever()
+    finally:
+        if hooks is not None:
+            hooks.stop()  # stops taking events, answers those in flight, stores what is queued
+
+
+def _webhook_server(project_dir: Path, sources: list[Any], host: str | None, port: int | None) -> Any:
+    if not sources:
+        return None
+    from elt.webhooks.server import WebhookServer
+
+    return WebhookServer(project_dir, sources, host=host, port=port)
+
+
+@app.command()
+def webhooks(
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1, or ELT_WEBHOOK_HOST)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default 8787, or ELT_WEBHOOK_PORT)."),
+) -> None:
+    """Receive the project's webhook sources only (no schedules), until SIGTERM; every 2xx means stored."""
+    from elt.pipeline import load_project
+    from elt.webhooks.source import registered_webhooks
+
+    project_dir, _ = load_project(_Ctx.project)
+    server = _webhook_server(project_dir, list(registered_webhooks().values()), host, port)
+    if server is None:
+        raise EltError("this project declares no WebhookSource; add one to pipelines.py (see the README, Webhooks)")
+    server.serve()
 
 
 @app.command()

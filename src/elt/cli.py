@@ -308,12 +308,13 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
     from elt.health import run_checks
     from elt.pipeline import load_project
 
-    _, registry = load_project(_Ctx.project)
+    project_dir, registry = load_project(_Ctx.project)
     loader = _loader()
     try:
         problems = run_checks(loader, registry.values())
     finally:
         loader.close()
+    problems += _webhook_problems(project_dir)
     if as_json:
         _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
     elif not problems:
@@ -326,6 +327,14 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
             table.add_row(f"[red]{p.check}[/]", p.subject, p.detail)
         out.print(table)
     raise typer.Exit(1 if problems else 0)
+
+
+def _webhook_problems(project_dir: Path) -> list[Any]:
+    """Webhook sources silent longer than their ``expect_every`` (issue 17; kept apart from the run checks)."""
+    from elt.webhooks.source import registered_webhooks
+    from elt.webhooks.status import webhook_problems
+
+    return webhook_problems(project_dir, registered_webhooks().values())
 
 
 @app.command()
@@ -461,6 +470,7 @@ def status(
     if as_json:
         _print_json(rows)
         return
+    _print_webhook_sources()
     if not rows:
         out.print("no runs yet: `elt run` starts one")
         return
@@ -477,6 +487,24 @@ def status(
             f"{r['rows_extracted']:,}", f"{r['rows_loaded']:,}", f"{r['rows_rejected']:,}",
             f"{r['rows_transformed']:,}", (r["error_message"] or "")[:160],
         )
+    out.print(table)
+
+
+def _print_webhook_sources() -> None:
+    """Events and last event time per webhook source (issue 17), above the runs; nothing when there are none."""
+    from elt.config import database_target
+    from elt.webhooks.status import source_rows
+
+    rows = source_rows(database_target(_project_dir()).url)
+    if not rows:
+        return
+    table = Table(title="webhook sources", title_justify="left")
+    for column in ("source", "table", "events", "duplicates", "refused (signature)", "refused (other)", "last event (UTC)"):
+        table.add_column(column)
+    for r in rows:
+        last = f"{r['last_event_at']:%Y-%m-%d %H:%M:%S}" if r["last_event_at"] else "never"
+        table.add_row(r["source"], f"raw.{r['table_name']}", f"{r['events']:,}", f"{r['duplicates']:,}",
+                      f"{r['rejected_signature']:,}", f"{r['rejected_other']:,}", last)
     out.print(table)
 
 

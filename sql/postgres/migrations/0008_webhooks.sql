@@ -15,5 +15,8 @@ CREATE TABLE IF NOT EXISTS pipeline.webhook_sources (
     first_event_at      timestamptz,
     -- received time of the newest stored event
     last_event_at       timestamptz,
+    -- when the server first served the source: a source that never got an
+    -- event is silent since then
+    created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );

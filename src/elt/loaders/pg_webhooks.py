@@ -144,6 +144,6 @@ def webhook_source_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
         return []
     cur = conn.execute(
         "SELECT source, table_name, events, duplicates, rejected_signature, rejected_other, first_event_at,"
-        " last_event_at FROM pipeline.webhook_sources ORDER BY source")
+        " last_event_at, created_at FROM pipeline.webhook_sources ORDER BY source")
     names = [d.name for d in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

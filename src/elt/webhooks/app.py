@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import queue
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -91,9 +92,10 @@ class Receiver:
         )
         try:
             future = self.ingestor.submit(event)
-        except Exception:  # queue.Full between the check and the put
+        except queue.Full:  # filled between the check and the put
             return _json(503, {"error": "the ingest queue is full; retry later"}, {"Retry-After": str(RETRY_AFTER)})
-        outcome = await asyncio.wrap_future(future)
+        # Shielded: a sender hanging up must not cancel the outcome the writer will set.
+        outcome = await asyncio.shield(future)
         if outcome.status == "refused":
             return self.refuse(400, outcome.reason, request)
         if outcome.status == "unavailable":

@@ -12,12 +12,12 @@ sender as 503 + Retry-After, never as a success.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import psycopg
@@ -32,12 +32,25 @@ RETRY_EVERY = 1.0
 DRAIN_CHUNK = 5000
 
 
-@dataclass
+class Waiter:
+    """Where the request waiting for an event is told its outcome (an asyncio future on the server's loop)."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Outcome] = loop.create_future()
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one event: ``stored``, ``duplicate``, ``spooled``, or ``refused`` (with the reason)."""
 
     status: str
     reason: str = ""
+
+
+STORED, DUPLICATE, SPOOLED = Outcome("stored"), Outcome("duplicate"), Outcome("spooled")
 
 
 class Ingestor:
@@ -50,7 +63,7 @@ class Ingestor:
         self._tables = list(tables)
         self.spool = spool
         self.max_batch = max_batch
-        self._queue: queue.Queue[tuple[StoredEvent, Future[Outcome]]] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[tuple[StoredEvent, Waiter]] = queue.Queue(maxsize=max_queue)
         self._store: PgWebhookStore | None = None
         self._next_try = 0.0
         self._stop = threading.Event()
@@ -78,11 +91,14 @@ class Ingestor:
             return "the server is shutting down"
         return None
 
-    def submit(self, event: StoredEvent) -> Future[Outcome]:
-        """Queue ``event``; the future resolves once it is committed or spooled. Raises queue.Full."""
-        future: Future[Outcome] = Future()
-        self._queue.put_nowait((event, future))
-        return future
+    def submit(self, event: StoredEvent) -> asyncio.Future[Outcome]:
+        """Queue ``event`` (from the server's event loop); the future resolves once it is committed or spooled.
+
+        Raises queue.Full when the queue is full.
+        """
+        waiter = Waiter(asyncio.get_running_loop())
+        self._queue.put_nowait((event, waiter))
+        return waiter.future
 
     def refused(self, source: str, *, signature: bool) -> None:
         """Count a refused request (flushed to the source's counters with the next commit)."""
@@ -125,8 +141,8 @@ class Ingestor:
         while self.spool.pending and self._database() and self._drain_one():
             pass
 
-    def _take(self) -> list[tuple[StoredEvent, Future[Outcome]]]:
-        items: list[tuple[StoredEvent, Future[Outcome]]] = []
+    def _take(self) -> list[tuple[StoredEvent, Waiter]]:
+        items: list[tuple[StoredEvent, Waiter]] = []
         try:
             items.append(self._queue.get(timeout=0.2))
         except queue.Empty:
@@ -199,7 +215,7 @@ class Ingestor:
             self._on_stored({e.source for e in events if e.table in tables})
         return new
 
-    def _write(self, items: list[tuple[StoredEvent, Future[Outcome]]]) -> None:
+    def _write(self, items: list[tuple[StoredEvent, Waiter]]) -> None:
         events = [e for e, _ in items]
         if not self.spool.pending and self._database():
             try:
@@ -213,36 +229,37 @@ class Ingestor:
                 self._down(exc)
             else:
                 seen: set[tuple[str, str]] = set()
-                for event, future in items:
+                answers = []
+                for event, waiter in items:
                     key = (event.table, event.event_id)
                     fresh = key in new and key not in seen
                     seen.add(key)
-                    _resolve(future, Outcome("stored" if fresh else "duplicate"))
+                    answers.append((waiter, STORED if fresh else DUPLICATE))
+                _settle(answers)
                 return
         self._spool(items)
 
-    def _one_by_one(self, items: list[tuple[StoredEvent, Future[Outcome]]]) -> None:
-        for event, future in items:
+    def _one_by_one(self, items: list[tuple[StoredEvent, Waiter]]) -> None:
+        for event, waiter in items:
             try:
                 new = self._commit([event])
             except psycopg.DataError as exc:
-                _resolve(future, Outcome("refused", f"the database cannot store this payload: {exc}".strip()))
+                _settle([(waiter, Outcome("refused", f"the database cannot store this payload: {exc}".strip()))])
             except Exception as exc:
                 self._down(exc)
-                self._spool([(event, future)])
+                self._spool([(event, waiter)])
             else:
-                _resolve(future, Outcome("stored" if new else "duplicate"))
+                _settle([(waiter, STORED if new else DUPLICATE)])
 
-    def _spool(self, items: list[tuple[StoredEvent, Future[Outcome]]]) -> None:
+    def _spool(self, items: list[tuple[StoredEvent, Waiter]]) -> None:
         try:
             self.spool.append([e for e, _ in items])
         except OSError as exc:
             self.log.error("the local spool refused events; senders get 503 and retry", error=str(exc))
-            for _, future in items:
-                _resolve(future, Outcome("unavailable", f"cannot spool: {exc}"))
+            unavailable = Outcome("unavailable", f"cannot spool: {exc}")
+            _settle([(waiter, unavailable) for _, waiter in items])
             return
-        for _, future in items:
-            _resolve(future, Outcome("spooled"))
+        _settle([(waiter, SPOOLED) for _, waiter in items])
 
     def _drain_one(self) -> bool:
         """Store the oldest spool segment (sealing the open one first when it is the only one); True when done."""
@@ -275,10 +292,20 @@ class Ingestor:
                     self.spool.append_rejected(event, str(exc))
 
 
-def _resolve(future: Future[Outcome], outcome: Outcome) -> None:
-    # A sender that hung up cancels its wait; its event is stored all the same.
-    if not future.done():
+def _settle(answers: list[tuple[Waiter, Outcome]]) -> None:
+    """Answer waiting requests: one wake-up of each event loop per group, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Waiter, Outcome]]] = {}
+    for waiter, outcome in answers:
+        by_loop.setdefault(waiter.loop, []).append((waiter, outcome))
+    for loop, group in by_loop.items():
         try:
-            future.set_result(outcome)
-        except Exception:
-            pass
+            loop.call_soon_threadsafe(_set_results, group)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _set_results(group: list[tuple[Waiter, Outcome]]) -> None:
+    for waiter, outcome in group:
+        # A sender that hung up cancelled its wait; its event is stored all the same.
+        if not waiter.future.done():
+            waiter.future.set_result(outcome)

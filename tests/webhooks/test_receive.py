@@ -165,7 +165,7 @@ def test_health_endpoint_reports_the_database_and_the_sources(served: Any) -> No
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["database"] == "up"
-    assert body["sources"]["stripe"] == "/hooks/stripe"
+    assert body["sources"]["stripe_events"] == "/hooks/stripe"
 
 
 def test_the_server_binds_to_loopback_by_default(tmp_path: Path, database_url: str) -> None:

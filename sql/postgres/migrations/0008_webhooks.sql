@@ -1,10 +1,11 @@
--- Issue 17: webhook sources. One row per declared WebhookSource, updated in
+-- Issue 17: webhook sources. One row per declared WebhookSource (its raw table), updated in
 -- the same transaction as each group of events it stores, so the counts and
 -- the raw table cannot disagree. `elt status` prints it; `elt check` flags a
 -- source whose last event is older than its declared expectation.
 CREATE TABLE IF NOT EXISTS pipeline.webhook_sources (
-    source              text        PRIMARY KEY,
-    table_name          text        NOT NULL,
+    -- raw.<table_name> holds the events; a source (sender) may have several entities
+    table_name          text        PRIMARY KEY,
+    source              text        NOT NULL,
     -- distinct events stored in raw.<table_name>
     events              bigint      NOT NULL DEFAULT 0,
     -- deliveries of an event already stored (acknowledged, not stored again)

@@ -68,7 +68,7 @@ class PgWebhookStore:
                 sql.Identifier(short_identifier(table, "received")), ident))
             self.conn.execute(
                 "INSERT INTO pipeline.webhook_sources (source, table_name) VALUES (%s, %s)"
-                " ON CONFLICT (source) DO UPDATE SET table_name = excluded.table_name", (source, table))
+                " ON CONFLICT (table_name) DO UPDATE SET source = excluded.source", (source, table))
             self.conn.commit()
             self._prepared.add(table)
 
@@ -94,26 +94,22 @@ class PgWebhookStore:
             ).fetchall()
             inserted = {r[0] for r in rows}
             new |= {(table, i) for i in inserted}
-            counted: dict[str, list[StoredEvent]] = {}
-            for event in group:
-                counted.setdefault(event.source, []).append(event)
-            for source, items in counted.items():
-                fresh = [e for e in items if e.event_id in inserted]
-                last = max((e.received_at for e in fresh), default=None)
-                self.conn.execute(
-                    "UPDATE pipeline.webhook_sources SET events = events + %s, duplicates = duplicates + %s,"
-                    " first_event_at = coalesce(first_event_at, %s),"
-                    " last_event_at = greatest(last_event_at, %s), updated_at = now() WHERE source = %s",
-                    (len(fresh), len(items) - len(fresh), last, last, source))
+            fresh = [e for e in group if e.event_id in inserted]
+            last = max((e.received_at for e in fresh), default=None)
+            self.conn.execute(
+                "UPDATE pipeline.webhook_sources SET events = events + %s, duplicates = duplicates + %s,"
+                " first_event_at = coalesce(first_event_at, %s),"
+                " last_event_at = greatest(last_event_at, %s), updated_at = now() WHERE table_name = %s",
+                (len(fresh), len(group) - len(fresh), last, last, table))
         return new
 
     def count_refused(self, refused: dict[str, tuple[int, int]]) -> None:
-        """Add ``{source: (bad signatures, other refusals)}`` to the counters (in the open transaction)."""
-        for source, (signature, other) in refused.items():
+        """Add ``{table: (bad signatures, other refusals)}`` to the counters (in the open transaction)."""
+        for table, (signature, other) in refused.items():
             self.conn.execute(
                 "UPDATE pipeline.webhook_sources SET rejected_signature = rejected_signature + %s,"
-                " rejected_other = rejected_other + %s, updated_at = now() WHERE source = %s",
-                (signature, other, source))
+                " rejected_other = rejected_other + %s, updated_at = now() WHERE table_name = %s",
+                (signature, other, table))
 
     def commit(self) -> None:
         self.conn.commit()
@@ -144,6 +140,6 @@ def webhook_source_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
         return []
     cur = conn.execute(
         "SELECT source, table_name, events, duplicates, rejected_signature, rejected_other, first_event_at,"
-        " last_event_at, created_at FROM pipeline.webhook_sources ORDER BY source")
+        " last_event_at, created_at FROM pipeline.webhook_sources ORDER BY source, table_name")
     names = [d.name for d in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -46,7 +46,7 @@ class Receiver:
         self.log = get_logger(component="webhooks", source=source.name)
 
     def refuse(self, status: int, reason: str, request: Request, *, signature: bool = False) -> Response:
-        self.ingestor.refused(self.source.name, signature=signature)
+        self.ingestor.refused(self.source.table, signature=signature)
         client = request.client.host if request.client else None
         self.log.warning("webhook refused", status=status, reason=reason, path=self.source.path, client=client)
         return _json(status, {"error": reason})
@@ -113,7 +113,7 @@ def build_app(sources: Sequence[WebhookSource], ingestor: Ingestor,
             "status": "unavailable" if full else ("ok" if ingestor.database_up else "degraded"),
             "database": "up" if ingestor.database_up else "unreachable (events are spooled)",
             "queued": ingestor.queued, "spool_bytes": ingestor.spool.bytes,
-            "sources": {s.name: s.path for s in sources},
+            "sources": {s.table: s.path for s in sources},
             **(extra_health() if extra_health else {}),
         }
         return JSONResponse(body, status_code=503 if full else 200)

@@ -100,10 +100,10 @@ class Ingestor:
         self._queue.put_nowait((event, waiter))
         return waiter.future
 
-    def refused(self, source: str, *, signature: bool) -> None:
-        """Count a refused request (flushed to the source's counters with the next commit)."""
+    def refused(self, table: str, *, signature: bool) -> None:
+        """Count a request refused by the source of ``table`` (flushed to its counters with the next commit)."""
         with self._refused_lock:
-            counts = self._refused.setdefault(source, [0, 0])
+            counts = self._refused.setdefault(table, [0, 0])
             counts[0 if signature else 1] += 1
 
     @property
@@ -212,7 +212,7 @@ class Ingestor:
             raise
         tables = {t for t, _ in new}
         if tables and self._on_stored is not None:
-            self._on_stored({e.source for e in events if e.table in tables})
+            self._on_stored(tables)
         return new
 
     def _write(self, items: list[tuple[StoredEvent, Waiter]]) -> None:

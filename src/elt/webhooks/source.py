@@ -91,9 +91,10 @@ class WebhookSource:
             self.transform_every = dt.timedelta(seconds=float(self.transform_every))
         self.destination = resolve(self.destination)
         for other in _registry.values():
-            if other.path == self.path and other.name != self.name:
-                raise ConfigError(f"{label}: path {self.path} is already served by {other.name!r}")
-        _registry[self.name] = self
+            if other.path == self.path and other.table != self.table:
+                raise ConfigError(f"{label}: path {self.path} is already served by raw.{other.table}")
+        # By table: one sender may have several entities (a WebhookSource each, with its own path).
+        _registry[self.table] = self
 
     @property
     def style(self) -> Signature | None:

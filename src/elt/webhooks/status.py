@@ -28,15 +28,15 @@ def silent_sources(rows: Iterable[dict[str, Any]], sources: Iterable[WebhookSour
                    now: dt.datetime | None = None) -> list[Problem]:
     """``webhook_silent`` problems: sources whose last event (or first serving) is older than ``expect_every``."""
     now = now or dt.datetime.now(dt.UTC)
-    by_name = {r["source"]: r for r in rows}
+    by_table = {r["table_name"]: r for r in rows}
     problems = []
     for source in sources:
         expect = source.expect_every
         if not isinstance(expect, dt.timedelta):
             continue
-        row = by_name.get(source.name)
+        row = by_table.get(source.table)
         if row is None:
-            problems.append(Problem("webhook_silent", source.name,
+            problems.append(Problem("webhook_silent", source.table,
                                     f"no event ever stored: is `elt serve` (or `elt webhooks`) running and is the sender"
                                     f" pointed at {source.path}? (expected one at least every {expect})"))
             continue
@@ -44,7 +44,7 @@ def silent_sources(rows: Iterable[dict[str, Any]], sources: Iterable[WebhookSour
         if now - last > expect:
             what = f"last event at {last:%Y-%m-%d %H:%M} UTC" if row["last_event_at"] else "no event since first served"
             problems.append(Problem(
-                "webhook_silent", source.name,
+                "webhook_silent", source.table,
                 f"{what}, {_age(now - last)} ago; expected one at least every {expect}. Check that the webhook server is"
                 " up (GET /healthz), that the sender's dashboard shows no failed deliveries (replay them from there),"
                 f" and that refused requests ({row['rejected_signature']} bad signatures) are not a rotated secret.",

@@ -23,7 +23,8 @@ class TransformTrigger:
 
     def __init__(self, project_dir: Path, sources: Sequence[WebhookSource], poll: float = 1.0) -> None:
         self.project_dir = project_dir
-        self.sources = {s.name: s for s in sources if s.transforms}
+        #: By raw table (a source's entities are separate WebhookSources).
+        self.sources = {s.table: s for s in sources if s.transforms}
         self.poll = poll
         self._dirty: set[str] = set()
         self._last: dict[str, float] = {}
@@ -33,9 +34,9 @@ class TransformTrigger:
         self.builds = 0
         self.log = get_logger(component="webhooks")
 
-    def new_events(self, sources: set[str]) -> None:
+    def new_events(self, tables: set[str]) -> None:
         with self._lock:
-            self._dirty |= sources & set(self.sources)
+            self._dirty |= tables & set(self.sources)
 
     def start(self) -> None:
         if self.sources:

@@ -66,4 +66,23 @@ sources:
 transformations: [margin per product per week]
 """
 
-SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY}
+HYBRID = """
+project: shop_hybrid
+description: Orders polled from the shop's API, payments pushed by Stripe.
+sources:
+  - name: shop
+    type: rest_api
+    access: https://shop.example.com/api
+    auth: {kind: bearer, secret_env: SHOP_TOKEN}
+    freshness: hourly
+    entities:
+      - {name: orders, primary_key: id, cursor: updated_at}
+  - name: stripe
+    type: webhook
+    format: json
+    freshness: near_real_time
+    entities: [charges]
+"""
+
+SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY,
+         "hybrid": HYBRID}

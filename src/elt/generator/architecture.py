@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from elt.extractors.base import Extractor
+from elt.generator import webhook_docs
 from elt.generator.decisions import Plan, plan
 from elt.generator.requirements import Requirements, load
 from elt.health import CHECK_QUERIES
@@ -68,6 +69,9 @@ class _Doc:
         self.dir, self.pipelines, self.req, self.plan, self.graph = project_dir, pipelines, requirements, the_plan, graph
         self.live_columns = live_columns
         self.name = requirements.project if requirements else project_dir.name
+        from elt.webhooks.source import registered_webhooks
+
+        self.webhooks = list(registered_webhooks().values())
 
     def streams(self) -> list[tuple[Pipeline, Extractor]]:
         return [(p, s) for p in self.pipelines.values() for s in p.streams]
@@ -116,14 +120,18 @@ class _Doc:
         out.append('  subgraph source["Source"]')
         for source_name, kind in sources:
             out.append(f'    src_{_id(source_name)}[("{source_name}<br/>{kind}")]')
+        hook_sources, hook_endpoints, hook_tables, hook_edges = webhook_docs.diagram_nodes(self.webhooks)
+        out += hook_sources
         out.append("  end")
         out.append('  subgraph extract["Extract"]')
         for pipeline, stream in self.streams():
             out.append(f'    ext_{_id(pipeline.name)}_{_id(stream.name)}["{stream.name}<br/>{stream.strategy.value}"]')
+        out += hook_endpoints
         out.append("  end")
         out.append('  subgraph raw["Raw"]')
         for pipeline, stream in self.streams():
             out.append(f'    raw_{_id(stream.table_name(pipeline.name))}[("raw.{stream.table_name(pipeline.name)}")]')
+        out += hook_tables
         out.append("  end")
         layers = {"stg": "transform", "mart": "transform", "rpt": "serve"}
         for group, title in (("transform", "Transform"), ("serve", "Serve")):
@@ -136,6 +144,7 @@ class _Doc:
             table = stream.table_name(pipeline.name)
             out.append(f"  src_{_id(pipeline.name)} --> ext_{_id(pipeline.name)}_{_id(stream.name)}"
                        f" --> raw_{_id(table)}")
+        out += hook_edges
         for model in self.graph.order():
             reads = sorted(model.reads)
             for ref in reads:
@@ -144,7 +153,8 @@ class _Doc:
                     out.append(f"  m_{_id(ref)} --> m_{_id(model.relation)}")
                 elif schema == "raw":
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
-                elif schema == "stg" and any(s.table_name(p.name) == name for p, s in self.streams()):
+                elif schema == "stg" and (any(s.table_name(p.name) == name for p, s in self.streams())
+                                          or any(w.table == name for w in self.webhooks)):
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
         out.append("```")
         return "\n".join(out)
@@ -182,6 +192,8 @@ class _Doc:
             body = ",\n".join(f"    {name} {kind}" for name, kind in columns)
             out.append(f"`raw.{table}` ({origin}; write strategy `{stream.strategy.value}`):\n\n```sql\n"
                        f"CREATE TABLE raw.{table} (\n{body}\n);\n```\n")
+        if self.webhooks:
+            out.append(webhook_docs.schema(self.webhooks, {w.table: self.live_columns(w.table) for w in self.webhooks}))
         for layer in ("stg", "mart", "rpt"):
             models = [m for m in self.graph.order() if m.schema == layer]
             if not models:
@@ -218,6 +230,8 @@ class _Doc:
             for decision in st.decisions if st else []:
                 out.append(f"- {decision.topic}: **{decision.choice}**: {decision.reason}")
             out.append("")
+        if self.webhooks:
+            out.append(webhook_docs.specifications(self.webhooks))
         for sp in self.plan.sources if self.plan else []:
             for decision in sp.advice:
                 if decision.topic != "schedule":
@@ -245,6 +259,8 @@ class _Doc:
                        f" {p.reconcile or '-'} |")
         out.append("\n`elt serve` runs this schedule (see the runbook); `elt deploy cron` gives the same as crontab"
                    " lines.\n")
+        if self.webhooks:
+            out.append(webhook_docs.orchestration(self.webhooks))
         out.append(self._gantt())
         return "\n".join(out)
 
@@ -276,6 +292,9 @@ class _Doc:
 
     # --- 7 ----------------------------------------------------------------------------
     def reliability(self) -> str:
+        return self._reliability() + (webhook_docs.RELIABILITY if self.webhooks else "")
+
+    def _reliability(self) -> str:
         return """\
 - **Run log**: every run writes a row to `pipeline.execution_log` (status running → success, partial,
   failed or skipped; rows extracted, loaded, rejected, transformed; per-stream and per-model figures; the
@@ -299,10 +318,15 @@ class _Doc:
         out.append("Stale data compares each raw table's `max(_loaded_at)` with the stream's `freshness` (default:"
                    " twice its schedule's interval); missing runs compare the last success with the next scheduled"
                    " time after it, plus a grace of half an interval (1 minute to 2 hours).")
+        if self.webhooks:
+            out.append(webhook_docs.monitoring(self.webhooks))
         return "\n".join(out)
 
     # --- 9 ----------------------------------------------------------------------------
     def runbook(self) -> str:
+        return self._runbook() + (webhook_docs.runbook(self.webhooks) if self.webhooks else "")
+
+    def _runbook(self) -> str:
         first = next(iter(self.pipelines), "PIPELINE")
         stream = next((s.name for p, s in self.streams() if p.name == first), "STREAM")
         return f"""\

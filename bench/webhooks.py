@@ -9,7 +9,11 @@ is an upper bound of request-to-commit. Measured:
 
 1. sustained events/s acknowledged (target: >= 2,000 on a 2-core machine);
 2. p50 / p99 request-to-commit latency (target: p99 < 250 ms);
-3. the rows stored (must equal the events sent: nothing lost, nothing doubled).
+3. the rows stored (must equal the events sent: nothing lost, nothing doubled);
+4. CPU milliseconds per event of the server process, the senders and PostgreSQL (its processes), and the
+   ceiling they imply for this machine's cores (cores x 1000 / total ms per event). The machine is shared,
+   so the wall-clock rate moves with other people's load (the 1-minute load average is printed); the CPU
+   cost per event does not.
 
 Prints a table and, as its last line, one JSON object with the figures.
 
@@ -43,6 +47,32 @@ from elt.testing.webhook_sender import Delivery, send_all  # noqa: E402
 from elt.webhooks.signatures import Stripe, sign  # noqa: E402
 
 SECRET = "whsec_bench_0123456789abcdef"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def database_pids(url: str) -> list[int]:
+    """The PostgreSQL server's processes (postmaster and its children), when it runs on this machine."""
+    import psutil
+
+    with psycopg.connect(url) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        postmaster = psutil.Process(backend).parent()
+    except psutil.Error:
+        return []
+    return [postmaster.pid, *(c.pid for c in postmaster.children(recursive=True))]
 
 
 @contextlib.contextmanager
@@ -114,7 +144,10 @@ def main() -> None:
                 time.sleep(0.1)
             warm = asyncio.run(send_all("127.0.0.1", port, "/hooks/stripe", events(2_000, "warm"), senders=args.senders))
             burst = events(args.events, "evt")
+            db_pids = database_pids(url)
+            before = (cpu_seconds([child.pid]), cpu_seconds(db_pids), time.process_time())
             report = asyncio.run(send_all("127.0.0.1", port, "/hooks/stripe", burst, senders=args.senders))
+            after = (cpu_seconds([child.pid]), cpu_seconds(db_pids), time.process_time())
         finally:
             child.terminate()
             child.wait(timeout=60)
@@ -122,6 +155,8 @@ def main() -> None:
             stored = conn.execute("SELECT count(*) FROM raw.stripe_events WHERE event_id LIKE 'evt\\_%'").fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
     latencies_ms = [x * 1000 for x in report.latencies]
+    per_event = [round((b - a) * 1000 / args.events, 3) for a, b in zip(before, after, strict=True)]
+    cores = os.cpu_count() or 1
     figures = {
         "bench": "webhooks",
         "events": args.events,
@@ -135,15 +170,20 @@ def main() -> None:
         "p99_ms": round(percentile(latencies_ms, 0.99), 1),
         "max_ms": round(max(latencies_ms), 1),
         "warmup_events": len(warm.acked),
+        "cpu_ms_per_event": {"server": per_event[0], "database": per_event[1], "senders": per_event[2]},
+        "cpu_ceiling_events_per_s": round(cores * 1000 / sum(per_event)) if sum(per_event) else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "statuses": {str(k): v for k, v in sorted(report.statuses.items())},
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "server": f"PostgreSQL {version}",
         "targets": {"events_per_s": 2000, "p99_ms": 250},
     }
-    print(f"{'events/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'stored':>8} {'failed':>7}")
+    print(f"{'events/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'stored':>8} {'failed':>7}"
+          f" {'cpu ms/event (server, db, senders)':>36} {'cpu ceiling':>12}")
     print(f"{figures['events_per_s']:>12,.0f} {figures['p50_ms']:>8} {figures['p99_ms']:>8} {figures['max_ms']:>8}"
-          f" {figures['stored']:>8,} {figures['failed']:>7}")
+          f" {figures['stored']:>8,} {figures['failed']:>7} {str(tuple(per_event)):>36}"
+          f" {figures['cpu_ceiling_events_per_s'] or 0:>12,}")
     print(json.dumps(figures))
 
 

@@ -181,3 +181,14 @@ def test_a_signed_source_without_a_secret_is_refused_at_declaration() -> None:
 
     with pytest.raises(ConfigError, match="needs secret="):
         WebhookSource("nosecret", "/n", signature=Shopify())
+
+
+def test_an_unset_signing_secret_stops_the_server_at_start_naming_the_variable(tmp_path: Path, database_url: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from elt.secrets import MissingSecretError, from_env
+    from elt.webhooks.server import WebhookServer
+
+    monkeypatch.delenv("UNSET_HOOK_SECRET", raising=False)
+    source = WebhookSource("unset", "/u", secret=from_env("UNSET_HOOK_SECRET"), signature="github")
+    with pytest.raises(MissingSecretError, match="UNSET_HOOK_SECRET"):
+        WebhookServer(tmp_path, [source], database_url=database_url)

@@ -65,3 +65,13 @@ def test_past_the_spool_limit_senders_get_503_with_retry_after_and_nothing_ackno
     assert 5 <= len(acked) < 100
     spooled = [e.event_id for path in Spool(folder).segments() for e in Spool.read(path)]
     assert spooled == acked
+
+
+def test_rejected_events_beside_the_spool_are_not_taken_for_segments(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append_rejected(_event(1), "the database refused it")
+    spool.append([_event(2)])
+    spool.close()
+    assert [p.name for p in Spool(tmp_path).segments()] == ["000000000001.jsonl"]
+    assert [e.event_id for e in Spool.read(tmp_path / "000000000001.jsonl")] == ["evt_2"]
+    assert orjson.loads((tmp_path / "rejected.jsonl").read_bytes())["reason"] == "the database refused it"

@@ -40,6 +40,9 @@ class WebhookServer:
         destinations = {s.destination for s in sources}
         if len(destinations) > 1:
             raise ConfigError("webhook sources of one project must share one destination")
+        for source in sources:
+            if source.style is not None:
+                source.secret_value()  # an unset secret fails now, naming its variable, not on every request
         self.project_dir = project_dir
         self.sources = list(sources)
         self.host = host or os.environ.get("ELT_WEBHOOK_HOST", "127.0.0.1")

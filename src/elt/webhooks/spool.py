@@ -32,7 +32,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Spool:
-    """Segment files under ``folder``; ``limit`` bytes in all before :meth:`full` says so."""
+    """Segment files under ``folder``; ``limit`` bytes in all before :meth:`full` says so.
+
+    Only this process's writer thread touches a spool; two servers must not share one folder.
+    """
 
     def __init__(self, folder: Path, limit: int = 256 * 1024 * 1024) -> None:
         self.folder = folder
@@ -44,7 +47,7 @@ class Spool:
 
     def segments(self) -> list[Path]:
         """Segment files, oldest first (the open one last)."""
-        return sorted(self.folder.glob("*.jsonl"))
+        return sorted(self.folder.glob("[0-9]*.jsonl"))  # not rejected.jsonl
 
     @property
     def pending(self) -> bool:

@@ -40,7 +40,7 @@ from elt.pipeline import Pipeline
 from elt.runner import EXIT_CODES, Runner, RunResult
 from elt.secrets import Secret, from_env
 from elt.state import StreamState, Watermark
-from elt.webhooks import GitHub, HeaderHmac, Shopify, Stripe, WebhookSource
+from elt.webhooks import HeaderHmac, WebhookSource
 
 __version__ = "0.1.0"
 
@@ -82,10 +82,7 @@ __all__ = [
     "Watermark",
     "Webhook",
     "WebhookSource",
-    "GitHub",
     "HeaderHmac",
-    "Shopify",
-    "Stripe",
     "WriteStrategy",
     "extractor",
     "from_env",

@@ -66,13 +66,15 @@ def database_pids(url: str) -> list[int]:
     """The PostgreSQL server's processes (postmaster and its children), when it runs on this machine."""
     import psutil
 
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url) as conn:  # asked while this backend lives: its parent is the postmaster
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    try:
-        postmaster = psutil.Process(backend).parent()
-    except psutil.Error:
-        return []
-    return [postmaster.pid, *(c.pid for c in postmaster.children(recursive=True))]
+        try:
+            postmaster = psutil.Process(backend).parent()
+        except psutil.Error:
+            return []
+        if postmaster is None:
+            return []
+        return [postmaster.pid, *(c.pid for c in postmaster.children(recursive=True) if c.pid != backend)]
 
 
 @contextlib.contextmanager

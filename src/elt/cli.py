@@ -92,6 +92,8 @@ def run(
 
     project_dir, registry = load_project(_Ctx.project)
     chosen = select(registry, pipelines or [])
+    if not chosen:  # a project of webhook sources only (issue 17): nothing is run, say where its data comes from
+        out.print("no pipelines to run: this project's webhook sources are received by `elt serve` (or `elt webhooks`)")
     if stream and len(chosen) != 1:
         raise EltError("--stream needs exactly one pipeline: elt run PIPELINE --stream NAME")
     codes: list[int] = []

@@ -4,6 +4,7 @@ Public API::
 
     from elt import Pipeline, Extractor, Cursor, Batch, extractor, from_env
     from elt import RestExtractor, StartingAfterPaginator, BearerAuth, RateLimit
+    from elt import WebhookSource
 
 Everything not re-exported here is private and may change.
 """
@@ -40,6 +41,7 @@ from elt.pipeline import Pipeline
 from elt.runner import EXIT_CODES, Runner, RunResult
 from elt.secrets import Secret, from_env
 from elt.state import StreamState, Watermark
+from elt.webhooks import HeaderHmac, WebhookSource
 
 __version__ = "0.1.0"
 
@@ -82,6 +84,8 @@ __all__ = [
     "Transform",
     "Watermark",
     "Webhook",
+    "WebhookSource",
+    "HeaderHmac",
     "WriteStrategy",
     "extractor",
     "from_env",

@@ -99,6 +99,8 @@ def run(
 
     project_dir, registry = load_project(_Ctx.project)
     chosen = select(registry, pipelines or [])
+    if not chosen:  # a project of webhook sources only (issue 17): nothing is run, say where its data comes from
+        out.print("no pipelines to run: this project's webhook sources are received by `elt serve` (or `elt webhooks`)")
     if stream and len(chosen) != 1:
         raise EltError("--stream needs exactly one pipeline: elt run PIPELINE --stream NAME")
     codes: list[int] = []
@@ -349,14 +351,52 @@ def docs(check: bool = typer.Option(False, "--check", help="Only report drift (e
 
 @app.command()
 def serve() -> None:
-    """Run the project's pipelines on their schedules, check their health and send alerts, until stopped."""
+    """Run the project's pipelines on their schedules, check their health and send alerts, until stopped.
+
+    The project's webhook sources are served beside them (see `elt webhooks`).
+    """
     from elt.pipeline import load_project
     from elt.serve import Scheduler
+    from elt.webhooks.source import registered_webhooks
 
     project_dir, registry = load_project(_Ctx.project)
+    hooks = _webhook_server(project_dir, list(registered_webhooks().values()), None, None)
     if not registry:
-        raise EltError("this project has no pipelines to schedule")
-    Scheduler(project_dir, registry).serve_forever()
+        if hooks is None:
+            raise EltError("this project has no pipelines to schedule")
+        hooks.serve()
+        return
+    if hooks is not None:
+        hooks.start_background()
+    try:
+        Scheduler(project_dir, registry).serve_forever()
+    finally:
+        if hooks is not None:
+            hooks.stop()  # stops taking events, answers those in flight, stores what is queued
+
+
+def _webhook_server(project_dir: Path, sources: list[Any], host: str | None, port: int | None) -> Any:
+    if not sources:
+        return None
+    from elt.webhooks.server import WebhookServer
+
+    return WebhookServer(project_dir, sources, host=host, port=port)
+
+
+@app.command()
+def webhooks(
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1, or ELT_WEBHOOK_HOST)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default 8787, or ELT_WEBHOOK_PORT)."),
+) -> None:
+    """Receive the project's webhook sources only (no schedules), until SIGTERM; every 2xx means stored."""
+    from elt.pipeline import load_project
+    from elt.webhooks.source import registered_webhooks
+
+    project_dir, _ = load_project(_Ctx.project)
+    server = _webhook_server(project_dir, list(registered_webhooks().values()), host, port)
+    if server is None:
+        raise EltError("this project declares no WebhookSource; add one to pipelines.py (see the README, Webhooks)")
+    server.serve()
 
 
 @app.command()
@@ -397,6 +437,7 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
         err.print(f"note: {len(samples)} stream(s) read sample data ({', '.join(f'{p}.{s}' for p, s, _ in samples)});"
                   " set ELT_ENV=production in .env and this check fails until they read their real sources",
                   markup=False, highlight=False)
+    problems += _webhook_problems(project_dir)
     if as_json:
         _print_json({"ok": not problems, "problems": [p.as_json() for p in problems]})
     elif not problems:
@@ -409,6 +450,14 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON for mac
             table.add_row(f"[red]{p.check}[/]", escape(p.subject), escape(p.detail))
         out.print(table)
     raise typer.Exit(1 if problems else 0)
+
+
+def _webhook_problems(project_dir: Path) -> list[Any]:
+    """Webhook sources silent longer than their ``expect_every`` (issue 17; kept apart from the run checks)."""
+    from elt.webhooks.source import registered_webhooks
+    from elt.webhooks.status import webhook_problems
+
+    return webhook_problems(project_dir, registered_webhooks().values())
 
 
 @app.command()
@@ -542,6 +591,7 @@ def status(
     if as_json:
         _print_json(rows)
         return
+    _print_webhook_sources()
     if not rows:
         out.print("no runs yet: `elt run` starts one")
         return
@@ -567,6 +617,24 @@ def _sample_streams(streams: Any) -> str:
     """The streams of a run that read sample data, not their real source (from the run's stream figures)."""
     names = sorted(name for name, figures in (streams or {}).items() if isinstance(figures, dict) and figures.get("sample"))
     return f"[yellow]{', '.join(names)}[/]" if names else ""
+
+
+def _print_webhook_sources() -> None:
+    """Events and last event time per webhook source (issue 17), above the runs; nothing when there are none."""
+    from elt.config import database_target
+    from elt.webhooks.status import source_rows
+
+    rows = source_rows(database_target(_project_dir()).url)
+    if not rows:
+        return
+    table = Table(title="webhook sources", title_justify="left")
+    for column in ("source", "table", "events", "duplicates", "refused (signature)", "refused (other)", "last event (UTC)"):
+        table.add_column(column)
+    for r in rows:
+        last = f"{r['last_event_at']:%Y-%m-%d %H:%M:%S}" if r["last_event_at"] else "never"
+        table.add_row(r["source"], f"raw.{r['table_name']}", f"{r['events']:,}", f"{r['duplicates']:,}",
+                      f"{r['rejected_signature']:,}", f"{r['rejected_other']:,}", last)
+    out.print(table)
 
 
 @app.command()

@@ -156,8 +156,10 @@ def load_project(project: Path | str | None = None) -> tuple[Path, dict[str, Pip
     except Exception as exc:
         raise ConfigError(f"importing {module_path} failed: {type(exc).__name__}: {exc}") from exc
     pipelines = registered()
-    if not pipelines:
-        raise ConfigError(f"{module_path} defines no Pipeline(...); create at least one")
+    from elt.webhooks.source import registered_webhooks
+
+    if not pipelines and not registered_webhooks():
+        raise ConfigError(f"{module_path} defines no Pipeline(...) or WebhookSource(...); create at least one")
     return project_dir, pipelines
 
 

@@ -212,6 +212,10 @@ class Scheduler:
             try:
                 loader.store.migrate()
                 problems = run_checks(loader.store, self.pipelines.values(), watching_since=self.started_at)
+                from elt.webhooks.source import registered_webhooks  # silent webhook sources alert too
+                from elt.webhooks.status import webhook_problems
+
+                problems += webhook_problems(self.project_dir, registered_webhooks().values())
                 sent = notify(loader.store, problems, self.alerts)
             finally:
                 loader.close()

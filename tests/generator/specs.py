@@ -66,6 +66,24 @@ sources:
 transformations: [margin per product per week]
 """
 
+HYBRID = """
+project: shop_hybrid
+description: Orders polled from the shop's API, payments pushed by Stripe.
+sources:
+  - name: shop
+    type: rest_api
+    access: https://shop.example.com/api
+    auth: {kind: bearer, secret_env: SHOP_TOKEN}
+    freshness: hourly
+    entities:
+      - {name: orders, primary_key: id, cursor: updated_at}
+  - name: stripe
+    type: webhook
+    format: json
+    freshness: near_real_time
+    entities: [charges]
+"""
+
 CDC = """
 project: live_ledger
 description: Invoices from the ERP's PostgreSQL, needed within minutes, deletes included.
@@ -83,7 +101,7 @@ sources:
 """
 
 SPECS = {"rate_limited_api": RATE_LIMITED_API, "big_database": BIG_DATABASE, "webhook": WEBHOOK, "csv_only": CSV_ONLY,
-         "cdc": CDC}
+         "cdc": CDC, "hybrid": HYBRID}
 
 #: Spec fields that must be honoured or answered: a JSON drop on SFTP, a MySQL database whose access
 #: URL holds a password, alert emails.

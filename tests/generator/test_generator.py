@@ -25,6 +25,7 @@ EXPECTED = {
     "webhook": ("event-driven", {"orders": "append", "refunds": "append"}),
     "csv_only": ("file processing", {"sales": "append", "price_lists": "append"}),
     "cdc": ("CDC", {"invoices": "append", "customers": "append"}),
+    "hybrid": ("hybrid", {"orders": "append_dedup", "charges": "append"}),
 }
 
 
@@ -50,7 +51,9 @@ def test_generated_project_runs_on_sample_data_and_passes_its_own_tests(tmp_path
     document = (project / "docs" / "architecture.md").read_text()
     assert [m.group(1) for m in re.finditer(r"^## \d+\. (.+)$", document, re.M)] == list(SECTIONS)
     assert document.count("```mermaid") == 2 and "flowchart LR" in document and "gantt" in document
-    assert 'CREATE TABLE IF NOT EXISTS "raw".' in document and "CREATE VIEW stg." in document
+    # The raw DDL elt runs: a stream's table, or a webhook source's (drawn from its columns).
+    assert ('CREATE TABLE IF NOT EXISTS "raw".' in document or "CREATE TABLE raw." in document)
+    assert "CREATE VIEW stg." in document
     if name == "big_database":  # retention never deletes the current rows of an upsert table
         assert "`raw.erp_journal_lines` (upsert): holds the current rows, not history: never delete by age" in document
         assert "DELETE FROM raw.erp_journal_lines" not in document
@@ -204,44 +207,48 @@ def test_a_generated_project_runs_on_the_embedded_default_straight_away(tmp_path
     assert own.returncode == 0, own.stdout[-3000:]
 
 
-def test_the_generated_webhook_receiver_feeds_the_pipeline(tmp_path, database_url, db):
+def test_generated_webhook_sources_store_signed_events_and_refuse_forged_ones(tmp_path, database_url, db):
     import socket
     import time
-    import urllib.request
+
+    import httpx
+
+    from elt.webhooks.signatures import Shopify, sign
 
     project = generate(SPECS["webhook"], tmp_path / "orders_live").directory
-    inbox = tmp_path / "inbox"
+    assert not (project / "webhook_receiver.py").exists()
+    source = (project / "pipelines.py").read_text()
+    assert 'WebhookSource(\n    "shopify", "/webhooks/shopify/orders"' in source and 'signature="shopify"' in source
+    assert "Receiving webhooks" in (project / "README.md").read_text()
+    document = (project / "docs" / "architecture.md").read_text()
+    assert "CREATE TABLE raw.shopify_orders" in document and "reverse proxy" in document and "Rotate" in document
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    receiver = subprocess.Popen([sys.executable, "webhook_receiver.py", "--port", str(port)], cwd=project,
-                                env={**elt_env(database_url), "WEBHOOK_INBOX": str(inbox)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    secret = "shpss_generated_test_secret"
+    receiver = subprocess.Popen([sys.executable, "-m", "elt", "webhooks", "--port", str(port)], cwd=project,
+                                env=elt_env(database_url, SHOPIFY_WEBHOOK_SECRET=secret),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/webhooks/shopify/orders"
+    body = json.dumps({"id": 9001, "total": "12.50"}).encode()
     try:
-        for _ in range(100):  # wait until it listens
+        for _ in range(300):  # until it listens and has its database
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/shopify/orders", method="POST",
-                                                 data=json.dumps({"id": 9001, "total": "12.50"}).encode(),
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    assert response.status == 204
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the webhook receiver did not start")
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").json()["database"] == "up":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        headers = {"content-type": "application/json", "X-Shopify-Webhook-Id": "wh-1", **sign(Shopify(), body, secret)}
+        assert httpx.post(url, content=body, headers=headers).status_code == 200
+        assert httpx.post(url, content=body, headers=headers).json()["status"] == "duplicate"
+        forged = {**headers, "X-Shopify-Webhook-Id": "wh-2", **sign(Shopify(), body, "not-the-secret")}
+        assert httpx.post(url, content=body, headers=forged).status_code == 401
     finally:
         receiver.terminate()
-        receiver.wait(timeout=10)
-        receiver.stderr.close()
-    files = list((inbox / "shopify").glob("orders-*.ndjson"))
-    assert len(files) == 1 and json.loads(files[0].read_text())["id"] == 9001
-
-    run = run_elt(["run"], cwd=project, database_url=database_url, SHOPIFY_INBOX=str(inbox / "shopify"))
-    assert run.returncode == 0, run.stderr[-2000:]
-    rows = db.execute("SELECT _raw_payload AS p FROM raw.shopify_orders").fetchall()
-    assert [r["p"]["id"] for r in rows] == [9001]  # the live inbox, not the samples
-    assert not list((inbox / "shopify").glob("orders-*.ndjson"))  # moved to processed/ after the commit
+        receiver.wait(timeout=60)
+    rows = db.execute("SELECT event_id, _raw_payload AS p FROM raw.shopify_orders").fetchall()
+    assert [(r["event_id"], r["p"]["id"]) for r in rows] == [("wh-1", 9001)]
 
 
 def test_a_generated_rest_source_says_it_reads_samples_then_switches_to_the_real_api_set_in_dotenv(

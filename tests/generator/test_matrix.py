@@ -65,15 +65,17 @@ def test_the_matrix_project_runs_twice_and_the_second_run_reads_only_the_lookbac
         run = run_elt(["run"], cwd=project, database_url=database_url, timeout=300)
         assert run.returncode == 0, f"run {attempt}: " + run.stderr[-4000:]
     runs = _runs(project, database_url)
-    assert len(runs) == 2 * (len(PIPELINES) + 1) and {r["status"] for r in runs} == {"success"}
-    second = {r["pipeline_name"]: r["streams"] for r in runs[:len(PIPELINES) + 1]}
+    # A webhook source is received by `elt serve`, not run as a pipeline: its tables fill as events arrive.
+    polled = [p for p in PIPELINES if p != "webhook"]
+    assert len(runs) == 2 * (len(polled) + 1) and {r["status"] for r in runs} == {"success"}
+    second = {r["pipeline_name"]: r["streams"] for r in runs[:len(polled) + 1]}
     # Multi-source: a cross-source mart, built by a `marts` pipeline that runs after every source.
     assert second["marts"] == {}
-    assert f"after=[{', '.join(repr(p).replace(chr(39), chr(34)) for p in PIPELINES)}]" in (
+    assert f"after=[{', '.join(repr(p).replace(chr(39), chr(34)) for p in polled)}]" in (
         project / "pipelines.py").read_text()
     activity = db.execute("SELECT source, entity, records FROM mart.cross_source_activity").fetchall()
-    assert {(r["source"], r["entity"]) for r in activity} == {(p, e["name"]) for p in PIPELINES for e in ENTITIES}
-    for pipeline in PIPELINES:
+    assert {(r["source"], r["entity"]) for r in activity} == {(p, e["name"]) for p in polled for e in ENTITIES}
+    for pipeline in polled:
         streams = second[pipeline]
         if pipeline.startswith("api_") or pipeline == "database":
             # timestamps 5 h apart, 10-minute lookback: the last record again; integers 10 apart,
@@ -84,7 +86,7 @@ def test_the_matrix_project_runs_twice_and_the_second_run_reads_only_the_lookbac
             assert streams["plans"]["extracted"] == 25, (pipeline, streams)
         else:  # files: each loaded once
             assert all(f["extracted"] == 0 for f in streams.values()), (pipeline, streams)
-    for pipeline in PIPELINES:
+    for pipeline in polled:
         for entity in ENTITIES:
             table = f"raw.{pipeline}_{entity['name']}"
             keys = db.execute(f"SELECT count(DISTINCT _raw_payload->>'{entity['primary_key']}') AS n FROM {table}")

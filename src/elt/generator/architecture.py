@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from elt.extractors.base import Extractor
+from elt.generator import webhook_docs
 from elt.generator.decisions import Plan, plan
 from elt.generator.requirements import Requirements, env_name, load
 from elt.loaders.postgres.raw import RawTable
@@ -73,6 +74,9 @@ class _Doc:
         self.dir, self.pipelines, self.req, self.plan, self.graph = project_dir, pipelines, requirements, the_plan, graph
         self.live_columns = live_columns
         self.name = requirements.project if requirements else project_dir.name
+        from elt.webhooks.source import registered_webhooks
+
+        self.webhooks = list(registered_webhooks().values())
 
     def streams(self) -> list[tuple[Pipeline, Extractor]]:
         return [(p, s) for p in self.pipelines.values() for s in p.streams]
@@ -121,14 +125,18 @@ class _Doc:
         out.append('  subgraph source["Source"]')
         for source_name, kind in sources:
             out.append(f'    src_{_id(source_name)}[("{source_name}<br/>{kind}")]')
+        hook_sources, hook_endpoints, hook_tables, hook_edges = webhook_docs.diagram_nodes(self.webhooks)
+        out += hook_sources
         out.append("  end")
         out.append('  subgraph extract["Extract"]')
         for pipeline, stream in self.streams():
             out.append(f'    ext_{_id(pipeline.name)}_{_id(stream.name)}["{stream.name}<br/>{stream.strategy.value}"]')
+        out += hook_endpoints
         out.append("  end")
         out.append('  subgraph raw["Raw"]')
         for pipeline, stream in self.streams():
             out.append(f'    raw_{_id(stream.table_name(pipeline.name))}[("raw.{stream.table_name(pipeline.name)}")]')
+        out += hook_tables
         out.append("  end")
         layers = {"stg": "transform", "mart": "transform", "rpt": "serve"}
         for group, title in (("transform", "Transform"), ("serve", "Serve")):
@@ -141,6 +149,7 @@ class _Doc:
             table = stream.table_name(pipeline.name)
             out.append(f"  src_{_id(pipeline.name)} --> ext_{_id(pipeline.name)}_{_id(stream.name)}"
                        f" --> raw_{_id(table)}")
+        out += hook_edges
         for model in self.graph.order():
             reads = sorted(model.reads)
             for ref in reads:
@@ -149,7 +158,8 @@ class _Doc:
                     out.append(f"  m_{_id(ref)} --> m_{_id(model.relation)}")
                 elif schema == "raw":
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
-                elif schema == "stg" and any(s.table_name(p.name) == name for p, s in self.streams()):
+                elif schema == "stg" and (any(s.table_name(p.name) == name for p, s in self.streams())
+                                          or any(w.table == name for w in self.webhooks)):
                     out.append(f"  raw_{_id(name)} --> m_{_id(model.relation)}")
         # Around the data path: what starts the runs, where rejects go, what watches.
         scheduled = [p.name for p in self.pipelines.values() if Schedule.of(p) or p.after]
@@ -196,6 +206,8 @@ class _Doc:
             # The statements elt runs (collations, indexes), so the document reads the same before and
             # after the first run; only a real difference (a cursor found to be another kind) shows as drift.
             out.append(f"`raw.{table}` (write strategy `{stream.strategy.value}`):\n\n```sql\n{raw_ddl(raw)}\n```\n")
+        if self.webhooks:
+            out.append(webhook_docs.schema(self.webhooks, {w.table: self.live_columns(w.table) for w in self.webhooks}))
         for layer in ("stg", "mart", "rpt"):
             models = [m for m in self.graph.order() if m.schema == layer]
             if not models:
@@ -237,6 +249,8 @@ class _Doc:
             for decision in st.decisions if st else []:
                 out.append(f"- {decision.topic}: **{decision.choice}**: {decision.reason}")
             out.append("")
+        if self.webhooks:
+            out.append(webhook_docs.specifications(self.webhooks))
         for sp in self.plan.sources if self.plan else []:
             for decision in sp.advice:
                 if decision.topic != "schedule":
@@ -264,6 +278,8 @@ class _Doc:
                        f" {p.reconcile or '-'} |")
         out.append("\n`elt serve` runs this schedule (see the runbook); `elt deploy cron` gives the same as crontab"
                    " lines.\n")
+        if self.webhooks:
+            out.append(webhook_docs.orchestration(self.webhooks))
         out.append(self._gantt())
         return "\n".join(out)
 
@@ -317,6 +333,9 @@ class _Doc:
 
     # --- 7 ----------------------------------------------------------------------------
     def reliability(self) -> str:
+        return self._reliability() + (webhook_docs.RELIABILITY if self.webhooks else "")
+
+    def _reliability(self) -> str:
         retries = {sp.pipeline: sp.retry.choice for sp in (self.plan.sources if self.plan else [])}
         rows = ["| stream | bad records allowed | dead letters get | retries | `partial` means |", "|---|---|---|---|---|"]
         for p, stream in self.streams():
@@ -389,6 +408,8 @@ class _Doc:
                    "```sql\nSELECT detected_at, table_name, field_name, change, old_type, new_type\n"
                    "FROM pipeline.schema_changes\nWHERE change <> 'initial' AND detected_at > now() - interval '7 days'\n"
                    "ORDER BY detected_at DESC;\n```\n")
+        if self.webhooks:
+            out.append(webhook_docs.monitoring(self.webhooks))
         out.append("elt's own tables (`elt migrate` creates them; every command runs it first):\n")
         from elt.loaders.postgres.connection import migrations_dir
 
@@ -398,6 +419,9 @@ class _Doc:
 
     # --- 9 ----------------------------------------------------------------------------
     def runbook(self) -> str:
+        return self._runbook() + (webhook_docs.runbook(self.webhooks) if self.webhooks else "")
+
+    def _runbook(self) -> str:
         first = next(iter(self.pipelines), "PIPELINE")
         stream = next((s.name for p, s in self.streams() if p.name == first), "STREAM")
         lines = ["**Go live**\n",

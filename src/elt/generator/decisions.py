@@ -143,10 +143,12 @@ def _pattern(req: Requirements) -> Decision:
     realtime = any(s.freshness in ("real_time", "near_real_time") for s in req.sources)
     if "webhook" in types and len(types) > 1:
         return Decision("pattern", "hybrid", "webhook events arrive continuously while the other sources are polled in"
-                        " batches: one pipeline per style, meeting in the same raw schema")
+                        " batches: WebhookSources served by `elt serve` beside the scheduled pipelines, meeting in"
+                        " the same raw schema")
     if types == {"webhook"}:
-        return Decision("pattern", "event-driven", "every source pushes events (webhooks): ingest as they come,"
-                        " load in small frequent batches")
+        return Decision("pattern", "event-driven", "every source pushes events (webhooks): each event is stored in"
+                        " raw as it comes, before the sender is answered (WebhookSource, served by `elt serve`), and"
+                        " the models are rebuilt shortly after new events")
     if types <= {"file_drop", "manual"}:
         return Decision("pattern", "file processing", "every source is a file: a drop folder per source, each file"
                         " loaded once and tracked in a manifest, bad files quarantined in the dead-letter table")
@@ -196,6 +198,9 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
     retry = {
         "rest_api": Decision("retry", "5 retries, exponential backoff with jitter", "429/5xx/timeouts are usually"
                              " transient; Retry-After and rate-limit reset headers are honoured; other 4xx fail at once"),
+        "webhook": Decision("retry", "the sender retries", "an event is acknowledged only once it is committed (or"
+                            " fsync'd to the local spool while the database is down); anything refused or unanswered"
+                            " is retried by the sender, and missed deliveries can be replayed from its dashboard"),
         "database": Decision("retry", "next scheduled run", "a failed read leaves committed pages loaded and the"
                              " watermark exact; the next run continues (keyset pages are short queries)"),
     }.get(source.type, Decision("retry", "bad files to dead letter", "a file that cannot be read is quarantined with"
@@ -243,7 +248,8 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
         result.advice.append(Decision(
             "real time", "webhook ingestion instead of polling",
             "polling cannot give real time without hammering the source; if it can send webhooks, receive them"
-            " (the project's webhook_receiver.py) and load every minute"))
+            " with a WebhookSource in pipelines.py (served by `elt serve`; each event stored before it is"
+            " acknowledged)"))
     return result
 
 
@@ -251,7 +257,14 @@ def _stream(source: Source, entity: Entity) -> StreamPlan:
     decisions: list[Decision] = []
     small = source.volume.total_rows < FULL_REFRESH_BELOW
     tracked = source.change_tracking and bool(entity.cursor)
-    if source.type in ("file_drop", "manual", "webhook"):
+    if source.type == "webhook":
+        incremental, strategy = False, "append"
+        decisions.append(Decision("incremental", "each event once", "events are pushed, not read: each is stored"
+                                  " once by its event id (a sender's retry of the same event is acknowledged, not"
+                                  " stored again)"))
+        decisions.append(Decision("write strategy", "append", "events are immutable facts; staging keeps the latest"
+                                  " version per key"))
+    elif source.type in ("file_drop", "manual"):
         incremental, strategy = False, "append"
         decisions.append(Decision("incremental", "new files only", "each file is loaded once (manifest by path,"
                                   " size and hash); nothing is re-read"))

@@ -33,8 +33,6 @@ def write_project(plan: Plan, target: Path, requirements_text: str) -> dict[str,
     (target / "pipelines.py").write_text(pipelines_py(plan), encoding="utf-8")
     if any(sp.source.type == "rest_api" for sp in plan.sources):
         (target / "sample_api.py").write_text(SAMPLE_API, encoding="utf-8")
-    if any(sp.source.type == "webhook" for sp in plan.sources):
-        (target / "webhook_receiver.py").write_text(WEBHOOK_RECEIVER, encoding="utf-8")
     _models(plan, target)
     (target / ".env.example").write_text(env_example(plan), encoding="utf-8")
     (target / ".gitignore").write_text(".elt/\n.env\ninbox/\n__pycache__/\n", encoding="utf-8")
@@ -103,8 +101,8 @@ if os.environ.get("ALERT_WEBHOOK_URL"):
 if ALERT_SINKS:
     Alerts(*ALERT_SINKS, remind_every="4h")
 '''
-    if len(plan.sources) > 1:
-        body.append(CROSS_SOURCE_PIPELINE.format(after=", ".join(f'"{sp.pipeline}"' for sp in plan.sources)))
+    if len(_polled(plan)) > 1:
+        body.append(CROSS_SOURCE_PIPELINE.format(after=", ".join(f'"{sp.pipeline}"' for sp in _polled(plan))))
     return header + "\n" + "\n\n".join(body) + alerts
 
 
@@ -149,6 +147,8 @@ def model_names(stream: StreamPlan) -> list[str]:
 def _source_code(sp: SourcePlan, *, own_models: bool = False) -> tuple[str, set[str]]:
     """A source's classes and pipeline; ``own_models``: it builds only its own models (the marts pipeline the rest)."""
     source = sp.source
+    if source.type == "webhook":
+        return _webhook_code(sp)
     env = env_name(source.name)
     lines = [f"# --- {source.name}: {source.type.replace('_', ' ')}, {source.freshness.replace('_', ' ')}"
              f" ({sp.frequency}) " + "-" * 20]
@@ -260,6 +260,49 @@ class {base}(FileExtractor):
     return "\n".join(lines) + "\n", needed
 
 
+#: Transform cadence of a webhook source, from its freshness need (seconds; None: models built by hand).
+_TRANSFORM_EVERY = {"real_time": 60, "near_real_time": 300, "hourly": 3600, "daily": 86400}
+
+
+def webhook_signature(source: Source) -> tuple[str, set[str]]:
+    """The signature style for a webhook source: the sender's own when its name says which, else a TODO."""
+    text = f"{source.name} {source.access} {source.format}".lower()
+    for style in ("stripe", "github", "shopify"):
+        if style in text:
+            return f'"{style}"', set()
+    # The TODO goes on a line of its own (see _webhook_code): inside the call it would comment out the rest.
+    return 'HeaderHmac(header="X-Signature", encoding="hex")', {"HeaderHmac"}
+
+
+def webhook_secret_env(source: Source) -> str:
+    return source.auth.secret_env or f"{env_name(source.name)}_WEBHOOK_SECRET"
+
+
+def _webhook_code(sp: SourcePlan) -> tuple[str, set[str]]:
+    """One WebhookSource per entity: events stored in raw as they arrive, before the sender gets its 2xx."""
+    source = sp.source
+    signature, needed = webhook_signature(source)
+    every = _TRANSFORM_EVERY.get(source.freshness)
+    lines = [f"# --- {source.name}: webhook, {source.freshness.replace('_', ' ')} " + "-" * 20,
+             "# Served by `elt serve` (or `elt webhooks`) on 127.0.0.1:8787; put a TLS reverse proxy in front and",
+             f"# point the sender at https://<your host>/webhooks/{source.name}/<entity> (README: Receiving webhooks)."]
+    for stream in sp.streams:
+        entity = stream.entity
+        transforms = f"transforms=True, transform_every={every}" if every else "transforms=False"
+        todo = ("    # TODO: the sender's signature header and encoding (HeaderHmac)\n"
+                if signature.startswith("HeaderHmac") else "")
+        lines.append(f'''
+WebhookSource(
+    "{source.name}", "/webhooks/{source.name}/{entity.name}", entity="{entity.name}",
+{todo}    secret=from_env("{webhook_secret_env(source)}"), signature={signature},
+    event_id="{entity.primary_key}",  # the payload field naming the event (a delivery-id header wins when the style has one)
+    expect_every="1d",  # TODO: the longest quiet spell that is normal; `elt check` flags a longer one
+    {transforms},  # models reading raw.{stream.table}, at most this often (seconds)
+    description="{entity.description or entity.name}",
+)''')
+    return "\n".join(lines) + "\n", needed | {"WebhookSource"}
+
+
 def _auth(source: Source, env: str) -> tuple[str, set[str], str]:
     """The auth expression, the names it imports, and a TODO for what the requirements could not say."""
     kind, secret = source.auth.kind, source.auth.secret_env
@@ -358,8 +401,10 @@ def _models(plan: Plan, target: Path) -> None:
             values = {f.name: [r[f.name] for r in sample_rows] for f in fields}
             stand_in = extractor(lambda: [], name=stream.entity.name, primary_key=key,
                                  cursor=stream.cursor if declared else None, write_strategy=stream.write_strategy)
-            if sp.source.type in ("file_drop", "manual", "webhook"):
+            if sp.source.type in ("file_drop", "manual"):
                 stand_in.source_fields = FileExtractor.source_fields  # type: ignore[misc]
+            elif sp.source.type == "webhook":
+                stand_in.source_fields = ("event_id", "_received_at")  # type: ignore[misc]  # columns of a WebhookSource table
             stg = starter_sql(stream.table, stand_in, kinds, values, keep_payload=not declared).replace(
                 "Written by `elt stage`", "Written by `elt init`")
             seen = "Types come from the\n-- values seen so far: check them, rename columns, drop what you do not need."
@@ -385,16 +430,21 @@ def _models(plan: Plan, target: Path) -> None:
                 mart = (f"-- {stream.entity.name}, cleaned and ready to join.{todo}\n-- materialized: table\n"
                         f"-- unique_key: {key}\n-- tests: unique({key})\nSELECT * FROM stg.{stream.table}\n")
                 _write(target / "sql" / "mart" / f"{stream.table}.sql", mart)
-    if len(plan.sources) > 1:
+    if len(_polled(plan)) > 1:
         _write(target / "sql" / "mart" / "cross_source_activity.sql", _cross_source_mart(plan))
     _write(target / "sql" / "rpt" / "pipeline_health.sql", PIPELINE_HEALTH)
 
 
+def _polled(plan: Plan) -> list[SourcePlan]:
+    """The sources that pipelines read (a webhook source has no pipeline and no table until events arrive)."""
+    return [sp for sp in plan.sources if sp.source.type != "webhook"]
+
+
 def _cross_source_mart(plan: Plan) -> str:
-    """Records per stream and day across every source: the first model that sees the sources together."""
+    """Records per stream and day across every polled source: the first model that sees the sources together."""
     selects = [f"SELECT '{s.source.name}' AS source, '{s.entity.name}' AS entity, _loaded_at::date AS day,"
                f" count(*) AS records\nFROM stg.{s.table}\nGROUP BY _loaded_at::date"
-               for sp in plan.sources for s in sp.streams]
+               for sp in _polled(plan) for s in sp.streams]
     keys = plan.requirements.key_entities
     todo = (f"\n-- TODO: join the sources on what they share ({', '.join(keys)}), e.g. customers across systems."
             if keys else "\n-- TODO: join the sources on what they share (a customer id, an order number).")
@@ -481,7 +531,9 @@ def env_example(plan: Plan) -> str:
         elif sp.source.type == "database":
             lines += [f"# {line}" for line in database_url_example(sp.source)]
         elif sp.source.type == "webhook":
-            lines.append(f"# {env}_INBOX=/srv/{plan.requirements.project}/inbox/{sp.source.name}")
+            lines.append(f"# {webhook_secret_env(sp.source)}=   (the signing secret from the sender's webhook settings)")
+            lines.append("# ELT_WEBHOOK_PORT=8787   ELT_WEBHOOK_HOST=127.0.0.1   (where `elt serve` listens)")
+            continue
         else:
             lines.append(f"# {env}_FOLDER=/srv/{plan.requirements.project}/drop/{sp.source.name}")
         if sp.source.auth.secret_env and sp.source.type in ("database", "file_drop", "manual"):
@@ -553,6 +605,7 @@ def count(table):
     with psycopg.connect(Postgres().target(PROJECT).url) as conn:
         return conn.execute(f"SELECT count(*) FROM raw.{{table}}").fetchone()[0]
 
+{_webhook_fixture(plan)}
 
 def test_every_pipeline_loads_its_sample_data_exactly_once():
     for _ in range(2):
@@ -578,12 +631,103 @@ def test_models_build_and_their_tests_pass():
 '''
 
 
+WEBHOOK_FIXTURE = '''
+import pytest  # noqa: E402
+
+WEBHOOK_SECRETS = {
+@SECRETS@}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def webhook_samples():
+    """Post each webhook source's sample events, signed, twice, to a real `elt webhooks`: each is stored once."""
+    import hashlib
+    import socket
+    import time
+    import urllib.request
+
+    from elt.pipeline import load_project
+    from elt.webhooks import registered_webhooks
+    from elt.webhooks.signatures import sign
+
+    os.environ.update(WEBHOOK_SECRETS)
+    load_project(PROJECT)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in SOURCE_VARIABLES}
+    server = subprocess.Popen([sys.executable, "-m", "elt", "--project", str(PROJECT), "webhooks", "--port", str(port)],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # until it listens and has its database (at most a minute)
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as health:
+                    if json.load(health)["database"] == "up":
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        for source in registered_webhooks().values():
+            sample = PROJECT / "sample_data" / source.name / f"{source.entity}-sample.ndjson"
+            for line in sample.read_text(encoding="utf-8").splitlines() * 2:
+                body = line.encode()
+                headers = {"Content-Type": "application/json", **sign(source.style, body, source.secret_value())}
+                if source.event_id_header:  # the sender's delivery id: the same for a re-delivery
+                    headers[source.event_id_header] = hashlib.sha256(body).hexdigest()
+                request = urllib.request.Request(base + source.path, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert response.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    yield
+'''
+
+
+def _webhook_fixture(plan: Plan) -> str:
+    """For projects with webhook sources: a fixture posting every sample event (twice) to a real `elt webhooks`."""
+    secrets = sorted({webhook_secret_env(sp.source) for sp in plan.sources if sp.source.type == "webhook"})
+    if not secrets:
+        return ""
+    values = "".join(f'    "{name}": "test-signing-secret-{n}",\n' for n, name in enumerate(secrets))
+    return WEBHOOK_FIXTURE.replace("@SECRETS@", values)
+
+
 def _source_variables(plan: Plan) -> set[str]:
     names = set()
     for sp in plan.sources:
         env = env_name(sp.source.name)
         names |= {f"{env}_BASE_URL", f"{env}_DATABASE_URL", f"{env}_FOLDER", f"{env}_INBOX"}
     return names
+
+
+def _webhook_readme(plan: Plan) -> str:
+    """The README's webhook part: running the receiver, exposing it, rotating secrets, replaying (webhook sources only)."""
+    hooks = [sp for sp in plan.sources if sp.source.type == "webhook"]
+    if not hooks:
+        return ""
+    paths = "\n".join(f"  - `POST /webhooks/{sp.source.name}/{st.entity.name}` → `raw.{st.table}`"
+                      f" (secret in `{webhook_secret_env(sp.source)}`)" for sp in hooks for st in sp.streams)
+    return f"""
+## Receiving webhooks
+
+`elt serve` (or `elt webhooks` alone) receives the webhook sources on 127.0.0.1:8787:
+
+{paths}
+
+Each event is committed to its raw table (or, while the database is down, fsync'd to a local spool under
+`.elt/`) before the sender gets its 2xx; a repeated delivery is acknowledged and stored once. Try it:
+`python -m pytest tests` posts the sample events to a real `elt webhooks`.
+
+- **Expose it** with a TLS reverse proxy, never the port itself. Caddy:
+  `hooks.example.com {{ reverse_proxy 127.0.0.1:8787 }}`; nginx: `location /webhooks/ {{ proxy_pass
+  http://127.0.0.1:8787; }}` in a `listen 443 ssl` server. Uptime monitors: `GET /healthz`.
+- **Rotate a secret**: new secret in the sender's dashboard → `.env` → restart `elt serve` (it drains first);
+  deliveries refused in between (401) are retried by the sender. `elt status` shows refusals per source.
+- **Replay**: resend failed deliveries from the sender's dashboard; duplicates are harmless.
+- **Silence**: `elt check` flags a source with no event for longer than its `expect_every` (pipelines.py).
+"""
 
 
 def readme(plan: Plan) -> str:
@@ -637,7 +781,7 @@ schema and the schedule are in `docs/architecture.md` (`elt docs` re-draws it).
 - Rejected records: `elt dead-letter list`, fix, `elt dead-letter replay {first}`.
 - Add a source: add it to requirements.yaml and re-run `elt init` in a new folder to
   compare, or write the extractor in `pipelines.py` and `elt stage STREAM` for its model.
-"""
+{_webhook_readme(plan)}"""
 
 
 SAMPLE_API = '''\
@@ -694,53 +838,3 @@ def _serve(request):
     page, size = int(request.params.get("page", 1)), int(request.params.get("per_page", 100))
     return {"data": rows[(page - 1) * size: page * size]}
 '''
-
-WEBHOOK_RECEIVER = '''\
-"""Receives webhook POSTs and appends each JSON body to inbox/<source>/<entity>-<date>.ndjson.
-
-    python webhook_receiver.py --port 8088
-
-POST /<source>/<entity> with a JSON body; `elt run` loads the files (each once).
-Put it behind your reverse proxy (TLS, and a shared secret header you check here).
-"""
-
-import argparse
-import datetime as dt
-import json
-import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-INBOX = Path(os.environ.get("WEBHOOK_INBOX", Path(__file__).resolve().parent / "inbox"))
-_lock = threading.Lock()
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        parts = [p for p in self.path.split("/") if p]
-        if len(parts) != 2 or not all(p.replace("_", "").isalnum() for p in parts):
-            self.send_error(404, "POST /<source>/<entity>")
-            return
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            event = json.loads(body)
-        except ValueError:
-            self.send_error(400, "the body is not JSON")
-            return
-        folder = INBOX / parts[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        with _lock, open(folder / f"{parts[1]}-{dt.date.today().isoformat()}.ndjson", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event) + "\\n")
-        self.send_response(204)
-        self.end_headers()
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=8088)
-    parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args()
-    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
-'''
-

@@ -241,3 +241,31 @@ def test_delete_reload_leaves_partitions_whole_when_the_run_is_killed(loader, db
     assert child.returncode == -signal.SIGKILL, child.stderr
     rows = db.execute("SELECT _raw_payload FROM raw.shop_items").fetchall()
     assert sorted((r["_raw_payload"]["id"], r["_raw_payload"]["v"]) for r in rows) == [(i, 1) for i in range(1, 11)]
+
+
+def test_replace_swaps_through_the_model_swap_keeping_views_grants_and_one_set_of_indexes(loader, db):
+    # One swap mechanism for table models and replace streams: a rename that carries what users added.
+    records = [{"id": i, "v": 1} for i in range(1, 6)]
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="replace")])
+    run(pipeline, loader)
+    role = f"elt_reader_{db.info.dbname[-8:]}"
+    db.execute(f"CREATE ROLE {role}")
+    try:
+        db.execute("CREATE SCHEMA IF NOT EXISTS stg")
+        db.execute("CREATE VIEW stg.items_v AS SELECT (_raw_payload->>'v')::int AS v FROM raw.shop_items")
+        db.execute(f"GRANT SELECT ON raw.shop_items TO {role}")
+        for version in (2, 3):
+            records[:] = [{"id": i, "v": version} for i in range(1, 4)]
+            assert run(pipeline, loader).status == "success"
+        assert [r["v"] for r in db.execute("SELECT v FROM stg.items_v")] == [3, 3, 3]
+        grantees = db.execute("SELECT grantee FROM information_schema.role_table_grants"
+                              " WHERE table_schema = 'raw' AND table_name = 'shop_items'").fetchall()
+        assert role in {g["grantee"] for g in grantees}
+        indexes = db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'raw'"
+                             " AND tablename = 'shop_items'").fetchall()
+        assert len(indexes) == 1, indexes  # elt's unique key index, under the live table's name
+        assert db.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'raw'").fetchone()["n"] == 1
+    finally:
+        db.execute("DROP VIEW IF EXISTS stg.items_v")
+        db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA raw FROM {role}")
+        db.execute(f"DROP ROLE {role}")

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from elt.loaders.postgres.swap import replace_rows, retarget, swap
 from elt.pipeline import registered
 from elt.transforms import Builder, project_graph
-from elt.transforms.swap import replace_rows, retarget, swap
 from tests.helpers import run
 from tests.transforms.conftest import write_models
 
@@ -243,7 +243,7 @@ def test_delete_insert_mode_keeps_the_relation_and_what_a_snapshot_reader_sees(s
 
 
 def test_rename_swap_shows_a_snapshot_reader_the_new_table_empty(shop_built, database_url):
-    # The documented limit of the rename swap (see elt.transforms.swap): no rows, not the old ones.
+    # The documented limit of the rename swap (see elt.loaders.postgres.swap): no rows, not the old ones.
     _, project = shop_built
     with psycopg.connect(database_url) as reader:
         reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -317,7 +317,7 @@ def test_a_dependent_view_keeps_its_owner_and_the_table_its_replica_identity(sho
 def test_a_long_reader_makes_the_swap_give_up_after_bounded_waits(shop_built, db, database_url, monkeypatch):
     import time
 
-    from elt.transforms import swap as swap_module
+    from elt.loaders.postgres import swap as swap_module
 
     monkeypatch.setattr(swap_module, "LOCK_TIMEOUT", "200ms")
     monkeypatch.setattr(swap_module, "LOCK_ATTEMPTS", 2)

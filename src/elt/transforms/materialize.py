@@ -5,7 +5,7 @@ relation and a failed build (or a failed data test) leaves the last good
 version in place:
 
 - a rebuild creates ``<name>__elt_new``, runs the data tests against it, then
-  swaps it in with :func:`elt.transforms.swap.swap`, which carries over
+  swaps it in with :func:`elt.loaders.postgres.swap.swap`, which carries over
   everything users added to the old relation (grants, policies, indexes,
   dependent views and functions, ...) or refuses by name -- all before COMMIT;
   ``swap: delete_insert`` replaces the rows in place instead;
@@ -27,10 +27,10 @@ from psycopg import sql
 
 from elt.errors import EltError
 from elt.loaders.postgres.raw import short_identifier
+from elt.loaders.postgres.swap import replace_rows, swap
 from elt.transforms import incremental
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
-from elt.transforms.swap import replace_rows, swap
 
 #: Start of the COMMENT on every relation a model builds (the loader leaves these alone).
 MODEL_MARK = "elt:model"

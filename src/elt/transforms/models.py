@@ -12,7 +12,7 @@ Header keys: ``materialized`` (view | table | materialized_view | incremental;
 default view in stg and rpt, table in mart), ``unique_key`` (columns, comma
 separated), ``watermark`` (the column an incremental model merges from),
 ``tests``, ``description``, ``swap`` (rename | delete_insert, see
-:mod:`elt.transforms.swap`), and for incremental models ``lookback`` and
+:mod:`elt.loaders.postgres.swap`), and for incremental models ``lookback`` and
 ``full_refresh_every`` (see :mod:`elt.transforms.incremental`).
 """
 

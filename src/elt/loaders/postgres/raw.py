@@ -138,24 +138,27 @@ class RawTable:
         ]
         return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.ident, sql.SQL(", ").join(columns))
 
-    def index_sql(self, table: sql.Composable | None = None, table_name: str | None = None) -> list[Statement]:
-        """The unique index the strategy's ON CONFLICT needs (plus a key index for dedup views)."""
-        table = table or self.ident
+    def index_names(self, table_name: str | None = None) -> list[str]:
+        """elt's own indexes on the table: the unique one ON CONFLICT needs, and a key index for dedup views."""
         name = table_name or self.name
-        unique = self.conflict_columns
+        names = [short_identifier(name, "uq_" + ("key" if self.conflict_columns == self.keys else "hash"))]
+        if self.strategy.latest_view:
+            names.append(short_identifier(name, "key"))
+        return names
+
+    def index_sql(self, table: sql.Composable | None = None, table_name: str | None = None) -> list[Statement]:
+        """The statements creating :meth:`index_names` (if missing)."""
+        table = table or self.ident
+        unique, *key = self.index_names(table_name)
         statements: list[Statement] = [
             sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                sql.Identifier(short_identifier(name, "uq_" + ("key" if unique == self.keys else "hash"))),
-                table,
-                sql.SQL(", ").join(map(sql.Identifier, unique)),
-            )
+                sql.Identifier(unique), table, sql.SQL(", ").join(map(sql.Identifier, self.conflict_columns)))
         ]
-        if self.strategy.latest_view:
-            statements.append(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, _row_seq)").format(
-                    sql.Identifier(short_identifier(name, "key")), table, sql.SQL(", ").join(map(sql.Identifier, self.keys))
-                )
-            )
+        statements += [
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, _row_seq)").format(
+                sql.Identifier(name), table, sql.SQL(", ").join(map(sql.Identifier, self.keys)))
+            for name in key
+        ]
         return statements
 
     def stage_columns(self) -> list[tuple[str, str]]:
@@ -326,22 +329,6 @@ class RawTable:
         return [
             sql.SQL("DELETE FROM {t} r USING (SELECT DISTINCT {p} FROM {s}) p WHERE r.{p} = p.{p}").format(
                 t=self.ident, s=self.shadow, p=part),
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ORDER BY _row_seq").format(t=self.ident, c=cols, s=self.shadow),
-            sql.SQL("DROP TABLE {}").format(self.shadow),
-        ]
-
-    def swap_sql(self) -> list[Statement]:
-        """Replace the raw table's contents with the shadow's, in the caller's transaction.
-
-        TRUNCATE + INSERT rather than a rename, so views built on the raw
-        table keep working; readers wait on the lock and then see the new
-        contents whole, never half.
-        """
-        names = [c for c, _, _ in self.data_columns()] + ["_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash"]
-        cols = sql.SQL(", ").join(map(sql.Identifier, names))
-        return [
-            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self.ident),
-            sql.SQL("TRUNCATE {}").format(self.ident),
             sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ORDER BY _row_seq").format(t=self.ident, c=cols, s=self.shadow),
             sql.SQL("DROP TABLE {}").format(self.shadow),
         ]

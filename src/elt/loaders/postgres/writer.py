@@ -111,8 +111,18 @@ class _Ops:
         self.cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table.shadow))
 
     def swap_shadow(self) -> None:
-        for statement in self.table.swap_sql():
-            self.cur.execute(statement)
+        # The swap table models use too: a rename (readers wait for catalog work only, not for a
+        # table-sized copy), carrying over what users added to the raw table (grants, RLS and its
+        # policies, their own indexes, views reading it), or refusing, naming what it cannot carry.
+        from elt.loaders.postgres.swap import swap
+
+        table = self.table
+        swap(self.cur, table.schema, table.name, table.shadow_name, where=f"stream {self.target.stream!r} (replace)",
+             own_indexes=set(table.index_names()))
+        # elt's own indexes keep the live table's names, so the next run finds them.
+        for live, shadow in zip(table.index_names(), table.index_names(table.shadow_name), strict=True):
+            self.cur.execute(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                sql.Identifier(table.schema, shadow), sql.Identifier(live)))
 
     def replace_partitions(self) -> None:
         for statement in self.table.replace_partitions_sql():

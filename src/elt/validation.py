@@ -193,6 +193,13 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
         identity = payload + b"\0" + "\0".join(v or "" for v in sources).encode() if sources else payload
         rows.append((*key_values, cursor_text, partition_text, *sources, payload.decode(), record_hash(identity)))
 
+    if source_fields:
+        # Say where each rejected record was (a file and line: "orders.csv:17: contract ..."), so the
+        # dead letter names it in its message, not only in the record.
+        for bad in rejected:
+            where = bad.record.get(source_fields[0]) if isinstance(bad.record, dict) else None
+            if where:
+                bad.reason = f"{where}: {bad.reason}"
     return PreparedBatch(rows=rows, rejected=rejected, high_water=high, low_water=low, cursor_kind=kind, fields=fields,
                          unique_keys=keyed and len(seen_keys) == len(rows),
                          collapsed=len(rows) - len(seen_keys) if keyed else 0, drop=drop)

@@ -192,6 +192,7 @@ def test_identical_lines_are_two_records_and_a_dead_letter_says_where_its_row_wa
         ("till.csv:3", {"id": "1", "name": "coffee", "amount": "4.5"})]
     [letter] = dead_letters(db)
     assert letter["r"]["_source_id"] == "till.csv:4" and "amount" in letter["e"]
+    assert letter["e"].startswith("till.csv:4: contract Sale rejected the record")  # the message says where, too
     again = run(pipeline(drop, contract=Sale, write_strategy="append"), loader)  # the manifest: nothing new
     assert again.streams["rows"].extracted == 0 and len(payloads(db)) == 2
 

@@ -1,4 +1,4 @@
-"""`elt check`: the five health checks, computed from the run log, raw tables and dead letters."""
+"""`elt check`: the health checks, computed from the run log, raw tables and dead letters."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def test_each_check_finds_its_problem(loader, db):
     stream = list_stream([{"id": 1}], name="items", primary_key="id", freshness="6h")
     fresh = Pipeline("fresh", streams=[stream])
     assert run(fresh, loader).status == "success"
-    db.execute("UPDATE raw.fresh_items SET _loaded_at = now() - interval '7 hours'")
+    # 3. stale: its last complete read was 7 hours ago.
+    db.execute("UPDATE pipeline.execution_log SET completed_at = now() - interval '7 hours'"
+               " WHERE pipeline_name = 'fresh'")
 
     # 1. failed in the last 24 h and not fixed since; an older failure that a success followed is history.
     log_run(db, "daily", "failed", NOW - dt.timedelta(minutes=30), error="stream 'x': HTTP 503")
@@ -66,7 +68,7 @@ def test_each_check_finds_its_problem(loader, db):
     assert "HTTP 503" in text["failed_run:daily"]
     assert "Is the scheduler running?" in text["missing_run:hourly"]
     assert text["missing_run:never"].startswith("never ran (every 15m)")
-    assert "older than its freshness SLA of 6:00:00" in text["stale_data:fresh.items"]
+    assert "longer ago than its freshness SLA of 6:00:00" in text["stale_data:fresh.items"]
     assert text["dead_letters:fresh.items"].startswith("1 unresolved dead letter(s) older than a day")
     assert "past its timeout of 0:10:00" in text["stuck_run:slow"]
 
@@ -99,3 +101,33 @@ def test_an_incremental_model_without_a_recent_full_refresh_is_a_problem(loader,
     problems = run_checks(loader.store, [], project_dir=tmp_path)
     assert kinds(problems) == [("full_refresh_overdue", "mart.events")]
     assert "elt transform --full-refresh --select mart.events" in problems[0].detail
+
+
+def test_partial_runs_and_failed_models_are_problems_until_a_success(loader, db):
+    log_run(db, "shop", "partial", NOW - dt.timedelta(hours=2), error="model mart.revenue: division by zero")
+    log_run(db, "transforms", "partial", NOW - dt.timedelta(hours=1), error="model mart.daily: syntax error")
+    problems = {p.key: p.detail for p in run_checks(loader.store, [])}
+    assert "division by zero" in problems["partial_run:shop"]
+    assert "syntax error" in problems["partial_run:transforms"]
+    log_run(db, "shop", "success", NOW - dt.timedelta(minutes=5))
+    assert "partial_run:shop" not in {p.key for p in run_checks(loader.store, [])}
+
+
+def test_freshness_comes_from_the_last_complete_read_not_the_newest_row(loader, db):
+    # An upsert of unchanged records writes nothing: the newest row is old, the data is fresh.
+    stream = list_stream([{"id": 1}], name="items", primary_key="id", write_strategy="upsert", freshness="6h")
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    db.execute("UPDATE raw.shop_items SET _loaded_at = now() - interval '3 days'")
+    db.execute("UPDATE pipeline.execution_log SET completed_at = now() - interval '3 days'")
+    assert [p.check for p in run_checks(loader.store, [pipeline])] == ["stale_data"]
+    run(pipeline, loader)  # reads everything again, writes nothing
+    assert run_checks(loader.store, [pipeline]) == []
+
+
+def test_young_dead_letters_can_be_flagged(loader, db, monkeypatch):
+    db.execute("INSERT INTO pipeline.dead_letter (pipeline_name, stream_name, source_record, error_message,"
+               " record_hash) VALUES ('shop', 'items', '{}', 'bad', 'h1')")
+    assert run_checks(loader.store, []) == []
+    monkeypatch.setenv("ELT_DEAD_LETTERS_AFTER", "0s")
+    assert [p.key for p in run_checks(loader.store, [])] == ["dead_letters:shop.items"]

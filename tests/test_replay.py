@@ -116,3 +116,40 @@ def test_a_cursor_declared_as_kind_keeps_replay_comparisons_typed(loader, db):
     stream.contract = None
     assert Runner(pipeline, loader=loader).replay().streams["items"].loaded == 1
     assert [p["seq"] for p in payloads(db, "raw.shop_items")] == ["10"]
+
+
+@pytest.mark.parametrize("strategy", ["upsert", "append_dedup"])
+@pytest.mark.parametrize("cursor", [None, "updated_at"])
+def test_a_stored_version_re_sent_unchanged_after_the_letter_wins(loader, db, strategy, cursor):
+    # The source sent v=1, then a bad v, then v=1 again (unchanged: nothing written, _loaded_at not moved).
+    # Nothing proves the letter newer than what is stored, so replay must not make it current.
+    stamp = "2026-01-01T00:00:00Z"  # the same cursor value every time: a tie
+    records: list[dict[str, Any]] = [{"id": 1, "price": 1.0, "updated_at": stamp}]
+    settings: dict[str, Any] = {"primary_key": "id", "write_strategy": strategy, "contract": Strict, "max_bad_ratio": 1}
+    if cursor:
+        settings["cursor"] = cursor
+    stream = list_stream(records, **settings)
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    records[:] = [{"id": 1, "price": "x", "updated_at": stamp}]
+    run(pipeline, loader, full_refresh=True)
+    records[:] = [{"id": 1, "price": 1.0, "updated_at": stamp}]
+    run(pipeline, loader, full_refresh=True)
+    stream.contract = None
+    result = Runner(pipeline, loader=loader).replay()
+    assert result.status == "success" and result.streams["items"].superseded == 1
+    current = "stg.shop_items" if strategy == "append_dedup" else "raw.shop_items"
+    assert [p["price"] for p in payloads(db, current)] == [1.0]
+
+
+def test_of_two_letters_of_one_key_the_newer_is_replayed(loader, db):
+    records: list[dict[str, Any]] = [{"id": 1, "price": "first"}]
+    stream = list_stream(records, primary_key="id", write_strategy="upsert", contract=Strict, max_bad_ratio=1)
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    records[:] = [{"id": 1, "price": "second"}]
+    run(pipeline, loader)
+    stream.contract = None
+    result = Runner(pipeline, loader=loader).replay()
+    assert result.streams["items"].loaded == 1 and result.streams["items"].superseded == 1
+    assert [p["price"] for p in payloads(db, "raw.shop_items")] == ["second"]

@@ -189,3 +189,22 @@ def test_an_empty_replace_read_keeps_the_table_unless_allowed(loader, db):
     stream.allow_empty = True
     assert run(pipeline, loader).status == "success"
     assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 0
+
+
+def test_a_replace_read_with_rejected_records_keeps_the_table_unless_partial_loads_are_accepted(loader, db):
+    class Strict(pydantic.BaseModel):
+        id: int
+        v: int
+
+    records = [{"id": 1, "v": 1}, {"id": 2, "v": 1}]
+    stream = list_stream(records, primary_key="id", write_strategy="replace", contract=Strict)
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    records[:] = [{"id": 1, "v": "x"}, {"id": 2, "v": 2}]
+    result = run(pipeline, loader)
+    assert result.status == "failed" and "would drop their rows" in result.summary.error_message
+    stored = {r["p"]["id"]: r["p"]["v"] for r in db.execute("SELECT _raw_payload AS p FROM raw.shop_items")}
+    assert stored == {1: 1, 2: 1}  # kept as it was
+    stream.max_bad_ratio = 0.5  # partial loads accepted: the good record is swapped in
+    assert run(pipeline, loader).status == "partial"
+    assert [r["p"]["id"] for r in db.execute("SELECT _raw_payload AS p FROM raw.shop_items")] == [2]

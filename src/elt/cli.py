@@ -115,12 +115,13 @@ def run(
 def _print_run(result: Any) -> None:
     colour = {"success": "green", "partial": "yellow", "failed": "red", "skipped": "yellow"}[result.status]
     table = Table(title=f"{result.pipeline}: run {result.run_id} [{colour}]{result.status}[/]", title_justify="left")
-    for column in ("stream", "extracted", "loaded", "inserted", "updated", "unchanged", "rejected", "watermark"):
+    for column in ("stream", "extracted", "loaded", "inserted", "updated", "unchanged", "collapsed", "rejected",
+                   "watermark"):
         table.add_column(column, justify="left" if column in ("stream", "watermark") else "right")
     for name, f in result.streams.items():
         mark = f.as_json().get("watermark", "")
         table.add_row(name, f"{f.extracted:,}", f"{f.loaded:,}", f"{f.inserted:,}", f"{f.updated:,}",
-                      f"{f.unchanged:,}", f"{f.rejected:,}", str(mark or ""))
+                      f"{f.unchanged:,}", f"{f.collapsed:,}", f"{f.rejected:,}", str(mark or ""))
     if result.streams:
         out.print(table)
     for name, f in result.streams.items():

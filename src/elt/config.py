@@ -10,6 +10,7 @@ source settings at import. ``ELT_ENV_FILE`` names another file to load instead.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def database_target(project_dir: Path | None = None, env_var: str = "ELT_DATABAS
     """The URL in ``env_var`` (environment or ``.env``); for ``ELT_DATABASE_URL`` unset, the embedded PostgreSQL."""
     load_dotenv_once(project_dir)
     url = os.environ.get(env_var, "").strip()
+    # A SQLAlchemy-style URL (postgresql+psycopg://) names a driver; libpq wants the plain scheme.
+    url = re.sub(r"^postgres(?:ql)?\+[A-Za-z0-9_]+://", "postgresql://", url)
     if url:
         secrets.register_connection(url)
         return DatabaseTarget(url=url, description=secrets.redact(url), embedded=False)

@@ -1,15 +1,18 @@
 """Health checks: what `elt check` reports and `elt serve` alerts on, computed from the database alone.
 
-Five checks, each a question to the destination's bookkeeping store about
+Six checks, each a question to the destination's bookkeeping store about
 ``pipeline.execution_log``, the raw tables or ``pipeline.dead_letter`` (never
 over scheduler memory, so a dead scheduler is caught too):
 
-1. ``failed_run``: a failed run in the last 24 hours not followed by a success;
+1. ``failed_run`` / ``partial_run``: a failed or partial run (records rejected, a
+   read that may have skipped records, a failed model) in the last 24 hours not
+   followed by a successful run;
 2. ``missing_run``: a scheduled pipeline whose next run after its last success
    is overdue by more than a grace period (or that never ran);
-3. ``stale_data``: a raw table whose newest row is older than the stream's
+3. ``stale_data``: a stream whose last complete read is older than its
    freshness SLA;
-4. ``dead_letters``: unresolved dead letters older than a day;
+4. ``dead_letters``: unresolved dead letters older than a day
+   (``ELT_DEAD_LETTERS_AFTER``: "1h", or "0s" for any);
 5. ``stuck_run``: a run still ``running`` past its pipeline's timeout;
 6. ``full_refresh_overdue``: an incremental model not fully refreshed within its
    ``full_refresh_every`` (see :mod:`elt.transforms.incremental`).
@@ -18,6 +21,7 @@ over scheduler memory, so a dead scheduler is caught too):
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +69,9 @@ def run_checks(store: BookkeepingStore, pipelines: Iterable[Pipeline], now: dt.d
 
 def _failed(store: BookkeepingStore) -> list[Problem]:
     rows = store.recent_failures()
-    return [Problem("failed_run", r["pipeline_name"],
-                    f"{r['failures']} failed run(s) in 24 h; the last, run {r['id']}: {r['error_message'] or 'no message'}",
-                    r["started_at"]) for r in rows]
+    return [Problem(f"{r['status']}_run", r["pipeline_name"],
+                    f"{r['failures']} {r['status']} run(s) in 24 h; the last, run {r['id']}:"
+                    f" {r['error_message'] or 'no message'}", r["started_at"]) for r in rows]
 
 
 def _missing(store: BookkeepingStore, pipelines: list[Pipeline], now: dt.datetime,
@@ -111,27 +115,38 @@ def freshness_sla(stream: Any, pipeline: Pipeline, now: dt.datetime) -> dt.timed
 
 
 def _stale(store: BookkeepingStore, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:
+    """Streams whose last complete read is older than their freshness SLA.
+
+    Measured from when the stream last finished a read without an error, not from the raw
+    table's newest row: an upsert of unchanged records writes nothing, yet the data is fresh.
+    """
     problems = []
-    existing = store.raw_tables()
+    last_read = store.stream_freshness()
     for pipeline in pipelines:
         for stream in pipeline.streams:
             sla = freshness_sla(stream, pipeline, now)
-            table = stream.table_name(pipeline.name)
-            if sla is None or table not in existing:
+            if sla is None:
                 continue
-            newest = store.newest_load(table)
+            newest = last_read.get((pipeline.name, stream.name))
             if newest is None or newest < now - sla:
-                age = "no rows" if newest is None else f"newest row loaded {newest:%Y-%m-%d %H:%M} UTC"
+                age = "never read completely" if newest is None else f"last read completely {newest:%Y-%m-%d %H:%M} UTC"
                 problems.append(Problem("stale_data", f"{pipeline.name}.{stream.name}",
-                                        f"raw.{table}: {age}, older than its freshness SLA of {sla}", newest))
+                                        f"{age}, longer ago than its freshness SLA of {sla}", newest))
     return problems
 
 
+#: How old an unresolved dead letter may get before `elt check` reports it (ELT_DEAD_LETTERS_AFTER, e.g. "1h" or "0s").
+DEAD_LETTERS_AFTER = dt.timedelta(days=1)
+
+
 def _dead_letters(store: BookkeepingStore) -> list[Problem]:
-    rows = store.old_dead_letters(dt.timedelta(days=1))
+    setting = os.environ.get("ELT_DEAD_LETTERS_AFTER", "").strip()
+    after = parse_every(setting) if setting not in ("", "0", "0s") else (dt.timedelta(0) if setting else DEAD_LETTERS_AFTER)
+    rows = store.old_dead_letters(after)
     return [Problem("dead_letters", f"{r['pipeline_name']}.{r['stream_name']}",
-                    f"{r['n']} unresolved dead letter(s) older than a day: `elt dead-letter list`, then replay or resolve",
-                    r["oldest"]) for r in rows]
+                    f"{r['n']} unresolved dead letter(s) older than {'a day' if after == DEAD_LETTERS_AFTER else after}:"
+                    " `elt dead-letter list`, then replay"
+                    " or resolve", r["oldest"]) for r in rows]
 
 
 def _stuck(store: BookkeepingStore, pipelines: list[Pipeline], now: dt.datetime) -> list[Problem]:

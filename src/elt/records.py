@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import decimal
 import hashlib
+import math
 import uuid
 from typing import Any
 
@@ -35,8 +36,36 @@ def _default(value: Any) -> Any:
 
 
 def to_json(record: Any) -> bytes:
-    """Canonical JSON bytes (sorted keys, ISO timestamps) of ``record``."""
-    return orjson.dumps(record, default=_default, option=_OPTIONS)
+    """Canonical JSON bytes (sorted keys, ISO timestamps) of ``record``.
+
+    JSON has no NaN or infinity, and orjson writes them as ``null``, which would
+    silently turn a value into a missing one. They are kept as the strings
+    ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` instead (the forms SqlExtractor
+    uses too). Only a payload that holds a ``null`` is checked, so the common
+    path pays one substring search.
+    """
+    payload = orjson.dumps(record, default=_default, option=_OPTIONS)
+    if b"null" in payload:
+        kept = _non_finite_as_text(record)
+        if kept is not record:
+            payload = orjson.dumps(kept, default=_default, option=_OPTIONS)
+    return payload
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _non_finite_as_text(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as text; the same object when it holds none."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE[repr(value)]
+    if isinstance(value, dict):
+        changed = {k: _non_finite_as_text(v) for k, v in value.items()}
+        return changed if any(changed[k] is not v for k, v in value.items()) else value
+    if isinstance(value, (list, tuple)):
+        items = [_non_finite_as_text(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
 
 
 def record_hash(payload: bytes) -> str:

@@ -475,7 +475,14 @@ class Runner:
                     raise unsorted
                 _check_stop()  # a requested stop happens here, with this batch committed
 
-            empty = strategy.empty_read_problem(extractor) if accepted == 0 else None
+            empty = strategy.empty_read_problem(extractor) if accepted == 0 and not figures.rejected else None
+            if figures.rejected and not strategy.applies_with_rejects and (accepted == 0 or not extractor.max_bad_ratio):
+                # The swap would drop the rejected records' rows that are there now: only a stream that
+                # accepts partial loads (max_bad_ratio > 0) swaps them out, and never for a read of rejects only.
+                tracker.incomplete.append(
+                    f"{figures.rejected} record(s) were rejected (see `elt dead-letter list`); swapping in the read"
+                    " would drop their rows that are stored now. Fix the contract or transform_record, or the source,"
+                    " and run again")
             complete = not tracker.incomplete and empty is None
             final = tracker.final(complete)
             writer.finish_stream(target, run.run_id, final, complete, deferred_state)
@@ -492,6 +499,11 @@ class Runner:
         if complete:
             for hook in after_commit:
                 hook()
+            if extractor.cursor_field and accepted and tracker.committed is None and state.since is None:
+                # Not a loss (the whole source was read), but every run will read it all again.
+                log.warning("no record carried the cursor field, so the watermark cannot move and every run reads"
+                            " the whole source; check its name (nested fields are not looked into)",
+                            cursor=extractor.cursor_field)
             # Only a read of the whole source can tell that a field is gone (an incremental slice
             # may simply hold no record carrying a sparse field).
             gone = removed_fields(known_fields, seen_fields) if accepted and state.since is None else []
@@ -587,30 +599,26 @@ class Runner:
                 " again (a file: drop it again into the folder), then `elt dead-letter resolve` them"]
         target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
         _, tracker, known_fields = self._stream_state(loader, extractor, target)
-        by_arrival: dict[Any, list[DeadLetter]] = {}
-        for letter in letters:
-            if letter.kind == "record":
-                by_arrival.setdefault(letter.created_at, []).append(letter)
-        # Letters that arrived together are replayed together, newest arrival first: "newer" compares
-        # with arrival, and a replayed row is stored as loaded now, so an older letter of the same key
-        # replayed after it is seen as older (unless its cursor is greater) and never wins.
-        for arrived, group in sorted(by_arrival.items(), key=lambda item: item[0], reverse=True):
-            for start in range(0, len(group), 1000):
-                chunk = group[start:start + 1000]
-                prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind)
-                tracker.learn(prepared.cursor_kind)
-                target.cursor_kind = tracker.kind
-                still_bad = {rejected.index for rejected in prepared.rejected}
-                accepted = [letter for i, letter in enumerate(chunk) if i not in still_bad]
-                resolved = {letter.id: str(row[-1]) for letter, row in zip(accepted, prepared.rows, strict=True)}
-                # Records still bad stay in dead_letter as they are (no second copy).
-                figures.rejected += len(still_bad)
-                prepared.rejected = []
-                changes, known_fields = diff_fields(known_fields, prepared.fields)
-                result = loader.writer.replay_batch(target, run.run_id, prepared, arrived, changes, known_fields,
-                                                    resolved, f"{resolved_by} (run {run.run_id})")
-                figures.add(result)
-                figures.extracted += len(chunk)
-                superseded = sum(1 for h in resolved.values() if h not in result.written_hashes)
-                if superseded:
-                    figures.superseded = (figures.superseded or 0) + superseded
+        # Newest letter first: of several letters of one key with nothing stored, the newest is
+        # written and the older ones then meet a stored version they cannot prove older than.
+        records = sorted((letter for letter in letters if letter.kind == "record"),
+                         key=lambda letter: (letter.created_at, letter.id), reverse=True)
+        for start in range(0, len(records), 1000):
+            chunk = records[start:start + 1000]
+            prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind)
+            tracker.learn(prepared.cursor_kind)
+            target.cursor_kind = tracker.kind
+            still_bad = {rejected.index for rejected in prepared.rejected}
+            accepted = [letter for i, letter in enumerate(chunk) if i not in still_bad]
+            resolved = {letter.id: str(row[-1]) for letter, row in zip(accepted, prepared.rows, strict=True)}
+            # Records still bad stay in dead_letter as they are (no second copy).
+            figures.rejected += len(still_bad)
+            prepared.rejected = []
+            changes, known_fields = diff_fields(known_fields, prepared.fields)
+            result = loader.writer.replay_batch(target, run.run_id, prepared, changes, known_fields,
+                                                resolved, f"{resolved_by} (run {run.run_id})")
+            figures.add(result)
+            figures.extracted += len(chunk)
+            superseded = sum(1 for h in resolved.values() if h not in result.written_hashes)
+            if superseded:
+                figures.superseded = (figures.superseded or 0) + superseded

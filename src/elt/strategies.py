@@ -16,7 +16,7 @@ own SQL.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from elt.errors import ConfigError
 
@@ -39,11 +39,11 @@ class RawOps(Protocol):
         A table without a primary key falls back to :meth:`insert_new`.
         """
 
-    def merge_newer(self, *, arrived: Any) -> tuple[int, int]:
-        """Replay: write a row by key only where no stored version is newer (cursor, then arrival)."""
+    def merge_newer(self) -> tuple[int, int]:
+        """Replay: write a row by key only where the stored version is provably older (a smaller cursor)."""
 
-    def insert_newest(self, *, arrived: Any) -> tuple[int, int]:
-        """Replay into a history table: insert only rows no stored version of the key is newer than.
+    def insert_newest(self) -> tuple[int, int]:
+        """Replay into a history table: insert only rows every stored version of the key is provably older than.
 
         A table without a primary key falls back to :meth:`insert_new`.
         """
@@ -82,6 +82,10 @@ class WriteStrategy:
     replay_rule: ClassVar[str]
     #: What an incomplete read left as it was, for the run's message.
     kept_when_incomplete: ClassVar[str] = ""
+    #: Whether a read with rejected records is applied. A batch strategy loads the good records and
+    #: keeps the old versions of the rejected ones; a swap would drop them, so it swaps only for a
+    #: stream with max_bad_ratio > 0 and at least one accepted record (see Runner._run_stream).
+    applies_with_rejects: ClassVar[bool] = True
 
     # Kept for code that reads ``strategy.value`` (the enum this class replaced).
     @property
@@ -140,7 +144,7 @@ class WriteStrategy:
     def finish(self, ops: RawOps, complete: bool) -> None:
         """After the last batch: apply a stream-atomic read only when it is known complete."""
 
-    def replay(self, ops: RawOps, arrived: Any) -> tuple[int, int]:
+    def replay(self, ops: RawOps) -> tuple[int, int]:
         """Load replayed dead letters (staged) without undoing newer data."""
         raise ConfigError(self.replay_refusal or f"write_strategy {self.name} cannot replay")
 
@@ -160,7 +164,7 @@ class Append(WriteStrategy):
     def write(self, ops: RawOps) -> tuple[int, int]:
         return ops.insert_new()
 
-    def replay(self, ops: RawOps, arrived: Any) -> tuple[int, int]:
+    def replay(self, ops: RawOps) -> tuple[int, int]:
         return ops.insert_new()
 
 
@@ -169,11 +173,11 @@ class AppendDedup(Append):
     summary = "insert every version; a generated stg view keeps the latest per key"
     needs_key = True
     latest_view = True
-    replay_rule = ("inserts the record unless a newer version of its key is stored (greater cursor, or the same"
-                   " cursor loaded after the record arrived): an older version never becomes the current one")
+    replay_rule = ("inserts the record only where every stored version of its key has a smaller cursor (or none is"
+                   " stored): an older version never becomes the current one")
 
-    def replay(self, ops: RawOps, arrived: Any) -> tuple[int, int]:
-        return ops.insert_newest(arrived=arrived)
+    def replay(self, ops: RawOps) -> tuple[int, int]:
+        return ops.insert_newest()
 
 
 class Upsert(WriteStrategy):
@@ -181,14 +185,14 @@ class Upsert(WriteStrategy):
     summary = "insert or update by primary key, skipping unchanged rows"
     keyed = True
     needs_key = True
-    replay_rule = ("writes the record unless the stored version of its key is newer (greater cursor, or the same"
-                   " cursor loaded after the record arrived)")
+    replay_rule = ("writes the record only where the stored version of its key has a smaller cursor (or none is"
+                   " stored)")
 
     def write(self, ops: RawOps) -> tuple[int, int]:
         return ops.merge_by_key()
 
-    def replay(self, ops: RawOps, arrived: Any) -> tuple[int, int]:
-        return ops.merge_newer(arrived=arrived)
+    def replay(self, ops: RawOps) -> tuple[int, int]:
+        return ops.merge_newer()
 
 
 class DeleteReload(WriteStrategy):
@@ -212,8 +216,8 @@ class DeleteReload(WriteStrategy):
         else:
             ops.drop_shadow()
 
-    def replay(self, ops: RawOps, arrived: Any) -> tuple[int, int]:
-        return ops.insert_newest(arrived=arrived)
+    def replay(self, ops: RawOps) -> tuple[int, int]:
+        return ops.insert_newest()
 
 
 class Replace(WriteStrategy):
@@ -223,6 +227,7 @@ class Replace(WriteStrategy):
     unit = "stream"
     _replaces = "(the whole table)"
     kept_when_incomplete = "; the replace table was kept as it was"
+    applies_with_rejects = False
     replay_rule = "refused: the next run reloads the whole source"
     replay_refusal = ("uses replace: its next run reloads the whole source, so replay does not apply; fix the cause,"
                       " run the pipeline, then `elt dead-letter resolve` these records")

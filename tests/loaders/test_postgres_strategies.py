@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elt import Pipeline
+from elt import Pipeline, extractor
 from tests.helpers import list_stream, run, table_rows
 
 CONTENT = "id, _raw_payload, _record_hash"
@@ -269,3 +269,19 @@ def test_replace_swaps_through_the_model_swap_keeping_views_grants_and_one_set_o
         db.execute("DROP VIEW IF EXISTS stg.items_v")
         db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA raw FROM {role}")
         db.execute(f"DROP ROLE {role}")
+
+
+def test_an_upsert_with_a_cursor_never_lets_an_older_version_overwrite_a_newer_one(loader, db):
+    records = [{"id": 1, "v": "new", "ts": "2026-01-02T00:00:00Z"}]
+    stream = extractor(lambda: iter(records), name="items", primary_key="id", cursor="ts", write_strategy="upsert",
+                       sorted_by_cursor=False)
+    pipeline = Pipeline("shop", streams=[stream])
+    run(pipeline, loader)
+    # A stale page read later: the older version is not written.
+    records[:] = [{"id": 1, "v": "old", "ts": "2026-01-01T00:00:00Z"}]
+    run(pipeline, loader, full_refresh=True)
+    # Newest first within one batch (an API sorted descending): the greatest cursor wins, not the last row.
+    records[:] = [{"id": 2, "v": "new", "ts": "2026-02-02T00:00:00Z"}, {"id": 2, "v": "old", "ts": "2026-02-01T00:00:00Z"}]
+    run(pipeline, loader, full_refresh=True)
+    rows = {r["_raw_payload"]["id"]: r["_raw_payload"]["v"] for r in db.execute("SELECT _raw_payload FROM raw.shop_items")}
+    assert rows == {1: "new", 2: "new"}

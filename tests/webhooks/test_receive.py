@@ -115,6 +115,21 @@ def test_duplicate_deliveries_are_acknowledged_and_stored_once(served: Any, data
     assert (counters["events"], counters["duplicates"]) == (1, 2)
 
 
+def test_the_same_id_with_another_body_is_a_new_version_not_a_duplicate(served: Any, database_url: str) -> None:
+    # A CRM re-sends the contact it updated under the contact's id: every update must be kept.
+    base, sources, _ = served
+    source = sources["crm"]
+    statuses = []
+    for body in (orjson.dumps({"id": "c1", "x": 1}), orjson.dumps({"id": "c1", "x": 2}), orjson.dumps({"id": "c1", "x": 2})):
+        answer = httpx.post(f"{base}/hooks/crm", content=body, headers=signed(source, body))
+        statuses.append(answer.json()["status"])
+    assert statuses == ["stored", "stored", "duplicate"]
+    rows = _rows(database_url, "crm_events")
+    assert sorted(r["_raw_payload"]["x"] for r in rows) == [1, 2]
+    counters = _counters(database_url, "crm")
+    assert (counters["events"], counters["duplicates"]) == (2, 1)
+
+
 def test_an_event_without_an_id_is_identified_by_its_body(served: Any, database_url: str) -> None:
     base, sources, _ = served
     source = sources["crm"]

@@ -56,7 +56,7 @@ def schema(sources: Sequence[WebhookSource], live: dict[str, list[tuple[str, str
         columns = live.get(s.table)
         origin = "as in the database" if columns else "as elt creates it when the webhook server starts"
         body = ",\n".join(f"    {name} {kind}" for name, kind in columns or WEBHOOK_COLUMNS)
-        out.append(f"`raw.{s.table}` ({origin}; one row per event id, from `POST {s.path}`):\n\n```sql\n"
+        out.append(f"`raw.{s.table}` ({origin}; one row per event id and body, from `POST {s.path}`):\n\n```sql\n"
                    f"CREATE TABLE raw.{s.table} (\n{body}\n);\n```\n")
     return "\n".join(out)
 

@@ -139,7 +139,6 @@ class RawWriter(ABC):
         target: StreamTarget,
         run_id: int,
         batch: PreparedBatch,
-        arrived: dt.datetime,
         schema_changes: Sequence[SchemaChange],
         known_fields: dict[str, Any],
         resolved: dict[int, str],
@@ -207,7 +206,11 @@ class BookkeepingStore(ABC):
 
     @abstractmethod
     def recent_failures(self) -> list[dict[str, Any]]:
-        """Per pipeline, the latest failed run of the last 24 hours not followed by a success."""
+        """Per pipeline, the latest failed or partial run of the last 24 hours not followed by a success."""
+
+    @abstractmethod
+    def stream_freshness(self) -> dict[tuple[str, str], dt.datetime]:
+        """Per (pipeline, stream): when the stream last finished a read without an error."""
 
     @abstractmethod
     def run_history(self) -> dict[str, dict[str, Any]]:

@@ -1,14 +1,25 @@
 """The monitoring queries behind `elt check` on PostgreSQL, as the store runs them and the architecture document shows them."""
 
 FAILED_RUNS = """
--- The latest failure per pipeline in 24 hours, unless a success came after it (then it is history).
-SELECT DISTINCT ON (l.pipeline_name) l.pipeline_name, l.id, l.started_at, l.error_message,
-       count(*) OVER (PARTITION BY l.pipeline_name) AS failures
+-- The latest failed or partial run per pipeline in 24 hours, unless a successful run came after it
+-- (then it is history). Partial runs count: records were rejected, a read may have skipped records,
+-- or a model failed (including `elt transform` runs, logged as pipeline 'transforms').
+SELECT DISTINCT ON (l.pipeline_name) l.pipeline_name, l.id, l.status, l.started_at, l.error_message,
+       count(*) OVER (PARTITION BY l.pipeline_name, l.status) AS failures
   FROM pipeline.execution_log l
- WHERE l.status = 'failed' AND l.started_at > now() - interval '24 hours'
+ WHERE l.status IN ('failed', 'partial') AND l.started_at > now() - interval '24 hours'
    AND NOT EXISTS (SELECT 1 FROM pipeline.execution_log s WHERE s.pipeline_name = l.pipeline_name
-                   AND s.status IN ('success', 'partial') AND s.started_at > l.started_at)
+                   AND s.status = 'success' AND s.started_at > l.started_at)
  ORDER BY l.pipeline_name, l.id DESC
+"""
+
+STREAM_FRESHNESS = """
+-- When each stream last finished a read without an error (a run that succeeded or ended partial
+-- for other reasons). Not max(_loaded_at): upsert leaves it alone when nothing changed.
+SELECT l.pipeline_name, s.key AS stream_name, max(l.completed_at) AS last_read
+  FROM pipeline.execution_log l, jsonb_each(l.streams) s
+ WHERE l.status IN ('success', 'partial') AND l.completed_at IS NOT NULL AND NOT (s.value ? 'error')
+ GROUP BY 1, 2
 """
 
 LAST_RUNS = """
@@ -32,15 +43,14 @@ SELECT id, pipeline_name, started_at, hostname, pid FROM pipeline.execution_log
  WHERE status = 'running' ORDER BY id
 """
 
-# Per raw table (compared with the stream's freshness SLA); {} is the quoted table name.
+# Per raw table (webhook sources, which have no runs); {} is the quoted table name.
 STALE_TABLE_TEMPLATE = "SELECT max(_loaded_at) AS newest FROM {}"
 
 #: The queries behind the checks, as the architecture document shows them (runnable in psql).
 CHECK_QUERIES = {
     "failed runs": FAILED_RUNS,
     "missing runs": LAST_RUNS,
-    "stale data": "\n-- Per raw table (compared with the stream's freshness SLA).\n"
-                  "SELECT max(_loaded_at) AS newest FROM raw.<table>\n",
+    "stale data": STREAM_FRESHNESS,
     "old dead letters": OLD_DEAD_LETTERS.replace("%(older_than)s::interval", "interval '1 day'"),
     "stuck runs": RUNNING,
 }

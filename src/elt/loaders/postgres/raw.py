@@ -232,20 +232,23 @@ class RawTable:
     def _stage_keys(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(f"_k{i}")) for i in range(len(self.keys)))
 
-    def _newer_rule(self, stored: str, incoming: str) -> sql.Composable:
-        """SQL true when the ``incoming`` version may replace the ``stored`` one in a replay.
+    def _replay_latest(self) -> sql.Composable:
+        """Order of a key's replayed versions, the one to keep first (letters are staged newest first)."""
+        return sql.SQL("s._cursor DESC NULLS LAST, s._ord ASC") if self.cursor else sql.SQL("s._ord ASC")
 
-        Newer means a greater cursor; with equal (or no) cursors, arriving after
-        the stored row was loaded (``%(arrived)s``: when the dead letter was written).
+    def _newer_rule(self, stored: str, incoming: str) -> sql.Composable:
+        """SQL true when a replayed ``incoming`` version may replace the ``stored`` one.
+
+        Only a strictly greater cursor proves a replayed record newer. With equal or no
+        cursors nothing does: ``_loaded_at`` moves only when a row changes, so a stored
+        version the source re-sent unchanged after the dead letter was written looks as
+        old as it first was. The stored version then wins (the letter is superseded).
         """
-        arrival = sql.SQL("{s}._loaded_at < %(arrived)s").format(s=sql.SQL(stored))
         if not self.cursor:
-            return arrival
+            return sql.SQL("false")
         c = sql.Identifier(self.cursor)
-        return sql.SQL(
-            "(({i}.{c} > {s}.{c}) OR ({s}.{c} IS NULL AND {i}.{c} IS NOT NULL)"
-            " OR ({i}.{c} IS NOT DISTINCT FROM {s}.{c} AND {arrival}))"
-        ).format(i=sql.SQL(incoming), s=sql.SQL(stored), c=c, arrival=arrival)
+        return sql.SQL("(({i}.{c} > {s}.{c}) OR ({s}.{c} IS NULL AND {i}.{c} IS NOT NULL))").format(
+            i=sql.SQL(incoming), s=sql.SQL(stored), c=c)
 
     def merge_sql(self, shadow: bool = False, unique_keys: bool = False, newer_than_arrival: bool = False) -> list[Statement]:
         """Insert or update staged records by key; returns (inserted, updated) or, for replay, (hash, inserted) rows.
@@ -266,15 +269,23 @@ class RawTable:
             for c in ("_raw_payload", "_loaded_at", "_batch_id", "_run_id", "_record_hash")
         ]
         updates.append(sql.SQL("_deleted_at = NULL"))
+        # With a cursor, the version with the greatest cursor is the current one: within a batch
+        # (then the last to arrive among equals), and against what is stored: an older version
+        # read later (a stale page, a source sorted newest first) never overwrites a newer one.
+        latest = (self._replay_latest() if newer_than_arrival else
+                  sql.SQL("s._cursor DESC NULLS LAST, s._ord DESC") if self.cursor else sql.SQL("s._ord DESC"))
         source = (
-            sql.SQL("_elt_stage s") if unique_keys else
-            sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM _elt_stage s ORDER BY {keys}, s._ord DESC) s").format(
-                keys=self._stage_keys())
+            sql.SQL("_elt_stage s") if unique_keys and not newer_than_arrival else
+            sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM _elt_stage s ORDER BY {keys}, {latest}) s").format(
+                keys=self._stage_keys(), latest=latest)
         )
         condition: sql.Composable = sql.SQL(
             "(r._record_hash IS DISTINCT FROM EXCLUDED._record_hash OR r._deleted_at IS NOT NULL)")
         if newer_than_arrival:
             condition = sql.SQL("{} AND {}").format(condition, self._newer_rule("r", "EXCLUDED"))
+        elif self.cursor:
+            condition = sql.SQL("{} AND (r.{c} IS NULL OR EXCLUDED.{c} IS NULL OR EXCLUDED.{c} >= r.{c})").format(
+                condition, c=sql.Identifier(self.cursor))
         statement = sql.SQL(
             "WITH ins AS (INSERT INTO {t} AS r ({cols}) SELECT {sel} FROM {source}"
             " ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE {condition}"
@@ -299,7 +310,11 @@ class RawTable:
         match = sql.SQL(" AND ").join(
             sql.SQL("r.{k} = s.{sk}").format(k=sql.Identifier(k), sk=sql.Identifier(f"_k{i}"))
             for i, k in enumerate(self.keys))
-        stage_view = sql.SQL("(SELECT s.*, now() AS _loaded_at, {cur} FROM _elt_stage s) s").format(
+        # One version per key from the replayed letters: the greatest cursor, else the newest letter
+        # (replay stages letters newest first, so the lowest _ord).
+        stage_view = sql.SQL(
+            "(SELECT DISTINCT ON ({keys}) s.*, {cur} FROM _elt_stage s ORDER BY {keys}, {latest}) s").format(
+            keys=self._stage_keys(), latest=self._replay_latest(),
             cur=sql.SQL("s._cursor AS {}").format(sql.Identifier(self.cursor)) if self.cursor else sql.SQL("NULL AS _none"))
         return [sql.SQL(
             "WITH ins AS (INSERT INTO {t} ({cols}) SELECT {sel} FROM {stage}"

@@ -160,6 +160,9 @@ class PostgresStore(BookkeepingStore):
     def recent_failures(self) -> list[dict[str, Any]]:
         return self._rows(monitoring.FAILED_RUNS)
 
+    def stream_freshness(self) -> dict[tuple[str, str], dt.datetime]:
+        return {(r["pipeline_name"], r["stream_name"]): r["last_read"] for r in self._rows(monitoring.STREAM_FRESHNESS)}
+
     def run_history(self) -> dict[str, dict[str, Any]]:
         return {r["pipeline_name"]: r for r in self._rows(monitoring.LAST_RUNS)}
 

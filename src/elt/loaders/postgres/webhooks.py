@@ -51,11 +51,13 @@ class PgWebhookStore:
                 continue
             ident = sql.Identifier("raw", table)
             self.conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
-            # event_id is the key: the primary key makes a repeated delivery a no-op (ON CONFLICT DO NOTHING).
+            # (event_id, _record_hash) is the key: a repeated delivery (same id, same body) is a no-op
+            # (ON CONFLICT DO NOTHING); the same id with another body (a sender that re-sends an object
+            # it updated under the object's id) is a new version, stored, never dropped.
             # _run_id stays NULL: events are stored by the webhook server, not by a pipeline run.
             self.conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
-                " event_id " + KEY_TEXT + " NOT NULL PRIMARY KEY,"
+                " event_id " + KEY_TEXT + " NOT NULL,"
                 " _raw_payload jsonb NOT NULL,"
                 " _headers jsonb NOT NULL DEFAULT '{{}}'::jsonb,"
                 " _received_at timestamptz NOT NULL,"
@@ -65,7 +67,8 @@ class PgWebhookStore:
                 " _record_hash " + KEY_TEXT + " NOT NULL,"
                 " _row_seq bigint GENERATED ALWAYS AS IDENTITY,"
                 # Like every raw table: staging models leave rows marked deleted out.
-                " _deleted_at timestamptz)").format(ident))
+                " _deleted_at timestamptz,"
+                " PRIMARY KEY (event_id, _record_hash))").format(ident))
             # Transforms read new events by arrival; `elt check` reads the newest.
             self.conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_received_at)").format(
                 sql.Identifier(short_identifier(table, "received")), ident))
@@ -92,18 +95,19 @@ class PgWebhookStore:
                 "INSERT INTO {} (event_id, _raw_payload, _headers, _received_at, _batch_id, _record_hash)"
                 " SELECT r->>'e', r->'p', r->'h', (r->>'r')::timestamptz, %s, r->>'x'"
                 " FROM jsonb_array_elements(%s::jsonb) AS r"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id").format(sql.Identifier("raw", table)),
+                " ON CONFLICT (event_id, _record_hash) DO NOTHING RETURNING event_id, _record_hash").format(
+                    sql.Identifier("raw", table)),
                 (batch_id, _rows_document(group)),
             ).fetchall()
-            inserted = {r[0] for r in rows}
-            new |= {(table, i) for i in inserted}
-            fresh = [e for e in group if e.event_id in inserted]
-            last = max((e.received_at for e in fresh), default=None)
+            inserted = {(r[0], r[1]) for r in rows}
+            new |= {(table, event_id) for event_id, _ in inserted}
+            # Counted by rows written: the same delivery twice in one group is one event and one duplicate.
+            last = max((e.received_at for e in group if (e.event_id, e.body_hash) in inserted), default=None)
             self.conn.execute(
                 "UPDATE pipeline.webhook_sources SET events = events + %s, duplicates = duplicates + %s,"
                 " first_event_at = coalesce(first_event_at, %s),"
                 " last_event_at = greatest(last_event_at, %s), updated_at = now() WHERE table_name = %s",
-                (len(fresh), len(group) - len(fresh), last, last, table))
+                (len(rows), len(group) - len(rows), last, last, table))
         return new
 
     def count_refused(self, refused: dict[str, tuple[int, int]]) -> None:

@@ -8,7 +8,6 @@ this destination offers it.
 
 from __future__ import annotations
 
-import datetime as dt
 import operator
 import uuid
 from collections.abc import Iterable, Sequence
@@ -91,16 +90,14 @@ class _Ops:
         self._stage()
         return self._counts(self.table.merge_sql(shadow=shadow, unique_keys=batch.unique_keys))
 
-    def merge_newer(self, *, arrived: Any) -> tuple[int, int]:
+    def merge_newer(self) -> tuple[int, int]:
         self._stage()
-        self.params["arrived"] = arrived
         return self._written_hashes(self.table.merge_sql(newer_than_arrival=True))
 
-    def insert_newest(self, *, arrived: Any) -> tuple[int, int]:
+    def insert_newest(self) -> tuple[int, int]:
         if not self.table.keys:
             return self.insert_new()
         self._stage()
-        self.params["arrived"] = arrived
         return self._written_hashes(self.table.insert_newest_sql())
 
     def create_shadow(self) -> None:
@@ -352,7 +349,6 @@ class PostgresWriter(RawWriter):
         target: StreamTarget,
         run_id: int,
         batch: PreparedBatch,
-        arrived: dt.datetime,
         schema_changes: Sequence[SchemaChange],
         known_fields: dict[str, Any],
         resolved: dict[int, str],
@@ -367,7 +363,7 @@ class PostgresWriter(RawWriter):
         def work(cur: psycopg.Cursor[Any]) -> None:
             if batch.rows and table is not None:
                 ops = _Ops(self, cur, table, target, batch, params)
-                result.inserted, result.updated = strategy.replay(ops, arrived)
+                result.inserted, result.updated = strategy.replay(ops)
                 # Primitives that report which records they wrote; the plain insert writes every new one.
                 written = getattr(ops, "written", None)
                 result.written_hashes = written if written is not None else {str(row[-1]) for row in batch.rows}

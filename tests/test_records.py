@@ -1,0 +1,24 @@
+"""Records as JSON: values JSON cannot hold are kept as text, never turned into null."""
+
+from __future__ import annotations
+
+import json
+
+from elt import Pipeline, extractor
+from elt.records import to_json
+from tests.helpers import run
+
+
+def test_nan_and_infinity_are_kept_as_text_not_null():
+    record = {"a": float("nan"), "b": [1.5, float("-inf")], "c": None, "d": {"e": float("inf")}}
+    assert json.loads(to_json(record)) == {"a": "NaN", "b": [1.5, "-Infinity"], "c": None, "d": {"e": "Infinity"}}
+    assert to_json({"c": None, "x": 1.5}) == b'{"c":null,"x":1.5}'
+
+
+def test_a_nan_read_by_a_python_extractor_is_stored_as_nan(loader, db):
+    # Python's json module accepts NaN; the raw payload must not say the value was missing.
+    records = json.loads('[{"id": 1, "score": NaN}, {"id": 2, "score": Infinity}, {"id": 3, "score": null}]')
+    stream = extractor(lambda: iter(records), name="items", primary_key="id")
+    assert run(Pipeline("shop", streams=[stream]), loader).status == "success"
+    stored = {r["p"]["id"]: r["p"]["score"] for r in db.execute("SELECT _raw_payload AS p FROM raw.shop_items")}
+    assert stored == {1: "NaN", 2: "Infinity", 3: None}

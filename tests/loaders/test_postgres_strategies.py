@@ -285,3 +285,18 @@ def test_an_upsert_with_a_cursor_never_lets_an_older_version_overwrite_a_newer_o
     run(pipeline, loader, full_refresh=True)
     rows = {r["_raw_payload"]["id"]: r["_raw_payload"]["v"] for r in db.execute("SELECT _raw_payload FROM raw.shop_items")}
     assert rows == {1: "new", 2: "new"}
+
+
+def test_switching_a_table_from_upsert_to_append_dedup_says_what_to_drop(loader, db):
+    records = [{"id": 1, "v": 1, "at": "2026-01-01T00:00:00Z"}]
+    run(Pipeline("shop", streams=[list_stream(records, primary_key="id", write_strategy="upsert")]), loader)
+    records[:] = [{"id": 1, "v": 2, "at": "2026-01-02T00:00:00Z"}]
+    switched = Pipeline("shop", streams=[list_stream(records, primary_key="id", cursor="at",
+                                                     write_strategy="append_dedup")])
+    result = run(switched, loader)
+    assert result.status == "failed"
+    assert "keeps its unique index" in result.summary.error_message and "DROP INDEX raw." in result.summary.error_message
+    index = result.summary.error_message.split("DROP INDEX raw.")[1].split(")")[0]
+    db.execute(f"DROP INDEX raw.{index}")
+    assert run(switched, loader).status == "success"
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 2

@@ -21,7 +21,7 @@ from elt import secrets
 from elt.errors import ConfigError, LoadError
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget
 from elt.loaders.postgres.connection import connect, widen_send_buffer
-from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable
+from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
 from elt.records import key_text, record_hash, to_json
@@ -261,6 +261,19 @@ class PostgresWriter(RawWriter):
                     elif column == table.cursor and existing[column] in KIND_OF_TYPE:
                         # The table decides: keep comparing cursors the way it stores them.
                         table.cursor_type = "timestamptz" if existing[column].startswith("timestamp") else existing[column]
+                # A unique index another strategy left (upsert's key index under append_dedup, say) would
+                # refuse the second version of a key with a bare constraint error: say what to do instead.
+                own = set(table.index_names())
+                left = [r[0] for r in cur.execute(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = 'raw' AND tablename = %s AND indexname = ANY(%s)",
+                    (target.table, [short_identifier(target.table, s) for s in ("uq_key", "uq_hash")])).fetchall()
+                    if r[0] not in own]
+                if left:
+                    self.data.rollback()
+                    raise ConfigError(
+                        f"stream {target.stream!r}: raw.{target.table} was loaded with another write strategy and keeps"
+                        f" its unique index {left[0]}, which {table.strategy.name} cannot load under. Drop it"
+                        f" (DROP INDEX raw.{left[0]}) to keep every version from now on, or load into a new stream name")
             else:
                 cur.execute(table.create_sql())
             try:

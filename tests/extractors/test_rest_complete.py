@@ -85,7 +85,7 @@ class MovingApi:
                 rows = [r for r in rows if r["updated_at"] >= since]  # a string comparison, on purpose
             limit = min(int(request.params.get("limit", 50)), self.cap)
             offset = int(request.params.get("offset", 0))
-            return {"data": [dict(r) for r in rows[offset: offset + limit]]}
+            return {"data": [dict(r) for r in rows[offset: offset + limit]], "total": len(rows)}
 
     def current(self) -> dict[str, dict[str, Any]]:
         return {str(i): r for i, r in self.records.items()}
@@ -235,6 +235,26 @@ def test_offset_paging_over_moving_data_ends_partial_and_keeps_the_watermark_and
     result = run(replaced, loader)
     assert result.status == "partial" and "was read twice" in result.summary.error_message
     assert stored(db) == before
+
+
+def test_a_record_deleted_during_an_offset_read_is_caught_by_the_moving_total(fake_api, loader, db):
+    # A deletion shifts every later record up one place: one is never read, and no key is read twice.
+    api = MovingApi(fake_api, 20)
+    pipeline = Pipeline("shop", streams=[Items(base_url=fake_api.url, paginator=OffsetPaginator(limit=5,
+                                                                                                  total_path="total"))])
+
+    def delete_one(api: MovingApi, request: Any) -> None:
+        if request.params.get("offset") == "5" and 3 in api.records:
+            del api.records[3]  # read on the first page
+
+    api.during_read = delete_one
+    result = run(pipeline, loader)
+    assert result.status == "partial"
+    assert "total went from 20 to 19" in result.summary.error_message
+    assert watermark(db) is None  # nothing proven complete: the next run reads it all again
+    api.during_read = None
+    assert run(pipeline, loader).status == "success"
+    assert sorted(int(k) for k in stored(db)) == sorted([*api.records, 3])  # 3 was read before its deletion
 
 
 # --- cursors in the source's own textual form ---------------------------------------------------

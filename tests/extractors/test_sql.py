@@ -404,3 +404,32 @@ def test_keyset_pages_are_an_index_range_on_postgresql_and_sqlite(source_url, tm
         params = [compiled.params[name] for name in compiled.positiontup]
         plan = " ".join(str(r[-1]) for r in con.execute("EXPLAIN QUERY PLAN " + str(compiled), params))
     assert "SEARCH events USING COVERING INDEX events_at_id (at>?)" in plan, plan  # a range from the page boundary
+
+
+def test_a_sqlite_source_rereads_rows_at_exactly_the_watermark(tmp_path, loader, db):
+    # SQLite compares timestamps as text: a bound '...+00:00' would sort after '... 10:31:00' and skip
+    # the rows of the watermark's own second (late rows included), with status success.
+    import sqlite3
+
+    from elt import Pipeline, SqlExtractor
+
+    path = tmp_path / "src.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE events (id integer PRIMARY KEY, ts text)")
+        conn.executemany("INSERT INTO events VALUES (?, ?)", [(i, f"2026-03-01 10:{i:02d}:00") for i in range(1, 32)])
+
+    class Events(SqlExtractor):
+        name = "events"
+        url = f"sqlite:///{path}"
+        table = "events"
+        primary_key = "id"
+        cursor = "ts"
+        write_strategy = "upsert"
+
+    pipeline = Pipeline("shop", streams=[Events()])
+    assert run(pipeline, loader).summary.rows_loaded == 31
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO events VALUES (0, '2026-03-01 10:31:00')")  # late, at the watermark's second
+    second = run(pipeline, loader)
+    assert second.summary.rows_extracted == 2  # row 31 again (harmless) and the late row 0
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_events").fetchone()["n"] == 32

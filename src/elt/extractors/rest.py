@@ -335,6 +335,16 @@ class RestExtractor(Extractor):
                 if estimate:
                     self._log_estimate(paginator, response, len(records), time.monotonic() - started)
             read += len(records)
+            if keys is not None and page.number > 1 and total is not None and not self._incomplete:
+                # A total that moves during a positional read means records were added or deleted while it
+                # was read: the pages shifted, and a record can have been skipped without any key read twice.
+                now_total = self.reported_total(response)
+                if now_total is not None and now_total != total:
+                    self._incomplete.append(
+                        f"the source's total went from {total} to {now_total} during one read of {self._show(url)}"
+                        f" with {type(paginator).__name__}: records were added or deleted while it was read, so"
+                        " others may have been skipped. The records read are loaded; the watermark and a replace"
+                        " table stay as they were. Use KeysetPaginator for data that changes while it is read")
             if time.monotonic() >= next_report:
                 self._log_progress(read, total, page.number)
                 next_report = time.monotonic() + PROGRESS_EVERY
@@ -349,6 +359,12 @@ class RestExtractor(Extractor):
                 self._note(records, keys, url)
                 yield records
             page = next_page
+        if keys is not None and total is not None and len(keys) < total and not self._incomplete:
+            self._incomplete.append(
+                f"the source reported {total} records but one read of {self._show(url)} with"
+                f" {type(paginator).__name__} found {len(keys)} distinct keys: records were deleted or moved"
+                " while it was read, so some may have been skipped. The records read are loaded; the watermark"
+                " and a replace table stay as they were. Use KeysetPaginator for data that changes while it is read")
 
     def _note(self, records: list[dict[str, Any]], keys: set[int] | None, url: str) -> None:
         """Learn the cursor's textual form; with positional paging, watch for a key read twice."""
@@ -371,7 +387,7 @@ class RestExtractor(Extractor):
             if digest in keys:
                 paging = type(self.paginator).__name__
                 self._incomplete.append(
-                    f"stream {self.name!r}: key {redact(str(key[0] if len(key) == 1 else key))!r} was read twice in one"
+                    f"key {redact(str(key[0] if len(key) == 1 else key))!r} was read twice in one"
                     f" read of {self._show(url)} with {paging}: records changed during the read and shifted between"
                     " pages, so others may have been skipped. The records read are loaded; the watermark and a replace"
                     " table stay as they were. Use KeysetPaginator (paging by the cursor) for data that changes"

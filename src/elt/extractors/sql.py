@@ -38,6 +38,7 @@ timestamp and date ``"infinity"``, ``"-infinity"``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import math
 from collections.abc import Iterator, Sequence
@@ -151,6 +152,11 @@ class SqlExtractor(Extractor):
         if dialect == "postgresql" and hasattr(dbapi_conn, "adapters"):
             _infinity_loaders(dbapi_conn)
 
+    def _since_param(self, since: Any) -> sa.BindParameter[Any]:
+        if isinstance(since, dt.datetime) and self._dialect == "sqlite":
+            return sa.literal(_sqlite_since(since), type_=sa.types.NullType())
+        return sa.bindparam("since", since)
+
     @property
     def _dialect(self) -> str:
         raw = self.url.value if isinstance(self.url, Secret) else str(self.url)
@@ -237,7 +243,7 @@ class SqlExtractor(Extractor):
                      else _after(columns, values))
             statement = statement.where(after)
         elif since is not None:
-            statement = statement.where(sa.column(str(self.cursor_field)) >= sa.bindparam("since", since))
+            statement = statement.where(sa.column(str(self.cursor_field)) >= self._since_param(since))
         if order:
             statement = statement.order_by(*(sa.column(c) for c in order)).limit(self.page_size)
         return statement
@@ -265,6 +271,19 @@ class SqlExtractor(Extractor):
                     yield [tuple(row) for row in partition]
         finally:
             engine.dispose()
+
+
+def _sqlite_since(since: dt.datetime) -> str:
+    """A timestamp as the text SQLite compares: the UTC second, space-separated, without fraction or zone.
+
+    SQLite stores timestamps as text and compares them as text, so the bound value
+    must sort at or before every way the same instant can be written there
+    ('2026-03-01 10:31:00', '...T10:31:00Z', '...10:31:00.250', '...+00:00'); a
+    value with a zone or a fraction would sort after the plain form and skip the
+    rows at exactly the watermark. Dropping the fraction re-reads a little more,
+    which the write strategy makes harmless.
+    """
+    return since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _bind(value: Any) -> sa.BindParameter[Any]:

@@ -81,16 +81,21 @@ def test_random_kills_while_the_source_changes_end_with_exactly_the_source(tmp_p
     project = write_project(tmp_path / "p", PROJECT.format(n=N, settings=settings))
     kills = attempts = 0
     version = 0
-    while kills < KILLS_PER_STRATEGY and attempts < 4 * KILLS_PER_STRATEGY:
+    # A kill lands at a random moment of a run: the window follows how long runs take here (the first
+    # reads everything, later ones a third of it; a busy machine makes both slower).
+    run_seconds = 2.5
+    while kills < KILLS_PER_STRATEGY and attempts < 6 * KILLS_PER_STRATEGY:
         attempts += 1
         version += 1
+        started = time.monotonic()
         proc = popen_elt(["run"], cwd=project, database_url=database_url, VERSION=str(version))
-        time.sleep(rng.uniform(0.4, 2.5))  # interpreter start is ~0.4 s; a whole run takes about 2 s
+        time.sleep(rng.uniform(0.3, max(0.5, 0.95 * run_seconds)))
         if proc.poll() is None:
             assert stop(proc, signal.SIGKILL) == -signal.SIGKILL
             kills += 1
         else:
             proc.communicate()
+            run_seconds = time.monotonic() - started
     assert kills == KILLS_PER_STRATEGY, f"seed {seed}: only {kills} kills landed in {attempts} runs"
 
     final = run_elt(["run"], cwd=project, database_url=database_url, VERSION=str(version))

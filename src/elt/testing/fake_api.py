@@ -28,11 +28,13 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import orjson
+
+from elt.testing.local_server import LocalServer
 
 
 @dataclass
@@ -81,8 +83,7 @@ class FakeApi:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._lock = threading.Lock()
         self.requests: list[Request] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalServer | None = None
         self._port = port
 
     def route(self, path: str, handler: Handler | None = None, *, method: str = "GET") -> Any:
@@ -99,7 +100,7 @@ class FakeApi:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("FakeApi is not started")
-        port = self._server.server_address[1]
+        port = self._server.port
         return f"http://127.0.0.1:{port}"
 
     def start(self) -> FakeApi:
@@ -119,21 +120,13 @@ class FakeApi:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read api.requests
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-api", daemon=True)
-        self._thread.start()
+        self._server = LocalServer(_Handler, self._port, "fake-api")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> FakeApi:
         return self.start()

@@ -13,7 +13,16 @@ from elt.loaders.postgres import PostgresLoader
 from elt.logs import configure_logging
 from elt.pipeline import clear_registry
 from elt.testing import FakeApi
+from tests.fixtures.bigquery import BigQueryEmulator, iter_emulator
 from tests.fixtures.postgres import TestServer, embedded_default_dir, iter_server
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-full",
+        action="store_true",
+        help="run the reliability suite (tests/reliability) at its full size instead of CI's",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +72,25 @@ def loader(database_url: str) -> Iterator[PostgresLoader]:
         yield loader
     finally:
         loader.close()
+
+
+@pytest.fixture(scope="session")
+def bq_emulator() -> Iterator[BigQueryEmulator]:
+    """A local BigQuery emulator on 127.0.0.1 for the session (the stock client reaches it)."""
+    yield from iter_emulator()
+
+
+@pytest.fixture
+def bq_prefix(bq_emulator: BigQueryEmulator) -> Iterator[str]:
+    """A dataset prefix no other test uses; the datasets made under it are deleted afterwards."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    yield prefix
+    client = bq_emulator.client()
+    for dataset in list(client.list_datasets()):
+        if dataset.dataset_id.startswith(prefix):
+            client.delete_dataset(dataset.dataset_id, delete_contents=True, not_found_ok=True)
 
 
 @pytest.fixture

@@ -1,0 +1,175 @@
+"""Settings of a BigQuery destination and the one connection every BigQuery query goes through.
+
+Every query elt sends passes ``BigQueryConnection.query``, so the
+``maximum_bytes_billed`` guard is set on all of them and the bytes each one
+processed are summed for the run's log row. Credentials come from the client
+library's own lookup (``GOOGLE_APPLICATION_CREDENTIALS`` or the environment's
+default credentials) and are never read, logged or stored by elt.
+
+``endpoint`` points the stock client at another address with anonymous
+credentials: the tests' local emulator on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from elt.errors import ConfigError
+
+#: The bookkeeping and data layers, each a dataset (``<prefix><layer>``).
+LAYERS = ("raw", "stg", "mart", "rpt", "pipeline")
+
+#: A query that would bill more than this fails without charge: 10 GiB unless the project says otherwise.
+DEFAULT_MAXIMUM_BYTES_BILLED = 10 * 1024**3
+
+
+@dataclass(frozen=True)
+class BigQuerySettings:
+    """Where a BigQuery destination writes. ``from_env`` reads the ``ELT_BIGQUERY_*`` variables."""
+
+    project: str
+    dataset_prefix: str = ""
+    location: str | None = None
+    maximum_bytes_billed: int | None = DEFAULT_MAXIMUM_BYTES_BILLED
+    endpoint: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> BigQuerySettings:
+        env = os.environ if env is None else env
+        given = {k: v for k, v in overrides.items() if v is not None}
+        project = given.pop("project", None) or env.get("ELT_BIGQUERY_PROJECT", "").strip()
+        if not project:
+            raise ConfigError(
+                "the BigQuery destination needs a project: set ELT_BIGQUERY_PROJECT (or BigQuery(project=...))"
+            )
+        limit = env.get("ELT_BIGQUERY_MAXIMUM_BYTES_BILLED", "").strip()
+        values: dict[str, Any] = {
+            "dataset_prefix": env.get("ELT_BIGQUERY_DATASET_PREFIX", ""),
+            "location": env.get("ELT_BIGQUERY_LOCATION") or None,
+            "endpoint": env.get("ELT_BIGQUERY_ENDPOINT") or None,
+        }
+        if limit:
+            try:
+                values["maximum_bytes_billed"] = int(limit) if limit.lower() not in ("0", "none", "off") else None
+            except ValueError:
+                raise ConfigError(
+                    f"ELT_BIGQUERY_MAXIMUM_BYTES_BILLED={limit!r} is not a number of bytes (or 'none' for no limit)"
+                ) from None
+        values.update(given)
+        return cls(project=project, **values)
+
+    def dataset(self, layer: str) -> str:
+        """The dataset of a layer (``raw``, ``stg``, ``mart``, ``rpt``, ``pipeline``)."""
+        return f"{self.dataset_prefix}{layer}"
+
+    def table_id(self, layer: str, table: str) -> str:
+        """``project.dataset.table`` as the client's table arguments want it."""
+        return f"{self.project}.{self.dataset(layer)}.{table}"
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"BigQuery project {self.project}, datasets {self.dataset_prefix or ''}<layer>{where}"
+
+
+@dataclass
+class BigQueryConnection:
+    """One client, the byte guard on every query, and the bytes processed so far."""
+
+    settings: BigQuerySettings
+    bytes_processed: int = 0
+    _client: Any = field(default=None, repr=False)
+    _datasets: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                from google.cloud import bigquery
+            except ImportError:
+                raise ConfigError(
+                    "the BigQuery destination needs google-cloud-bigquery: pip install 'elt[bigquery]'"
+                ) from None
+            kwargs: dict[str, Any] = {"project": self.settings.project, "location": self.settings.location}
+            if self.settings.endpoint:
+                from google.api_core.client_options import ClientOptions
+                from google.auth.credentials import AnonymousCredentials
+
+                kwargs["credentials"] = AnonymousCredentials()
+                kwargs["client_options"] = ClientOptions(api_endpoint=self.settings.endpoint)
+            self._client = bigquery.Client(**kwargs)
+        return self._client
+
+    def ensure_dataset(self, layer: str) -> str:
+        """Create the layer's dataset on first use (once per connection); return its name."""
+        name = self.settings.dataset(layer)
+        if name not in self._datasets:
+            from google.cloud import bigquery
+
+            dataset = bigquery.Dataset(f"{self.settings.project}.{name}")
+            if self.settings.location:
+                dataset.location = self.settings.location
+            self.client.create_dataset(dataset, exists_ok=True)
+            self._datasets.add(name)
+        return name
+
+    def query(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None, *,
+              job_config: Any = None) -> list[dict[str, Any]]:
+        """Run ``sql`` with named (``@name``) parameters under the byte guard; return its rows as dicts.
+
+        The parameters' BigQuery types come from their Python types (str, int,
+        float, bool, datetime, date, bytes, None as STRING, lists as ARRAY).
+        """
+        from google.cloud import bigquery
+
+        config = job_config or bigquery.QueryJobConfig()
+        if self.settings.maximum_bytes_billed is not None:
+            config.maximum_bytes_billed = self.settings.maximum_bytes_billed
+        if params:
+            config.query_parameters = [_parameter(name, value) for name, value in dict(params).items()]  # type: ignore[arg-type]
+        job = self.client.query(sql, job_config=config)
+        rows = [dict(row.items()) for row in job.result()]
+        self.bytes_processed += int(job.total_bytes_processed or 0)
+        return rows
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _parameter(name: str, value: Any) -> Any:
+    import datetime as dt
+    import decimal
+
+    from google.cloud import bigquery
+
+    if isinstance(value, (list, tuple)):
+        kind = _scalar_type(value[0]) if value else "STRING"
+        return bigquery.ArrayQueryParameter(name, kind, list(value))
+    if isinstance(value, (dt.datetime, dt.date, decimal.Decimal, bool, int, float, bytes, str)) or value is None:
+        return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
+    raise TypeError(f"query parameter {name!r}: no BigQuery type for {type(value).__name__}")
+
+
+def _scalar_type(value: Any) -> str:
+    import datetime as dt
+    import decimal
+
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    if isinstance(value, decimal.Decimal):
+        return "NUMERIC"
+    if isinstance(value, dt.datetime):
+        return "TIMESTAMP"
+    if isinstance(value, dt.date):
+        return "DATE"
+    if isinstance(value, bytes):
+        return "BYTES"
+    return "STRING"

@@ -150,7 +150,7 @@ def _parameter(name: str, value: Any) -> Any:
         kind = _scalar_type(value[0]) if value else "STRING"
         return bigquery.ArrayQueryParameter(name, kind, list(value))
     if isinstance(value, (dt.datetime, dt.date, decimal.Decimal, bool, int, float, bytes, str)) or value is None:
-        return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
+        return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)  # type: ignore[arg-type]
     raise TypeError(f"query parameter {name!r}: no BigQuery type for {type(value).__name__}")
 
 

@@ -300,3 +300,33 @@ def test_switching_a_table_from_upsert_to_append_dedup_says_what_to_drop(loader,
     db.execute(f"DROP INDEX raw.{index}")
     assert run(switched, loader).status == "success"
     assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 2
+
+
+@pytest.mark.parametrize("primary_key", ["id", ("region", "id")], ids=["one-key", "composite-key"])
+def test_upsert_batches_mixing_stored_and_new_keys_write_each_key_once(loader, db, primary_key):
+    # New keys go in by COPY and stored ones through the merge: within one batch,
+    # whatever the mix, each key ends with its newest version and the figures add up.
+    def version(v: int, ids: range) -> list[dict]:
+        return [{"region": region, "id": i, "v": v} for i in ids for region in ("eu", "us")]
+
+    first = version(1, range(0, 30))
+    stream = list_stream(first, batch_size=16, primary_key=primary_key, write_strategy="upsert")
+    pipeline = Pipeline("shop", streams=[stream])
+    if primary_key == "id":  # one key: one record per id
+        first[:] = [r for r in first if r["region"] == "eu"]
+    run(pipeline, loader)
+
+    second = version(2, range(20, 50))  # ids 20-29 stored, 30-49 new, interleaved in each batch
+    if primary_key == "id":
+        second = [r for r in second if r["region"] == "us"]
+    first[:] = sorted(second, key=lambda r: (r["id"] % 7, r["id"], r["region"]))
+    result = run(pipeline, loader)
+
+    per_key = 1 if primary_key == "id" else 2
+    figures = result.streams["items"]
+    assert (figures.inserted, figures.updated) == (20 * per_key, 10 * per_key)
+    rows = table_rows(db, "raw.shop_items", "_raw_payload")
+    payloads = sorted((r["_raw_payload"]["id"], r["_raw_payload"]["region"], r["_raw_payload"]["v"]) for r in rows)
+    expected_first = [(i, reg, 1) for i in range(0, 20) for reg in (("eu",) if per_key == 1 else ("eu", "us"))]
+    expected_second = [(i, reg, 2) for i in range(20, 50) for reg in (("us",) if per_key == 1 else ("eu", "us"))]
+    assert payloads == sorted(expected_first + expected_second)

@@ -132,6 +132,37 @@ def test_an_unsorted_read_that_fails_half_way_stores_no_high_watermark(loader, d
     assert result.status == "failed" and state_value(db) is None
 
 
+@pytest.mark.parametrize("sorted_by_cursor", [True, False], ids=["per-batch", "at-the-end"])
+@pytest.mark.parametrize("kind", ["timestamp", "date"])
+def test_a_cursor_value_far_in_the_future_holds_the_watermark_and_the_run_says_so(loader, db, kind, sorted_by_cursor):
+    # A placeholder year 9999 would otherwise become the watermark: every later run would read
+    # nothing, skip each record changed until then, and end `success`.
+    def value(day: dt.date) -> str:
+        return day.isoformat() if kind == "date" else f"{day.isoformat()}T08:00:00Z"
+
+    today = dt.datetime.now(dt.UTC).date()
+    records = [{"id": i, "at": value(today - dt.timedelta(days=10 - i))} for i in range(1, 7)]
+    records.append({"id": 7, "at": value(dt.date(9999, 12, 31))})
+    stream = list_stream(records, primary_key="id", cursor=Cursor("at", kind=kind), write_strategy="upsert",
+                         batch_size=3, sorted_by_cursor=sorted_by_cursor)
+    pipeline = Pipeline("shop", streams=[stream])
+    result = run(pipeline, loader)
+
+    assert result.status == "partial"
+    assert "ahead of this machine's clock" in result.summary.error_message
+    assert "9999-12-31" in result.summary.error_message
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 7  # all loaded
+    held = state_value(db)
+    assert held is None or not str(held["value"]).startswith("9999")
+    if sorted_by_cursor:  # the batches before the bad value committed theirs
+        assert str(held["value"]).startswith(value(today - dt.timedelta(days=4))[:10])
+
+    # The source is fixed: the next run moves the watermark on and succeeds.
+    records[-1]["at"] = value(today)
+    assert run(pipeline, loader).status == "success"
+    assert str(state_value(db)["value"]).startswith(today.isoformat())
+
+
 # --- completeness ----------------------------------------------------------------------------
 
 

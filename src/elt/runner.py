@@ -519,6 +519,12 @@ class Runner:
                        f" complete{strategy.kept_when_incomplete}" for reason in tracker.incomplete]
             run.incomplete[extractor.name] = reasons
             figures.incomplete = list(tracker.incomplete)
+        if tracker.held:
+            # Everything read was loaded, but the watermark could not follow: partial, so it is seen.
+            run.incomplete.setdefault(extractor.name, []).extend(tracker.held)
+            figures.incomplete = [*(figures.incomplete or []), *tracker.held]
+            for reason in tracker.held:
+                log.warning("watermark held", reason=reason)
         figures.watermark = tracker.committed
 
     # --- deletes (`elt reconcile`) ----------------------------------------------------------

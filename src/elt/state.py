@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from elt.errors import ConfigError, EltError
 from elt.records import coerce_cursor, cursor_kind
@@ -135,6 +135,10 @@ class WatermarkTracker:
       :class:`UnsortedStream` (the Singer SDK's ``InvalidStreamSortException``).
     """
 
+    #: How far ahead of this machine's clock a timestamp or date cursor may be before the
+    #: watermark refuses to go there (clock skew between servers stays well inside it).
+    FUTURE_TOLERANCE: ClassVar[dt.timedelta] = dt.timedelta(days=1)
+
     stream: str
     cursor: str | None
     committed: Watermark | None
@@ -144,6 +148,8 @@ class WatermarkTracker:
     per_batch: bool = True
     #: Reasons the read may have skipped records (see ``Batch.incomplete``).
     incomplete: list[str] = field(default_factory=list)
+    #: Reasons the watermark was held although the read was complete (a cursor value in the future).
+    held: list[str] = field(default_factory=list)
     _deferred: Watermark | None = None
     _run_high: Any = None
 
@@ -203,7 +209,16 @@ class WatermarkTracker:
         candidate = Watermark(coerce_cursor(high, self.kind), self.kind)
         if self._run_high is None or candidate.value > self._run_high:
             self._run_high = candidate.value
-        if self.incomplete:
+        if not self.held and self._in_the_future(candidate.value):
+            # One bad value (a year 9999 placeholder, a wrong time zone) would move the watermark
+            # past every record changed from now until then: each later run would read nothing
+            # and still succeed. So the watermark stays, and the run says why.
+            self.held.append(
+                f"a record has {self.cursor} = {candidate.value}, more than {self.FUTURE_TOLERANCE} ahead of this"
+                " machine's clock, so the watermark stays where it was: moving it there would skip every record"
+                " changed before that moment. The records were loaded. Fix the value at the source (or the"
+                " time zone it is read in); until then each run reads again from the held watermark")
+        if self.incomplete or self.held:
             return None
         candidate = candidate.later(self.committed)
         if not self.per_batch:
@@ -216,13 +231,21 @@ class WatermarkTracker:
 
     def final(self, complete: bool) -> Watermark | None:
         """The deferred watermark to commit at the end of a read, only when it is complete."""
-        if not complete or self.incomplete or self._deferred is None:
+        if not complete or self.incomplete or self.held or self._deferred is None:
             return None
         final = self._deferred.later(self.committed)
         if final == self.committed:
             return None
         self.committed = final
         return final
+
+
+    def _in_the_future(self, value: Any) -> bool:
+        if self.kind == "timestamp":
+            return bool(value > dt.datetime.now(dt.UTC) + self.FUTURE_TOLERANCE)
+        if self.kind == "date":
+            return bool(value > (dt.datetime.now(dt.UTC) + self.FUTURE_TOLERANCE).date())
+        return False
 
 
 def _as_step(lookback: Any, kind: str) -> Any:

@@ -204,6 +204,10 @@ def test_status_state_and_dead_letter_commands(tmp_path, database_url, db):
     assert resolved.returncode == 0 and "resolved 1" in resolved.stdout
     row = db.execute("SELECT resolved_by, resolution FROM pipeline.dead_letter").fetchone()
     assert row == {"resolved_by": "bob", "resolution": "bad upstream row"}
+    # An id that is unknown (or resolved already) is an error a script can see.
+    again = run_elt(["dead-letter", "resolve", str(letters[0]["id"]), "999999", "--by", "bob"],
+                    cwd=project, database_url=database_url)
+    assert again.returncode == 1 and "2 id(s) were unknown or already resolved" in again.stderr
 
     reset = run_elt(["state", "reset", "shop", "--yes"], cwd=project, database_url=database_url)
     assert reset.returncode == 0 and "reset 1 watermark" in reset.stdout

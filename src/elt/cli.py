@@ -753,7 +753,8 @@ def dead_resolve(
         count = store.resolve_dead_letters(ids, by, note)
     out.print(f"resolved {count} dead letter(s)")
     if count < len(ids):
-        err.print(f"{len(ids) - count} id(s) were unknown or already resolved")
+        err.print(f"{len(ids) - count} id(s) were unknown or already resolved (see `elt dead-letter list --all`)")
+        raise typer.Exit(1)
 
 
 @app.command()

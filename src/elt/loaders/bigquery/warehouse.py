@@ -37,10 +37,11 @@ transactions).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any, ClassVar
 
 import sqlglot
@@ -212,19 +213,19 @@ class BigQueryWarehouse(Warehouse):
     def _view(self, model: Model, sql: str, existing: Any, judge: Judge) -> Built:
         live = (f"CREATE OR REPLACE VIEW {self.table_id(model.relation)}"
                 f" OPTIONS (description = {string(model_comment(model))}) AS\n{sql}")
-        if existing is not None and existing.table_type != "VIEW":
-            self._drop(model.relation, existing.table_type)  # a table becoming a view
-        if not model.config.tests:  # nothing to check first: BigQuery validates the SQL as it replaces the view
+        replaces_a_view = existing is None or existing.table_type == "VIEW"
+        if not model.config.tests and replaces_a_view:
+            # Nothing to check first: BigQuery validates the SQL as it replaces the view, or keeps the old one.
             self.connection.query(live)
             return Built(0, [], "created" if existing is None else "replaced")
         new = model.relation + self.NEW
-        try:
+        with self._work("VIEW", new) as work:
             self.connection.query(f"CREATE OR REPLACE VIEW {self.table_id(new)} AS\n{sql}")
             # Tested before it replaces anything: a failing test keeps the last good version.
             tests = judge(self.run_checks(model.config.tests, new))
-            self.connection.query(live)
-        finally:
-            self.connection.query(f"DROP VIEW IF EXISTS {self.table_id(new)}")
+            if not replaces_a_view:
+                self._drop(model.relation, existing.table_type)  # a table becoming a view, once the view works
+            self._finish(work, live)
         return Built(0, tests, "created" if existing is None else "replaced")
 
     def _table(self, model: Model, sql: str, existing: Any, judge: Judge) -> Built:
@@ -232,22 +233,21 @@ class BigQueryWarehouse(Warehouse):
         horizon = self._horizon() if model.config.materialized == "incremental" else None
         action = "created" if existing is None else "replaced"
         tests: list[DataTestResult] = []
-        if existing is not None and existing.table_type != "TABLE":
-            self._drop(model.relation, existing.table_type)  # a view becoming a table
-        if not model.config.tests and not model.config.unique_key:
+        replaces_a_table = existing is None or existing.table_type == "TABLE"
+        if not model.config.tests and not model.config.unique_key and replaces_a_table:
             # Nothing to check first: CREATE OR REPLACE replaces the table in one step, or fails and keeps it.
             self.connection.query(f"CREATE OR REPLACE TABLE {self.table_id(model.relation)}"
                                   f" OPTIONS (description = {string(model_comment(model))}) AS\n{sql}")
             rows = int(self._get(model.relation).num_rows or 0)
         else:
             new = model.relation + self.NEW
-            try:
+            with self._work("TABLE", new) as work:
                 self.connection.query(f"CREATE OR REPLACE TABLE {self.table_id(new)} AS\n{sql}")
                 rows = int(self._get(new).num_rows or 0)
                 tests = self._check(model, new, judge)
-                self._replace(model, new)
-            finally:
-                self.connection.query(f"DROP TABLE IF EXISTS {self.table_id(new)}")
+                if not replaces_a_table:
+                    self._drop(model.relation, existing.table_type)  # a view becoming a table, once the table passed
+                self._replace(model, new, work)
         if horizon is not None:
             self._record(model, horizon, full_refresh=True)
         return Built(rows, tests, action)
@@ -267,7 +267,7 @@ class BigQueryWarehouse(Warehouse):
         horizon = self._horizon()  # before the window is read
         window, new = model.relation + self.WINDOW, model.relation + self.NEW
         where = "" if since is None else f" WHERE m.{quote(mark)} >= {literal(since)}"
-        try:
+        with self._work("TABLE", window, new) as work:
             # The window's rows, computed once: merged, and the set a row of the window must be in to stay.
             self.connection.query(f"CREATE OR REPLACE TABLE {self.table_id(window)} AS\nSELECT * FROM ({sql}) AS m{where}")
             columns = [f.name for f in self._get(window).schema]
@@ -278,10 +278,7 @@ class BigQueryWarehouse(Warehouse):
             self._copy(model.relation, new)
             merged = self.connection.query(self._merge_sql(model, stored, new, window, since) + ";\nSELECT @@row_count AS n")
             tests = self._check(model, new, judge)
-            self._replace(model, new)
-        finally:
-            self.connection.query(f"DROP TABLE IF EXISTS {self.table_id(window)}")
-            self.connection.query(f"DROP TABLE IF EXISTS {self.table_id(new)}")
+            self._replace(model, new, work)
         self._record(model, horizon, full_refresh=False)
         return Built(int(merged[0]["n"] or 0) if merged else 0, tests, "merged")
 
@@ -348,11 +345,26 @@ class BigQueryWarehouse(Warehouse):
         self.connection.client.copy_table(self.settings.table_id(src_schema, src_name),
                                           self.settings.table_id(dst_schema, dst_name), job_config=config).result()
 
-    def _replace(self, model: Model, new: str) -> None:
+    def _replace(self, model: Model, new: str, work: list[str]) -> None:
         self._copy(new, model.relation)
         # The copy takes the new table's metadata: mark the live table as this model's build.
-        self.connection.query(f"ALTER TABLE {self.table_id(model.relation)}"
-                              f" SET OPTIONS (description = {string(model_comment(model))})")
+        self._finish(work, f"ALTER TABLE {self.table_id(model.relation)}"
+                           f" SET OPTIONS (description = {string(model_comment(model))})")
+
+    @contextlib.contextmanager
+    def _work(self, kind: str, *relations: str) -> Iterator[list[str]]:
+        """Work relations (``<name>__elt_new``, ...) of one build: dropped on the way out, whatever happens."""
+        work = [f"DROP {kind} IF EXISTS {self.table_id(r)}" for r in relations]
+        try:
+            yield work
+        finally:
+            if work:
+                self.connection.query(";\n".join(work))
+
+    def _finish(self, work: list[str], statement: str) -> None:
+        """Run a build's last statement and drop its work relations in the same script (one job, not several)."""
+        self.connection.query(";\n".join([statement, *work]))
+        work.clear()
 
     def _drop(self, relation: str, table_type: str) -> None:
         kind = "VIEW" if table_type == "VIEW" else "MATERIALIZED VIEW" if table_type == "MATERIALIZED_VIEW" else "TABLE"

@@ -24,6 +24,7 @@ from elt.loaders.bigquery import BigQueryConnection, BigQuerySettings
 from elt.loaders.bigquery.warehouse import BigQueryWarehouse, bigquery_warehouse, string
 from elt.transforms import Builder
 from elt.transforms.graph import Graph
+from elt.transforms.incremental import overdue
 from elt.transforms.models import discover
 from elt.transforms.stage import starter_sql
 from tests.transforms.conftest import CUSTOMERS, MODELS, START, make_orders, write_models
@@ -122,6 +123,12 @@ def test_the_shop_example_builds_views_tables_and_an_incremental_merge(warehouse
     state = rows(wh, f"SELECT merged_at, full_refresh_at FROM {wh.table_id('pipeline.model_state')}"
                      " WHERE relation = 'mart.orders_incremental'")
     assert state[0]["merged_at"] is not None and state[0]["full_refresh_at"] is not None
+    # `elt check`'s rule reads the same state on BigQuery: refreshed just now, so not overdue.
+    write_models(shop, {"mart/orders_incremental.sql": MODELS["mart/orders_incremental.sql"].replace(
+        "-- watermark: updated_at", "-- watermark: updated_at\n        -- full_refresh_every: 7d")})
+    assert overdue(shop, wh.full_refreshes) == []
+    assert [p[0] for p in overdue(shop, wh.full_refreshes, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=8))] == [
+        "mart.orders_incremental"]
 
 
 def test_a_failing_data_test_keeps_the_last_good_table(warehouse, shop):

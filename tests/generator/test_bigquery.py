@@ -79,6 +79,8 @@ def test_the_architecture_document_has_bigquery_ddl_and_cost_notes(tmp_path, bq_
 
     assert "- Destination: bigquery (`ELT_BIGQUERY_PROJECT`" in document
     assert "Destination: **BigQuery**" in document
+    assert "Every layer is a dataset (`ELT_BIGQUERY_DATASET_PREFIX`" in document
+    assert "swapped in by a copy job" in document
     schema = document[document.index("## 4."):document.index("## 5.")]
     blocks = re.findall(r"```sql\n(.*?)```", schema, re.S)
     creates = [sqlglot.parse_one(b, read="bigquery") for b in blocks if b.startswith("CREATE TABLE IF NOT EXISTS raw.")]

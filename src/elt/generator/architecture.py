@@ -202,7 +202,9 @@ class _Doc:
 
     # --- 4 ----------------------------------------------------------------------------
     def schema(self) -> str:
-        out = ["Every layer is a schema: `raw` (records as received, one table per stream), `stg` (typed, one row"
+        layer = ("a dataset (`ELT_BIGQUERY_DATASET_PREFIX` + its name; below without the prefix)" if self.bigquery
+                 else "a schema")
+        out = [f"Every layer is {layer}: `raw` (records as received, one table per stream), `stg` (typed, one row"
                " per key), `mart` (business tables), `rpt` (what dashboards read), and `pipeline` (run log, dead"
                " letters, state, schema changes, alerts).\n", "### raw\n"]
         for pipeline, stream in self.streams():
@@ -267,8 +269,9 @@ class _Doc:
                     out.append(f"- {sp.pipeline}, {decision.topic}: **{decision.choice}**: {decision.reason}")
             out.append(f"- {sp.pipeline}, retry: **{sp.retry.choice}**: {sp.retry.reason}")
         out.append("\n### Transform\n")
-        out.append("Models build in dependency order (read from the SQL), each in one transaction, tested before it"
-                   " replaces the previous version:\n")
+        how = ("each built as a new version (translated to BigQuery SQL), tested, then swapped in by a copy job"
+               if self.bigquery else "each in one transaction, tested before it replaces the previous version")
+        out.append(f"Models build in dependency order (read from the SQL), {how}:\n")
         out.append("| # | model | materialized | reads | tests |")
         out.append("|---:|---|---|---|---|")
         for number, model in enumerate(self.graph.order(), start=1):

@@ -276,11 +276,13 @@ class BigQueryWarehouse(Warehouse):
                     f"{model.path}: the SELECT's columns ({', '.join(columns)}) differ from {model.relation}'s"
                     f" ({', '.join(stored)}); rebuild it with `elt transform --full-refresh --select {model.relation}`")
             self._copy(model.relation, new)
-            merged = self.connection.query(self._merge_sql(model, stored, new, window, since) + ";\nSELECT @@row_count AS n")
+            result = self.connection.query(self._merge_sql(model, stored, new, window, since) + ";\nSELECT @@row_count AS n")
+            merged = int(result[0]["n"] or 0) if result else 0
             tests = self._check(model, new, judge)
-            self._replace(model, new, work)
+            if merged:  # nothing merged: the live table is already this version
+                self._replace(model, new, work)
         self._record(model, horizon, full_refresh=False)
-        return Built(int(merged[0]["n"] or 0) if merged else 0, tests, "merged")
+        return Built(merged, tests, "merged")
 
     def _merge_sql(self, model: Model, stored: dict[str, Any], target: str, window: str, since: Any) -> str:
         """The MERGE of the window into ``target``: changed rows updated, new ones inserted, gone ones deleted."""

@@ -355,11 +355,9 @@ class Runner:
                 selected = graph.select(list(wanted))
             if not selected:
                 return
-            url = getattr(loader, "url", None)
-            if url is None:
-                raise ConfigError("this destination cannot build SQL models yet")
+            warehouse = loader.warehouse()
             self.log.info("building models", count=len(selected))
-            run.transforms = Builder(url, graph, full_refresh=self.full_refresh).run(selected)
+            run.transforms = Builder(warehouse, graph, full_refresh=self.full_refresh).run(selected)
         except Exception as exc:  # a broken graph (cycle, missing model) fails the run, with the loads kept
             run.fail("transforms", exc)
 
@@ -563,10 +561,7 @@ class Runner:
         with self._frame("transform", name=TRANSFORM_RUN) as (loader, run):
             if run.skipped:
                 return run.result()
-            url = getattr(loader, "url", None)
-            if url is None:
-                raise ConfigError("this destination cannot build SQL models yet")
-            run.transforms = Builder(url, graph, threads=threads, full_refresh=self.full_refresh).run(selected)
+            run.transforms = Builder(loader.warehouse(), graph, threads=threads, full_refresh=self.full_refresh).run(selected)
         return run.result()
 
     # --- dead-letter replay ----------------------------------------------------------

@@ -184,7 +184,7 @@ def test_the_mermaid_diagrams_are_valid_for_the_real_mermaid_parser(tmp_path):
 @pytest.mark.parametrize("runtime, destination, expected", [
     ("vps", "postgres", ("`elt serve` under systemd on the VPS", "PostgreSQL")),
     ("supabase", "supabase", ("extract on a small host, transform with pg_cron", "Supabase (PostgreSQL)")),
-    ("serverless", "bigquery", ("one `elt run` per schedule, no long-running process", "PostgreSQL now, BigQuery-ready SQL")),
+    ("serverless", "bigquery", ("one `elt run` per schedule, no long-running process", "BigQuery")),
 ])
 def test_constraints_and_destination_shape_the_deployment_decision(runtime, destination, expected):
     import yaml

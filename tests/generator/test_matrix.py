@@ -42,7 +42,7 @@ def _runs(project, database_url):
     return json.loads(status.stdout)
 
 
-@pytest.mark.parametrize("destination", [d for d in DESTINATIONS if d != "postgres"])
+@pytest.mark.parametrize("destination", [d for d in DESTINATIONS if d not in ("postgres", "bigquery")])
 def test_the_destination_kind_changes_only_documents(tmp_path, destination):
     base = generate(matrix_spec("postgres"), tmp_path / "postgres").directory
     other = generate(matrix_spec(destination), tmp_path / destination).directory
@@ -143,3 +143,35 @@ def test_every_auth_kind_reaches_a_live_api_set_in_dotenv(tmp_path, database_url
     assert not [v for k, v in settings.items() if "SECRET" in k or "TOKEN" in k or "PASSWORD" in k
                 if not v.startswith("http") and v in output]
     assert "sample data" not in run.stderr
+
+
+def test_a_bigquery_project_differs_only_in_where_it_loads(tmp_path):
+    """Written, not imported (running it needs elt.BigQuery): the destination lines, the models' tie-break and
+    the tests' row count differ; everything else is the PostgreSQL project's."""
+    import yaml
+
+    from elt.generator import parse, plan
+    from elt.generator.scaffold import BIGQUERY_DESTINATION, write_project
+
+    def write(destination):
+        text = matrix_spec(destination)
+        target = tmp_path / destination
+        write_project(plan(parse(yaml.safe_load(text))), target, text)
+        return target
+
+    base, other = write("postgres"), write("bigquery")
+
+    def same(name):
+        return (other / name).read_text().replace("matrix_bigquery", "matrix_postgres")
+
+    code = same("pipelines.py")
+    assert code.count("destination=DESTINATION,") == code.count("\nPipeline(\n") > 0
+    without = code.replace(BIGQUERY_DESTINATION, "").replace("    destination=DESTINATION,\n", "").replace("    BigQuery,\n", "")
+    assert without == (base / "pipelines.py").read_text()
+    for path in base.glob("sql/**/*.sql"):
+        name = str(path.relative_to(base))
+        assert same(name) == path.read_text().replace("_row_seq DESC", "_loaded_at DESC"), name
+    assert (other / "sample_api.py").read_text() == (base / "sample_api.py").read_text()
+    for data in base.glob("sample_data/**/*"):
+        if data.is_file():
+            assert (other / data.relative_to(base)).read_bytes() == data.read_bytes(), data

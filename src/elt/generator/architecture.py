@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from elt.extractors.base import Extractor
-from elt.generator import webhook_docs
+from elt.generator import bigquery_docs, webhook_docs
 from elt.generator.decisions import Plan, plan
 from elt.generator.requirements import Requirements, env_name, load
 from elt.loaders.postgres.raw import RawTable
@@ -74,6 +74,7 @@ class _Doc:
         self.dir, self.pipelines, self.req, self.plan, self.graph = project_dir, pipelines, requirements, the_plan, graph
         self.live_columns = live_columns
         self.name = requirements.project if requirements else project_dir.name
+        self.bigquery = requirements is not None and requirements.destination.kind == "bigquery"
         from elt.webhooks.source import registered_webhooks
 
         self.webhooks = list(registered_webhooks().values())
@@ -100,8 +101,12 @@ class _Doc:
             reason = self.plan.pattern.reason
             lines.append(f"**Pattern: {self.plan.pattern.choice}.** {reason[0].upper()}{reason[1:]}.\n")
         destination = self.req.destination.kind if self.req else "postgres"
-        lines.append(f"- Destination: {destination} (`{self.req.destination.url_env if self.req else 'ELT_DATABASE_URL'}`;"
-                     " unset: elt's embedded PostgreSQL)")
+        if self.bigquery:
+            lines.append("- Destination: bigquery (`ELT_BIGQUERY_PROJECT`; datasets `ELT_BIGQUERY_DATASET_PREFIX` +"
+                         " raw, stg, mart, rpt, pipeline)")
+        else:
+            lines.append(f"- Destination: {destination} (`{self.req.destination.url_env if self.req else 'ELT_DATABASE_URL'}`;"
+                         " unset: elt's embedded PostgreSQL)")
         if self.plan:
             for decision in (self.plan.destination, self.plan.deployment):
                 lines.append(f"- {decision.topic.capitalize()}: **{decision.choice}**: {decision.reason}")
@@ -197,7 +202,9 @@ class _Doc:
 
     # --- 4 ----------------------------------------------------------------------------
     def schema(self) -> str:
-        out = ["Every layer is a schema: `raw` (records as received, one table per stream), `stg` (typed, one row"
+        layer = ("a dataset (`ELT_BIGQUERY_DATASET_PREFIX` + its name; below without the prefix)" if self.bigquery
+                 else "a schema")
+        out = [f"Every layer is {layer}: `raw` (records as received, one table per stream), `stg` (typed, one row"
                " per key), `mart` (business tables), `rpt` (what dashboards read), and `pipeline` (run log, dead"
                " letters, state, schema changes, alerts).\n", "### raw\n"]
         for pipeline, stream in self.streams():
@@ -205,7 +212,9 @@ class _Doc:
             raw = RawTable.for_stream(table, stream, self._cursor_kind(pipeline, stream))
             # The statements elt runs (collations, indexes), so the document reads the same before and
             # after the first run; only a real difference (a cursor found to be another kind) shows as drift.
-            out.append(f"`raw.{table}` (write strategy `{stream.strategy.value}`):\n\n```sql\n{raw_ddl(raw)}\n```\n")
+            ddl = (bigquery_docs.raw_ddl(raw, f"raw records of {pipeline.name}.{stream.name}") if self.bigquery
+                   else raw_ddl(raw))
+            out.append(f"`raw.{table}` (write strategy `{stream.strategy.value}`):\n\n```sql\n{ddl}\n```\n")
         if self.webhooks:
             out.append(webhook_docs.schema(self.webhooks, {w.table: self.live_columns(w.table) for w in self.webhooks}))
         for layer in ("stg", "mart", "rpt"):
@@ -215,8 +224,11 @@ class _Doc:
             out.append(f"### {layer}\n")
             for model in models:
                 kind = CREATE_KIND[model.config.materialized]
+                text = bigquery_docs.model_sql(model) if self.bigquery else f"CREATE {kind} {model.relation} AS\n{model.sql};"
                 out.append(f"`{model.relation}` ({model.config.materialized}, from `{model.path}`):\n\n```sql\n"
-                           f"CREATE {kind} {model.relation} AS\n{model.sql};\n```\n")
+                           f"{text}\n```\n")
+        if self.bigquery:
+            out.append(bigquery_docs.costs(self.req, [(s.table_name(p.name), s.strategy.value) for p, s in self.streams()]))
         return "\n".join(out)
 
     def _cursor_kind(self, pipeline: Pipeline, stream: Extractor) -> str | None:
@@ -257,8 +269,9 @@ class _Doc:
                     out.append(f"- {sp.pipeline}, {decision.topic}: **{decision.choice}**: {decision.reason}")
             out.append(f"- {sp.pipeline}, retry: **{sp.retry.choice}**: {sp.retry.reason}")
         out.append("\n### Transform\n")
-        out.append("Models build in dependency order (read from the SQL), each in one transaction, tested before it"
-                   " replaces the previous version:\n")
+        how = ("each built as a new version (translated to BigQuery SQL), tested, then swapped in by a copy job"
+               if self.bigquery else "each in one transaction, tested before it replaces the previous version")
+        out.append(f"Models build in dependency order (read from the SQL), {how}:\n")
         out.append("| # | model | materialized | reads | tests |")
         out.append("|---:|---|---|---|---|")
         for number, model in enumerate(self.graph.order(), start=1):
@@ -373,6 +386,13 @@ class _Doc:
                " once per problem, reminding, and saying when it is resolved) watch the project. The queries below"
                " ask the same of this project's own tables, with its own thresholds; each runs as it stands"
                " (psql, a dashboard).\n"]
+        if self.bigquery:
+            out = ["`elt check` (exit 1 when anything is wrong; `--json`) and `elt serve` (every few minutes, alerting"
+                   " once per problem, reminding, and saying when it is resolved) watch the project; `elt status`"
+                   " shows each run with the bytes it processed. They ask the `pipeline` dataset through elt, so they"
+                   " work the same on BigQuery. The queries below are written for PostgreSQL (the same tables and"
+                   " columns in the `pipeline` dataset): on BigQuery use `CURRENT_TIMESTAMP()` for `now()` and"
+                   " `INTERVAL 24 HOUR` for `interval '24 hours'`.\n"]
         now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
         limits = []
         for p in self.pipelines.values():
@@ -410,6 +430,9 @@ class _Doc:
                    "ORDER BY detected_at DESC;\n```\n")
         if self.webhooks:
             out.append(webhook_docs.monitoring(self.webhooks))
+        if self.bigquery:
+            out.append("elt's own tables are created in the `pipeline` dataset on first use.")
+            return "\n".join(out)
         out.append("elt's own tables (`elt migrate` creates them; every command runs it first):\n")
         from elt.loaders.postgres.connection import migrations_dir
 
@@ -482,7 +505,8 @@ class _Doc:
                 rows.append(f"| `{p.reconcile}` ({p.tz}) | key reconciliation of {p.name} (`elt reconcile {p.name}`),"
                             " run by `elt serve` |")
         rows += ["| weekly | `elt transform --full-refresh` for incremental models if sources rewrote history |",
-                 f"| monthly | raw retention ({retention} days), per table as below, then `VACUUM ANALYZE` |",
+                 f"| monthly | raw retention ({retention} days), per table as below"
+                 + (" (BigQuery frees the storage itself) |" if self.bigquery else ", then `VACUUM ANALYZE` |"),
                  "| quarterly | rotate the secrets in `.env`; restore a backup into a scratch database and run `elt check` |",
                  "| on upgrade | `pip install -U elt`, `elt migrate`, `elt run` one pipeline by hand |"]
         out = ["\n".join(rows), f"\nRetention of {retention} days, by write strategy (a raw table holds different"
@@ -490,6 +514,9 @@ class _Doc:
         for p, stream in self.streams():
             table = f"raw.{stream.table_name(p.name)}"
             strategy = stream.strategy.value
+            if self.bigquery:
+                out.append(bigquery_docs.retention(stream.table_name(p.name), strategy, retention, stream.key_fields))
+                continue
             if strategy in ("upsert", "replace"):
                 out.append(f"- `{table}` ({strategy}): holds the current rows, not history: never delete by age"
                            f" (that would delete live rows); deleted source rows are marked by `elt reconcile`"

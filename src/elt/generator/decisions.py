@@ -127,10 +127,13 @@ def _deployment(req: Requirements) -> Decision:
 def _destination(req: Requirements) -> Decision:
     kind = req.destination.kind
     if kind == "bigquery":
-        return Decision("destination", "PostgreSQL now, BigQuery-ready SQL",
-                        "elt has no BigQuery loader yet: the project loads into PostgreSQL (or the embedded default);"
-                        " its models are PostgreSQL SQL that `elt.transforms.dialects.transpile(sql, 'bigquery')`"
-                        " rewrites for BigQuery when the loader exists")
+        return Decision("destination", "BigQuery",
+                        "every pipeline loads into BigQuery (`destination=BigQuery()`: project, dataset prefix and"
+                        " location from ELT_BIGQUERY_*, credentials from GOOGLE_APPLICATION_CREDENTIALS); each layer is"
+                        " a dataset, batches arrive by load jobs (no streaming inserts) into raw tables partitioned by"
+                        " day of _loaded_at and clustered by key, and the sql/ models (written in PostgreSQL's dialect)"
+                        " are transpiled by sqlglot and built as views, tables and MERGEs; every query carries the"
+                        " maximum_bytes_billed guard")
     if kind == "supabase":
         return Decision("destination", "Supabase (PostgreSQL)", "set ELT_DATABASE_URL to the Supabase connection"
                         " string (the pooler's session mode); everything else is plain PostgreSQL")
@@ -242,8 +245,11 @@ def _source(source: Source, req: Requirements) -> SourcePlan:
         result.advice.append(Decision(
             "large source", "incremental only, bulk backfill in windows",
             f"{source.volume.total_rows:,} rows: never re-read it whole. Index (cursor, key) on the source, keep"
-            " batches at 10,000 rows (memory stays flat), backfill in windows with `elt run --since`, and consider"
-            " partitioning the raw table by month (pg_partman) or BigQuery once it passes a few hundred million rows."))
+            " batches at 10,000 rows (memory stays flat), backfill in windows with `elt run --since`"
+            + (". BigQuery's raw tables are partitioned by day of _loaded_at: filter staging models on _loaded_at so"
+               " their scans prune partitions." if req.destination.kind == "bigquery" else
+               ", and consider partitioning the raw table by month (pg_partman) or BigQuery once it passes a few hundred million"
+               " rows.")))
     if source.freshness == "real_time" and source.type != "webhook" and not uses_cdc(source):
         result.advice.append(Decision(
             "real time", "webhook ingestion instead of polling",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def pipelines_py(plan: Plan) -> str:
         body.append(code)
     if req.alert_email:
         imports.add("Email")
+    bigquery = req.destination.kind == "bigquery"
+    if bigquery:
+        imports.add("BigQuery")
     names = sorted(imports, key=lambda n: (n[0].islower(), n))  # classes, then functions
     import_lines = "".join(f"    {n},\n" for n in names)
     contracts = any(e.fields for s in req.sources for e in s.entities)
@@ -80,7 +84,7 @@ from elt import (
 {pydantic}{local}
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE / "sample_data"
-{record_base}'''
+{BIGQUERY_DESTINATION if bigquery else ""}{record_base}'''
     alerts = '''
 # Alerts go to the log; set ALERT_WEBHOOK_URL (Slack-compatible) to be told instead.
 if os.environ.get("ALERT_WEBHOOK_URL"):
@@ -103,7 +107,18 @@ if ALERT_SINKS:
 '''
     if len(_polled(plan)) > 1:
         body.append(CROSS_SOURCE_PIPELINE.format(after=", ".join(f'"{sp.pipeline}"' for sp in _polled(plan))))
-    return header + "\n" + "\n\n".join(body) + alerts
+    text = header + "\n" + "\n\n".join(body) + alerts
+    if bigquery:  # every pipeline (and its models) in the one destination
+        text = re.sub(r"\nPipeline\(\n(    \S.*,\n)", r"\nPipeline(\n\1    destination=DESTINATION,\n", text)
+    return text
+
+
+BIGQUERY_DESTINATION = '''
+# Every pipeline loads into BigQuery and builds its sql/ models there: the project, dataset
+# prefix and location come from ELT_BIGQUERY_* in .env, the credentials from
+# GOOGLE_APPLICATION_CREDENTIALS (or the machine's default credentials); see .env.example.
+DESTINATION = BigQuery()
+'''
 
 
 CROSS_SOURCE_PIPELINE = '''# --- marts: the models that join the sources --------------------
@@ -405,7 +420,9 @@ def _models(plan: Plan, target: Path) -> None:
                 stand_in.source_fields = FileExtractor.source_fields  # type: ignore[misc]
             elif sp.source.type == "webhook":
                 stand_in.source_fields = ("event_id", "_received_at")  # type: ignore[misc]  # columns of a WebhookSource table
-            stg = starter_sql(stream.table, stand_in, kinds, values, keep_payload=not declared).replace(
+            stg = starter_sql(stream.table, stand_in, kinds, values, keep_payload=not declared,
+                              # BigQuery raw tables have no _row_seq: versions tie-break on _loaded_at.
+                              sequence=None if plan.requirements.destination.kind == "bigquery" else "_row_seq").replace(
                 "Written by `elt stage`", "Written by `elt init`")
             seen = "Types come from the\n-- values seen so far: check them, rename columns, drop what you do not need."
             stg = stg.replace(seen, (
@@ -517,8 +534,7 @@ def env_example(plan: Plan) -> str:
              "# production: `elt check` fails while a source still reads sample_data/.",
              "ELT_ENV=production",
              "",
-             "# The destination; unset: an embedded PostgreSQL started by elt itself.",
-             f"# {plan.requirements.destination.url_env}=postgresql://user:password@host:5432/dbname"]
+             *destination_env(plan)]
     for sp in plan.sources:
         env = env_name(sp.source.name)
         lines += ["", f"# {sp.source.name} ({sp.source.type.replace('_', ' ')})"]
@@ -550,6 +566,24 @@ def env_example(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def destination_env(plan: Plan) -> list[str]:
+    """The destination's lines of ``.env.example``."""
+    if plan.requirements.destination.kind != "bigquery":
+        return ["# The destination; unset: an embedded PostgreSQL started by elt itself.",
+                f"# {plan.requirements.destination.url_env}=postgresql://user:password@host:5432/dbname"]
+    project = plan.requirements.project
+    return ["# The destination: BigQuery (pipelines.py loads into BigQuery()). Datasets are the prefix plus",
+            "# each layer: raw, stg, mart, rpt, pipeline; created on first use.",
+            "ELT_BIGQUERY_PROJECT=your-gcp-project",
+            f"ELT_BIGQUERY_DATASET_PREFIX={project}_",
+            "ELT_BIGQUERY_LOCATION=EU",
+            "# A query that would bill more bytes fails without charge (default 10 GiB; 'none': no limit).",
+            "# ELT_BIGQUERY_MAXIMUM_BYTES_BILLED=10737418240",
+            "# A service account's key file (roles: BigQuery Job User on the project, BigQuery Data Editor on",
+            "# the datasets); unset: the machine's default credentials. elt never logs it.",
+            "# GOOGLE_APPLICATION_CREDENTIALS=/etc/elt/service-account.json"]
+
+
 def database_url_example(source: Source) -> list[str]:
     """The ``X_DATABASE_URL`` line for the database's kind, with the driver it needs."""
     env = env_name(source.name)
@@ -565,14 +599,37 @@ def database_url_example(source: Source) -> list[str]:
     return [f"{env}_DATABASE_URL=  ({kind}: a SQLAlchemy URL, with the driver SQLAlchemy names for it installed)"]
 
 
+POSTGRES_COUNT = ("They use ELT_DATABASE_URL when it is set (environment or .env), else elt's\nembedded PostgreSQL.",
+                  "import psycopg\nfrom dotenv import dotenv_values\nfrom elt import Postgres\n", '''\
+def count(table):
+    with psycopg.connect(Postgres().target(PROJECT).url) as conn:
+        return conn.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0]
+''')
+BIGQUERY_COUNT = ("They load into the BigQuery datasets ELT_BIGQUERY_* name (environment or .env):\nuse a scratch"
+                  " ELT_BIGQUERY_DATASET_PREFIX (or ELT_BIGQUERY_ENDPOINT, a local emulator).",
+                  "from dotenv import dotenv_values\nfrom elt.loaders.bigquery import BigQueryConnection,"
+                  " BigQuerySettings\n", '''\
+def count(table):
+    settings = dotenv_values(PROJECT / ".env") if (PROJECT / ".env").is_file() else {}
+    bigquery = BigQuerySettings.from_env({**settings, **os.environ})
+    connection = BigQueryConnection(bigquery)
+    try:
+        return connection.query(f"SELECT COUNT(*) AS n FROM `{bigquery.table_id('raw', table)}`")[0]["n"]
+    finally:
+        connection.close()
+''')
+
+
 def tests_py(plan: Plan, counts: dict[str, dict[str, int]]) -> str:
     expected = {f"{p}_{stream}": n for p, streams in counts.items() for stream, n in streams.items()}
+    where, count_imports, count_function = BIGQUERY_COUNT if plan.requirements.destination.kind == "bigquery" \
+        else POSTGRES_COUNT
     return f'''\
 """Run this project's pipelines on its sample data, end to end.
 
-They use ELT_DATABASE_URL when it is set (environment or .env), else elt's
-embedded PostgreSQL. Source variables are removed from the environment and from
-.env, so the sample data is read whatever .env says.
+{where}
+Source variables are removed from the environment and from .env, so the sample
+data is read whatever .env says.
 """
 
 import json
@@ -581,10 +638,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-from dotenv import dotenv_values
-from elt import Postgres
-
+{count_imports}
 PROJECT = Path(__file__).resolve().parent.parent
 #: Sample records per raw table: however often the pipelines run, exactly these are stored.
 EXPECTED_ROWS = {json.dumps(expected, indent=4)[:-1]}}}
@@ -601,10 +655,7 @@ def elt(*args):
                           capture_output=True, text=True, env=env, timeout=900)
 
 
-def count(table):
-    with psycopg.connect(Postgres().target(PROJECT).url) as conn:
-        return conn.execute(f"SELECT count(*) FROM raw.{{table}}").fetchone()[0]
-
+{count_function}
 {_webhook_fixture(plan)}
 
 def test_every_pipeline_loads_its_sample_data_exactly_once():
@@ -730,6 +781,29 @@ Each event is committed to its raw table (or, while the database is down, fsync'
 """
 
 
+def _try_it(plan: Plan) -> str:
+    if plan.requirements.destination.kind != "bigquery":
+        return """## Try it (sample data, embedded PostgreSQL)
+
+    pip install elt pytest
+    elt run            # loads sample_data/ and builds sql/ models
+    elt status
+    python -m pytest tests
+"""
+    return """## Try it (sample data, BigQuery)
+
+    pip install 'elt[bigquery]' pytest
+    cp .env.example .env && chmod 600 .env   # ELT_BIGQUERY_PROJECT, a scratch ELT_BIGQUERY_DATASET_PREFIX, credentials
+    elt run            # loads sample_data/ by load jobs and builds the sql/ models in BigQuery
+    elt status
+    python -m pytest tests
+
+Costs: every query carries the `maximum_bytes_billed` guard (`ELT_BIGQUERY_MAXIMUM_BYTES_BILLED`), and each
+run's bytes processed are in its log row (`elt status`). `docs/architecture.md` has the tables' DDL and
+what to watch (bytes scanned, partition pruning).
+"""
+
+
 def readme(plan: Plan) -> str:
     req = plan.requirements
     rows = "\n".join(f"| {sp.pipeline} | {sp.source.type.replace('_', ' ')} | {sp.frequency} |"
@@ -753,13 +827,7 @@ schema and the schedule are in `docs/architecture.md` (`elt docs` re-draws it).
 |---|---|---|---|
 {rows}
 
-## Try it (sample data, embedded PostgreSQL)
-
-    pip install elt pytest
-    elt run            # loads sample_data/ and builds sql/ models
-    elt status
-    python -m pytest tests
-
+{_try_it(plan)}
 ## Go live
 
 1. `cp .env.example .env && chmod 600 .env`, fill in the sources' URLs and secrets

@@ -21,11 +21,14 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elt.extractors.base import Extractor
 from elt.state import Watermark
 from elt.validation import PreparedBatch
+
+if TYPE_CHECKING:
+    from elt.transforms.warehouse import Warehouse
 
 
 @dataclass
@@ -324,6 +327,12 @@ class Loader:
         self.writer = writer
         self.store = store
         self.description = description
+
+    def warehouse(self) -> Warehouse:
+        """Where this destination builds the project's SQL models (``elt.transforms.warehouse``)."""
+        from elt.errors import ConfigError
+
+        raise ConfigError("this destination cannot build SQL models yet")
 
     def close(self) -> None:
         self.writer.close()

@@ -13,19 +13,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from elt import secrets
 from elt.errors import EltError
 from elt.logs import get_logger
-from elt.transforms.datatests import DataTestResult, run_checks
+from elt.transforms.datatests import DataTestResult
 from elt.transforms.graph import Graph
-from elt.transforms.materialize import CREATE_KIND, build, create_schemas
 from elt.transforms.models import Model
+from elt.transforms.warehouse import CREATE_KIND, DataTestFailed, Warehouse
 
-
-class DataTestFailed(EltError):
-    """A model's data test failed; the model was not replaced."""
+__all__ = ["BuildResult", "Builder", "DataTestFailed", "ModelResult"]
 
 
 @dataclass
@@ -64,10 +60,14 @@ class BuildResult:
 
 
 class Builder:
-    """Builds models of ``graph`` against the PostgreSQL database at ``url``."""
+    """Builds models of ``graph`` in ``warehouse`` (``Loader.warehouse()``; a URL: that PostgreSQL database)."""
 
-    def __init__(self, url: str, graph: Graph, *, threads: int = 4, full_refresh: bool = False) -> None:
-        self.url, self.graph = url, graph
+    def __init__(self, warehouse: Warehouse | str, graph: Graph, *, threads: int = 4, full_refresh: bool = False) -> None:
+        if isinstance(warehouse, str):
+            from elt.loaders.postgres.warehouse import PostgresWarehouse
+
+            warehouse = PostgresWarehouse(warehouse)
+        self.warehouse, self.graph = warehouse, graph
         self.threads = max(1, threads)
         self.full_refresh = full_refresh
         self.log = get_logger()
@@ -92,11 +92,7 @@ class Builder:
         order = self.plan(selected)
         existing: set[str] = set()
         if order:
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                create_schemas(conn, {m.schema for m in order})
-                existing = {r[0] for r in conn.execute(
-                    "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')")}
+            existing = self.warehouse.prepare({m.schema for m in order})
         chosen = {m.relation for m in order}
         # A stream of the project that has loaded nothing yet has no raw table: its models wait
         # instead of failing. Any other missing table is an error the build reports.
@@ -142,25 +138,21 @@ class Builder:
         started = time.monotonic()
         outcome = ModelResult(model.relation, model.path, "success")
         try:
-            with psycopg.connect(self.url, autocommit=False, application_name=f"elt-transform {model.relation}") as conn:
-                with conn.cursor() as cur:
-                    def check(relation: str) -> list[DataTestResult]:
-                        results = run_checks(cur, model.config.tests, relation)
-                        failed = [r for r in results if not r.passed and not r.test.warn]
-                        for warned in (r for r in results if not r.passed and r.test.warn):
-                            outcome.warnings.append(warned.describe(model.relation))
-                        if failed:
-                            raise DataTestFailed("; ".join(r.describe(model.relation) for r in failed)
-                                                 + f"; {model.relation} was not replaced")
-                        return results
+            def judge(results: list[DataTestResult]) -> list[DataTestResult]:
+                failed = [r for r in results if not r.passed and not r.test.warn]
+                for warned in (r for r in results if not r.passed and r.test.warn):
+                    outcome.warnings.append(warned.describe(model.relation))
+                if failed:
+                    raise DataTestFailed("; ".join(r.describe(model.relation) for r in failed)
+                                         + f"; {model.relation} was not replaced")
+                return results
 
-                    built = build(cur, model, full_refresh=self.full_refresh, check=check, recomputed=self.recomputed)
-                conn.commit()
+            built = self.warehouse.build(model, full_refresh=self.full_refresh, judge=judge, recomputed=self.recomputed)
             self.recomputed.update(built.recomputed)
             outcome.rows, outcome.action = built.rows, built.action
         except Exception as exc:  # any failure stays with this model; the rest of the build goes on
             outcome.status = "failed"
-            message = str(exc).strip() if isinstance(exc, (EltError, psycopg.Error)) else f"{type(exc).__name__}: {exc}"
+            message = str(exc).strip() if isinstance(exc, (EltError, *self.warehouse.errors)) else f"{type(exc).__name__}: {exc}"
             outcome.error = secrets.redact(f"{model.path}: {message}" if not message.startswith(model.path) else message)
         outcome.seconds = round(time.monotonic() - started, 3)
         log = self.log.bind(model=model.relation, seconds=outcome.seconds)

@@ -286,6 +286,9 @@ _POSTGRES_ONLY = re.compile(r"\b(JSONB_\w+|TO_CHAR|GENERATE_SERIES|ISODOW|EPOCH|
 
 def transpile(sql: str, dialect: str, *, where: str = "model", pretty: bool = False) -> str:
     """``sql`` (PostgreSQL) rewritten for ``dialect`` (``bigquery``), e.g. DISTINCT ON as ROW_NUMBER()."""
+    # Whole-line comments (a model's header) are left out: sqlglot copies them into each subquery it
+    # writes, as /* */ comments that a `*/` inside one would end early.
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     try:
         statements = [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
     except sqlglot.errors.SqlglotError as exc:

@@ -18,45 +18,29 @@ version in place:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
 
-from elt.errors import EltError
 from elt.loaders.postgres.raw import short_identifier
 from elt.loaders.postgres.swap import replace_rows, swap
 from elt.transforms import incremental
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.models import Model
+from elt.transforms.warehouse import (  # noqa: F401 - MODEL_MARK, fingerprint: imported from here by users
+    CREATE_KIND,
+    MODEL_MARK,
+    Built,
+    ModelError,
+    fingerprint,
+    model_comment,
+)
 
-#: Start of the COMMENT on every relation a model builds (the loader leaves these alone).
-MODEL_MARK = "elt:model"
 _KINDS = {"v": "VIEW", "r": "TABLE", "m": "MATERIALIZED VIEW", "p": "TABLE"}
-CREATE_KIND = {"view": "VIEW", "table": "TABLE", "incremental": "TABLE", "materialized_view": "MATERIALIZED VIEW"}
 
 Check = Callable[[str], list[DataTestResult]]
-
-
-class ModelError(EltError):
-    """A model could not be built as declared."""
-
-
-@dataclass
-class Built:
-    rows: int
-    tests: list[DataTestResult]
-    action: str
-    #: Dependent materialised views the swap computed from the new data (their own build need not refresh them).
-    recomputed: list[str] = field(default_factory=list)
-
-
-def fingerprint(model: Model) -> str:
-    """Changes when the SQL or the settings that shape the relation change."""
-    text = "\n".join([model.sql, model.config.materialized, ",".join(model.config.unique_key)])
-    return hashlib.md5(text.encode()).hexdigest()[:12]
+_comment = model_comment  # the name tests and older code import
 
 
 def build(cur: Any, model: Model, *, full_refresh: bool, check: Check, recomputed: Collection[str] = ()) -> Built:
@@ -69,7 +53,7 @@ def build(cur: Any, model: Model, *, full_refresh: bool, check: Check, recompute
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:model:{model.relation}"])
     existing = _existing(cur, model.schema, model.name)
     kind = model.config.materialized
-    unchanged = existing is not None and existing["comment"] == _comment(model)
+    unchanged = existing is not None and existing["comment"] == model_comment(model)
     if not full_refresh and existing is not None:
         if kind == "incremental" and existing["relkind"] in ("r", "p"):
             return _merge(cur, model, check)
@@ -121,7 +105,7 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
     relation = sql.Identifier(model.schema, model.name)
     if (model.config.swap == "delete_insert" and existing is not None and existing["relkind"] in ("r", "p")
             and kind in ("table", "incremental") and replace_rows(cur, model.schema, model.name, temp)):
-        cur.execute(sql.SQL("COMMENT ON TABLE {t} IS {c}").format(t=relation, c=sql.Literal(_comment(model))))
+        cur.execute(sql.SQL("COMMENT ON TABLE {t} IS {c}").format(t=relation, c=sql.Literal(model_comment(model))))
         if horizon is not None:
             incremental.record(cur, model, horizon, full_refresh=True)
         return Built(rows, tests, "replaced rows in place (delete + insert)")
@@ -130,7 +114,7 @@ def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Che
         cur.execute(sql.SQL("ALTER INDEX {i} RENAME TO {n}").format(
             i=sql.Identifier(model.schema, key_index + "_new"), n=sql.Identifier(key_index)))
     cur.execute(sql.SQL("COMMENT ON {kind} {t} IS {c}").format(
-        kind=sql.SQL(CREATE_KIND[kind]), t=relation, c=sql.Literal(_comment(model))))
+        kind=sql.SQL(CREATE_KIND[kind]), t=relation, c=sql.Literal(model_comment(model))))
     if horizon is not None:
         incremental.record(cur, model, horizon, full_refresh=True)
     action = "created" if existing is None else report.describe()
@@ -158,10 +142,6 @@ def _refresh(cur: Any, model: Model, check: Check) -> Built:
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
     rows = int(cur.fetchone()[0])
     return Built(rows, check(model.relation), "refreshed concurrently" if concurrently else "refreshed")
-
-
-def _comment(model: Model) -> str:
-    return f"{MODEL_MARK} {model.path} sha={fingerprint(model)}"
 
 
 def _existing(cur: Any, schema: str, name: str) -> dict[str, Any] | None:

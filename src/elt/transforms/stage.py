@@ -74,8 +74,12 @@ def expression(field: str, kind: str) -> str:
 
 
 def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], samples: dict[str, list[Any]],
-                *, keep_payload: bool = False) -> str:
-    """The text of ``sql/stg/<table>.sql``; ``keep_payload`` adds the record as received (fields not known yet)."""
+                *, keep_payload: bool = False, sequence: str | None = "_row_seq") -> str:
+    """The text of ``sql/stg/<table>.sql``; ``keep_payload`` adds the record as received (fields not known yet).
+
+    ``sequence`` is the raw table's arrival-order column, the last tie-break between versions of a key
+    (PostgreSQL's ``_row_seq``); None where the raw table has none (BigQuery): then ``_loaded_at``.
+    """
     keys = list(extractor.key_fields)
     columns: list[str] = []
     used: set[str] = set()
@@ -113,7 +117,7 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
     if cursor:
         kind = refine(fields.get(cursor, "string"), samples.get(cursor, []))
         order.append(f"{expression(cursor, kind)} DESC NULLS LAST")
-    order.append("_row_seq DESC")
+    order.append(f"{sequence} DESC" if sequence else "_loaded_at DESC")
     distinct = ", ".join(f"_raw_payload ->> {_literal(k)}" for k in keys)
     # `elt reconcile` marks every stored version of a key gone from the source, so leaving
     # marked rows out before DISTINCT ON leaves deleted keys out (a key back again is unmarked).
@@ -139,6 +143,8 @@ def write_starter(project_dir: Path, pipeline: str, extractor: Extractor, store:
     for payload in store.sample_payloads(table, 200):
         for field, value in payload.items():
             samples.setdefault(field, []).append(value)
+    columns = {name for name, _ in store.raw_columns(table)}
+    sequence = "_row_seq" if "_row_seq" in columns or not columns else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(starter_sql(table, extractor, fields, samples), encoding="utf-8")
+    path.write_text(starter_sql(table, extractor, fields, samples, sequence=sequence), encoding="utf-8")
     return path

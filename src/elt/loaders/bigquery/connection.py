@@ -13,6 +13,7 @@ credentials: the tests' local emulator on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,9 +83,16 @@ class BigQueryConnection:
     bytes_processed: int = 0
     _client: Any = field(default=None, repr=False)
     _datasets: set[str] = field(default_factory=set, repr=False)
+    # Models build on several threads through one connection: the lazy client
+    # and the byte count are guarded (the client itself is thread-safe).
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def client(self) -> Any:
+        with self._lock:
+            return self._make_client()
+
+    def _make_client(self) -> Any:
         if self._client is None:
             try:
                 from google.cloud import bigquery
@@ -131,7 +139,8 @@ class BigQueryConnection:
             config.query_parameters = [_parameter(name, value) for name, value in dict(params).items()]  # type: ignore[arg-type]
         job = self.client.query(sql, job_config=config)
         rows = [dict(row.items()) for row in job.result()]
-        self.bytes_processed += int(job.total_bytes_processed or 0)
+        with self._lock:
+            self.bytes_processed += int(job.total_bytes_processed or 0)
         return rows
 
     def close(self) -> None:

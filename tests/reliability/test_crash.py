@@ -21,14 +21,11 @@ complete version), never missing or half-built.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import random
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,58 +34,12 @@ import pytest
 from psycopg.rows import dict_row
 
 from elt.testing import FakeApi
+from tests.fixtures.comparison import Comparison, stored_rows
 from tests.fixtures.kills import KillCampaign
 from tests.fixtures.projects import write_project
 from tests.reliability.conftest import Attack
 
 ATTACK = "crash anywhere"
-
-
-# --- comparing the destination with the source ------------------------------------------------------
-
-
-def checksum(records: Iterable[dict[str, Any]]) -> str:
-    """md5 over the records' canonical JSON, in a fixed order."""
-    lines = sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
-    return hashlib.md5("\n".join(lines).encode()).hexdigest()
-
-
-@dataclass
-class Comparison:
-    """The destination's rows against the source's records, per key."""
-
-    compared: int = 0
-    lost: int = 0          # source keys missing, or stored in an older version (an update lost)
-    duplicated: int = 0    # rows beyond one per key
-    unexpected: int = 0    # keys the source never had
-    stale: list[str] = field(default_factory=list)
-    checksums_equal: bool = True
-
-    def __str__(self) -> str:
-        return (f"{self.compared} compared, {self.lost} lost, {self.duplicated} duplicated, {self.unexpected}"
-                f" unexpected, stale keys {self.stale[:10]}, checksums equal: {self.checksums_equal}")
-
-    def add(self, expected: dict[str, dict[str, Any]], stored: list[tuple[str, dict[str, Any]]]) -> None:
-        by_key: dict[str, list[dict[str, Any]]] = {}
-        for key, payload in stored:
-            by_key.setdefault(str(key), []).append(payload)
-        self.compared += len(expected)
-        self.duplicated += sum(len(v) - 1 for v in by_key.values() if len(v) > 1)
-        self.unexpected += len(set(by_key) - set(expected))
-        for key, record in expected.items():
-            payloads = by_key.get(key)
-            if not payloads:
-                self.lost += 1
-            elif payloads[-1] != record:
-                self.lost += 1
-                self.stale.append(key)
-        if checksum(expected.values()) != checksum(p for ps in by_key.values() for p in ps):
-            self.checksums_equal = False
-
-
-def stored_rows(db: Any, relation: str, key: str = "id", where: str = "") -> list[tuple[str, dict[str, Any]]]:
-    rows = db.execute(f"SELECT {key} AS k, _raw_payload AS p FROM {relation} {where}").fetchall()
-    return [(str(r["k"]), r["p"]) for r in rows]
 
 
 # --- the scenarios: a project, how its source changes, what the destination must hold -----------------

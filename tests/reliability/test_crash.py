@@ -450,6 +450,7 @@ def test_kills_at_random_moments_end_with_exactly_the_source(index, tmp_path, da
             campaign.kill(wanted, change=scenario.change, env=scenario.env)
             final = campaign.complete(change=scenario.change, env=scenario.env)
         finally:
+            campaign.close()
             if watcher is not None:
                 scenario.stop_watching(watcher)
         comparison = scenario.compare(db)
@@ -468,7 +469,8 @@ def test_kills_at_random_moments_end_with_exactly_the_source(index, tmp_path, da
         "kills_while_starting": sum(1 for t in campaign.kill_times if t < 0),
         "kill_seconds_into_work": [min((t for t in campaign.kill_times if t >= 0), default=None),
                                    max((t for t in campaign.kill_times if t >= 0), default=None)],
-        "kills_in_a_run": landed["in_run"], "kills_after_a_batch": landed["after_a_batch"],
+        "kills_landed_while": dict(campaign.landed), "kills_in_a_run": landed["in_run"],
+        "kills_after_a_batch": landed["after_a_batch"],
         "stale": len(comparison.stale), "unexpected": comparison.unexpected,
         "checksums_equal": comparison.checksums_equal,
     }

@@ -401,6 +401,9 @@ class SwapScenario(Scenario):
                         except psycopg.errors.UndefinedTable:
                             self.broken.append(f"{relation} missing")
                             continue
+                        except psycopg.Error as exc:  # a reader must never meet an error during a swap either
+                            self.broken.append(f"{relation}: {type(exc).__name__}: {exc}")
+                            continue
                         self.observations += 1
                         if low != high or low not in self.sizes or n != self.sizes[low]:
                             self.broken.append(f"{relation}: {n} rows of versions {low}..{high}")

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 
 from elt import Pipeline, extractor
+from elt.errors import LoadError
+from elt.loaders.postgres import PostgresStore, PostgresWriter
 from elt.loaders.postgres.connection import LOCK_SPACE
+from tests.fixtures.postgres import with_database
 from tests.helpers import run, table_rows
 
 
@@ -66,7 +71,7 @@ def test_a_replace_read_whose_connection_was_lost_fails_clearly_and_keeps_the_ta
 
     assert result.status == "failed"
     message = result.summary.error_message or ""
-    assert "lost the connection to the database" in message and database_url.rsplit("/", 1)[-1][:20] in message
+    assert "lost the connection to the database" in message and urlsplit(database_url).path.lstrip("/") in message
     assert "the read in flight was not applied" in message
     assert {r["p"]["v"] for r in table_rows(db, "raw.shop_items", "_raw_payload AS p")} == {1}  # whole, old version
     log = db.execute("SELECT status, error_message FROM pipeline.execution_log WHERE id = %s",
@@ -93,3 +98,35 @@ def test_a_lock_taken_by_another_run_during_the_outage_stops_this_run(loader, db
     assert "another run holds it now" in (result.summary.error_message or "")
     log = db.execute("SELECT status FROM pipeline.execution_log WHERE id = %s", (result.run_id,)).fetchone()
     assert log["status"] == "failed"  # closed, not left 'running'
+
+
+def test_a_database_gone_longer_than_the_reconnect_window_fails_clearly_and_the_next_run_closes_the_row(
+        loader, db, database_url, monkeypatch):
+    monkeypatch.setattr(PostgresWriter, "reconnect_seconds", 1.0)
+    monkeypatch.setattr(PostgresStore, "reconnect_seconds", 1.0)
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = psycopg.connect(with_database(database_url, "postgres"), autocommit=True)
+
+    def read(since: Any) -> Iterator[dict[str, Any]]:
+        for i, record in enumerate(records(1)):
+            if i == 90:  # the database stops taking connections, and elt's are ended
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE datname = %s AND application_name = 'elt'", (name,))
+            yield record
+
+    items = extractor(read, name="items", primary_key="id", write_strategy="upsert", batch_size=20)
+    try:
+        with pytest.raises(LoadError) as failure:
+            run(Pipeline("shop", streams=[items]), loader)
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+    message = str(failure.value)
+    assert "lost the connection to the database during" in message and "within 1 s" in message
+    assert name in message
+
+    again = run(Pipeline("shop", streams=[stream(database_url, 1, "upsert", None)]), loader)
+    assert again.status == "success"
+    statuses = [r["status"] for r in db.execute("SELECT status FROM pipeline.execution_log ORDER BY id").fetchall()]
+    assert statuses == ["failed", "success"]  # the interrupted run's row closed (abandoned) by the next one

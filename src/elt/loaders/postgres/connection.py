@@ -41,7 +41,7 @@ def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     """Open a connection with elt's session settings, or fail with a message that names the fix."""
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name="elt", connect_timeout=15)
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:  # whatever refused the connection, the message names the database and the fix
         raise LoadError(
             f"cannot connect to the database {secrets.redact(url)}: {secrets.redact(str(exc)).strip()}\n"
             "Check that the server is running and that ELT_DATABASE_URL (environment or .env) is right."

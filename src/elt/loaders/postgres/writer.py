@@ -253,8 +253,11 @@ class PostgresWriter(RawWriter):
                 try:
                     self._data = reconnect(self.url, autocommit=False, within=self.reconnect_seconds,
                                            what=f"the load of stream {target.stream!r}")
-                except LoadError as gone:
-                    raise self._connection_lost(target, exc, f"the batch in flight was not written ({gone})") from None
+                except LoadError:
+                    raise self._connection_lost(
+                        target, exc, f"no new connection within {self.reconnect_seconds:g} s, so the batch in flight"
+                        " was not written (or, lost during its COMMIT, it was: loading it again writes nothing twice)"
+                    ) from None
                 widen_send_buffer(self._data)
                 return self._in_transaction(target, work)
             conn.rollback()

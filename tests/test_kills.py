@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import random
-import signal
-import time
 
 import pytest
 
-from tests.fixtures.projects import popen_elt, run_elt, stop, write_project
+from tests.fixtures.kills import KillCampaign
+from tests.fixtures.projects import write_project
 
 N = 3000
 KILLS_PER_STRATEGY = 5  # four strategies: 20 kills per CI run
@@ -79,27 +78,13 @@ def test_random_kills_while_the_source_changes_end_with_exactly_the_source(tmp_p
     seed = int(os.environ.get("ELT_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     project = write_project(tmp_path / "p", PROJECT.format(n=N, settings=settings))
-    kills = attempts = 0
-    version = 0
-    # A kill lands at a random moment of a run: the window follows how long runs take here (the first
-    # reads everything, later ones a third of it; a busy machine makes both slower).
-    run_seconds = 2.5
-    while kills < KILLS_PER_STRATEGY and attempts < 6 * KILLS_PER_STRATEGY:
-        attempts += 1
-        version += 1
-        started = time.monotonic()
-        proc = popen_elt(["run"], cwd=project, database_url=database_url, VERSION=str(version))
-        time.sleep(rng.uniform(0.3, max(0.5, 0.95 * run_seconds)))
-        if proc.poll() is None:
-            assert stop(proc, signal.SIGKILL) == -signal.SIGKILL
-            kills += 1
-        else:
-            proc.communicate()
-            run_seconds = time.monotonic() - started
-    assert kills == KILLS_PER_STRATEGY, f"seed {seed}: only {kills} kills landed in {attempts} runs"
+    campaign = KillCampaign(project, database_url, rng)
+    campaign.kill(KILLS_PER_STRATEGY, env=lambda version: {"VERSION": str(version)})
+    assert campaign.kills == KILLS_PER_STRATEGY, f"seed {seed}: only {campaign.kills} kills landed in {campaign.runs} runs"
 
-    final = run_elt(["run"], cwd=project, database_url=database_url, VERSION=str(version))
+    final = campaign.complete(env=lambda version: {"VERSION": str(version)})
     assert final.returncode == 0, f"seed {seed}: {final.stderr[-2000:]}"
+    version = campaign.version
     rows = [r["_raw_payload"] for r in db.execute(f"SELECT _raw_payload FROM {relation}").fetchall()]
     expected = source(version)
     assert len(rows) == N, f"seed {seed}"

@@ -1,9 +1,15 @@
-"""Connections to a PostgreSQL destination, with elt's session settings, and the shipped migrations."""
+"""Connections to a PostgreSQL destination, with elt's session settings, and the shipped migrations.
+
+A connection lost in the middle of a run (the server restarted, a failover, a
+network cut) is opened again with backoff for a while (:func:`reconnect`)
+before the run gives up with a message naming the database.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,7 @@ def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     """Open a connection with elt's session settings, or fail with a message that names the fix."""
     try:
         conn = psycopg.connect(url, autocommit=autocommit, application_name="elt", connect_timeout=15)
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:  # whatever refused the connection, the message names the database and the fix
         raise LoadError(
             f"cannot connect to the database {secrets.redact(url)}: {secrets.redact(str(exc)).strip()}\n"
             "Check that the server is running and that ELT_DATABASE_URL (environment or .env) is right."
@@ -45,6 +51,37 @@ def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     if not autocommit:
         conn.commit()
     return conn
+
+
+def lost(conn: psycopg.Connection[Any] | None) -> bool:
+    """Whether a connection is gone (closed, or broken by a server or network failure), not merely in error."""
+    return conn is not None and (conn.closed or conn.broken)
+
+
+def reconnect(url: str, *, autocommit: bool, within: float, what: str) -> psycopg.Connection[Any]:
+    """A new connection after one was lost, tried with exponential backoff for ``within`` seconds.
+
+    A restarting server refuses connections for a few seconds (and then
+    answers "the database system is starting up"): each failure waits 0.5 s,
+    then 1, 2, 4 s... until the deadline; the last failure's message is
+    raised, naming the database (its password masked) and what was lost.
+    """
+    from elt.logs import get_logger
+
+    deadline = time.monotonic() + within
+    wait = 0.5
+    while True:
+        try:
+            return connect(url, autocommit=autocommit)
+        except LoadError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LoadError(f"lost the connection to the database during {what}, and could not connect again"
+                                f" within {within:g} s: {exc}") from None
+            get_logger().warning("the database is unreachable; trying again", database=secrets.redact(url),
+                                 what=what, wait_s=round(min(wait, left), 1))
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 8.0)
 
 
 def widen_send_buffer(conn: psycopg.Connection[Any]) -> None:

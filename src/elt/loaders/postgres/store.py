@@ -2,7 +2,9 @@
 
 One connection in autocommit: the run log survives any failed batch, and the
 pipeline's advisory lock dies with the process. Every query elt runs on its
-own bookkeeping is here, behind a typed method.
+own bookkeeping is here, behind a typed method. A connection lost during a
+run is opened again (with backoff, for ``reconnect_seconds``) and the
+pipeline locks it held are taken again, so the run can still close its log row.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import datetime as dt
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
@@ -19,9 +21,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from elt import secrets
+from elt.errors import LoadError
 from elt.loaders.base import BookkeepingStore, DeadLetter, RunSummary, SchemaChange
 from elt.loaders.postgres import monitoring
-from elt.loaders.postgres.connection import LOCK_SPACE, MIGRATION_LOCK, connect, migrations_dir
+from elt.loaders.postgres.connection import LOCK_SPACE, MIGRATION_LOCK, connect, lost, migrations_dir, reconnect
 from elt.state import Watermark
 
 #: State keys the framework itself keeps per stream; everything else is the extractor's (Batch.state).
@@ -52,14 +55,47 @@ def write_schema_changes(cur: psycopg.Cursor[Any], pipeline: str, stream: str, t
 class PostgresStore(BookkeepingStore):
     """``pipeline.*`` in a PostgreSQL database."""
 
+    #: How long a connection lost during a run is tried again before the store gives up (seconds).
+    reconnect_seconds: ClassVar[float] = 60.0
+
     def __init__(self, url: str, description: str) -> None:
         self.url = url
         self.description = description
         self._conn = connect(url, autocommit=True)
+        #: The pipeline locks this session holds: a new session must take them again.
+        self._locks: set[str] = set()
+
+    def _execute(self, query: Any, params: Sequence[Any] | dict[str, Any] = (), *,
+                 rows: bool = False) -> psycopg.Cursor[Any]:
+        """Run one autocommit statement; if the connection was lost, connect again and run it once more.
+
+        Every statement here is safe to repeat: updates of the log row set the
+        same values, the lock is taken again by name. (A ``start_run`` whose
+        answer was lost may leave one extra log row; the next run closes it
+        as abandoned.)
+        """
+        try:
+            return self._conn.cursor(row_factory=dict_row if rows else None).execute(query, params)  # type: ignore[arg-type]
+        except psycopg.OperationalError:
+            if not lost(self._conn):
+                raise
+        self._reconnect()
+        return self._conn.cursor(row_factory=dict_row if rows else None).execute(query, params)  # type: ignore[arg-type]
+
+    def _reconnect(self) -> None:
+        self._conn = reconnect(self.url, autocommit=True, within=self.reconnect_seconds,
+                               what="a run (pipeline.* bookkeeping)")
+        for name in sorted(self._locks):
+            row = self._execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, name)).fetchone()
+            if not (row and row[0]):
+                self._locks.discard(name)
+                raise LoadError(
+                    f"the lock of {name.removeprefix('pipeline:')} went with the lost connection to the database"
+                    f" {self.description}, and another run holds it now; this run stops here (batches committed"
+                    " before stay loaded)")
 
     def _rows(self, query: str | sql.Composable, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        cur = self._conn.cursor(row_factory=dict_row)
-        return cur.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return self._execute(query, params, rows=True).fetchall()
 
     # --- migrations -------------------------------------------------------------
 
@@ -88,7 +124,7 @@ class PostgresStore(BookkeepingStore):
     # --- run log ------------------------------------------------------------------
 
     def start_run(self, pipeline: str, trigger: str) -> int:
-        row = self._conn.execute(
+        row = self._execute(
             "INSERT INTO pipeline.execution_log (pipeline_name, trigger, hostname, pid)"
             " VALUES (%s, %s, %s, %s) RETURNING id",
             (pipeline, trigger, socket.gethostname(), os.getpid()),
@@ -97,7 +133,7 @@ class PostgresStore(BookkeepingStore):
         return int(row[0])
 
     def update_run(self, run_id: int, summary: RunSummary) -> None:
-        self._conn.execute(
+        self._execute(
             "UPDATE pipeline.execution_log SET rows_extracted = %s, rows_loaded = %s, rows_rejected = %s,"
             " rows_unchanged = %s, rows_collapsed = %s, streams = %s WHERE id = %s AND status = 'running'",
             (summary.rows_extracted, summary.rows_loaded, summary.rows_rejected, summary.rows_unchanged,
@@ -105,7 +141,7 @@ class PostgresStore(BookkeepingStore):
         )
 
     def finish_run(self, run_id: int, summary: RunSummary) -> None:
-        self._conn.execute(
+        self._execute(
             "UPDATE pipeline.execution_log SET completed_at = clock_timestamp(), status = %s,"
             " rows_extracted = %s, rows_loaded = %s, rows_rejected = %s, rows_transformed = %s,"
             " rows_unchanged = %s, rows_collapsed = %s,"
@@ -130,7 +166,7 @@ class PostgresStore(BookkeepingStore):
         return rows[0] if rows else None
 
     def mark_abandoned(self, pipeline: str, run_id: int) -> int:
-        cur = self._conn.execute(
+        cur = self._execute(
             "UPDATE pipeline.execution_log SET status = 'failed', completed_at = clock_timestamp(),"
             " error_message = 'abandoned: the process running it stopped without closing its log row"
             " (killed, crashed or lost its connection); rows it committed stay loaded'"
@@ -141,7 +177,7 @@ class PostgresStore(BookkeepingStore):
 
     def close_runs_of(self, pid: int, hostname: str, since: dt.datetime, message: str) -> int:
         # A child that closed its own row as 'interrupted' gets the scheduler's reason in front.
-        cur = self._conn.execute(
+        cur = self._execute(
             "UPDATE pipeline.execution_log SET status = 'failed', completed_at = coalesce(completed_at, clock_timestamp()),"
             " error_message = %s || coalesce('; ' || nullif(error_message, 'interrupted'), '')"
             " WHERE pid = %s AND hostname = %s AND started_at >= %s AND status IN ('running', 'failed')",
@@ -172,18 +208,26 @@ class PostgresStore(BookkeepingStore):
     # --- lock -------------------------------------------------------------------------
 
     def try_lock(self, pipeline: str) -> bool:
-        row = self._conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, f"pipeline:{pipeline}")
-        ).fetchone()
+        name = f"pipeline:{pipeline}"
+        row = self._execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, name)).fetchone()
+        if row and row[0]:
+            self._locks.add(name)
         return bool(row and row[0])
 
     def unlock(self, pipeline: str) -> None:
-        self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_SPACE, f"pipeline:{pipeline}"))
+        name = f"pipeline:{pipeline}"
+        self._locks.discard(name)
+        try:
+            self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_SPACE, name))
+        except psycopg.OperationalError:
+            if not lost(self._conn):
+                raise
+            # A lost session's locks went with it: there is nothing left to release.
 
     # --- state ------------------------------------------------------------------------
 
     def read_state(self, pipeline: str, stream: str) -> tuple[Watermark | None, dict[str, Any]]:
-        rows = self._conn.execute(
+        rows = self._execute(
             "SELECT key, value FROM pipeline.state WHERE pipeline_name = %s AND stream_name = %s AND key = ANY(%s)",
             (pipeline, stream, list(_OWN_KEYS)),
         ).fetchall()
@@ -191,7 +235,7 @@ class PostgresStore(BookkeepingStore):
         return Watermark.from_json(values.get("watermark")), dict(values.get("schema") or {})
 
     def read_values(self, pipeline: str, stream: str) -> dict[str, Any]:
-        rows = self._conn.execute(
+        rows = self._execute(
             "SELECT key, value FROM pipeline.state WHERE pipeline_name = %s AND stream_name = %s AND NOT key = ANY(%s)",
             (pipeline, stream, list(_OWN_KEYS)),
         ).fetchall()
@@ -206,7 +250,7 @@ class PostgresStore(BookkeepingStore):
         )
 
     def reset_watermarks(self, pipeline: str, streams: Sequence[str] = ()) -> int:
-        return self._conn.execute(
+        return self._execute(
             "DELETE FROM pipeline.state WHERE pipeline_name = %s AND key = 'watermark'"
             " AND (%s::text[] IS NULL OR stream_name = ANY(%s::text[]))",
             (pipeline, list(streams) or None, list(streams) or None),
@@ -214,6 +258,8 @@ class PostgresStore(BookkeepingStore):
 
     def record_schema_changes(self, pipeline: str, stream: str, table: str, run_id: int,
                               changes: Sequence[SchemaChange], known_fields: dict[str, Any]) -> None:
+        if lost(self._conn):
+            self._reconnect()
         with self._conn.transaction(), self._conn.cursor() as cur:
             write_schema_changes(cur, pipeline, stream, table, run_id, changes, known_fields)
 
@@ -248,7 +294,7 @@ class PostgresStore(BookkeepingStore):
         return self._rows(monitoring.OLD_DEAD_LETTERS, {"older_than": older_than})
 
     def resolve_dead_letters(self, ids: Sequence[int], by: str, resolution: str) -> int:
-        return self._conn.execute(
+        return self._execute(
             "UPDATE pipeline.dead_letter SET resolved_at = now(), resolved_by = %s, resolution = %s"
             " WHERE id = ANY(%s) AND resolved_at IS NULL",
             (by, resolution, list(ids)),
@@ -267,11 +313,11 @@ class PostgresStore(BookkeepingStore):
             (key, check, subject, detail))[0]
 
     def alert_sent(self, alert_id: int, detail: str) -> None:
-        self._conn.execute("UPDATE pipeline.alerts SET last_sent = now(), sent_count = sent_count + 1, detail = %s"
+        self._execute("UPDATE pipeline.alerts SET last_sent = now(), sent_count = sent_count + 1, detail = %s"
                            " WHERE id = %s", (detail, alert_id))
 
     def resolve_alert(self, alert_id: int) -> None:
-        self._conn.execute("UPDATE pipeline.alerts SET resolved_at = now() WHERE id = %s", (alert_id,))
+        self._execute("UPDATE pipeline.alerts SET resolved_at = now() WHERE id = %s", (alert_id,))
 
     # --- raw tables, as read by checks, `elt stage` and `elt docs` ----------------------------
 

@@ -12,7 +12,7 @@ import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import psycopg
@@ -21,7 +21,7 @@ from psycopg import sql
 from elt import secrets
 from elt.errors import ConfigError, LoadError
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget
-from elt.loaders.postgres.connection import connect, widen_send_buffer
+from elt.loaders.postgres.connection import connect, lost, reconnect, widen_send_buffer
 from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
@@ -175,7 +175,18 @@ class _Ops:
 
 
 class PostgresWriter(RawWriter):
-    """Writes streams into ``raw.*`` of a PostgreSQL database."""
+    """Writes streams into ``raw.*`` of a PostgreSQL database.
+
+    A connection lost while a batch-atomic stream loads (the server restarted)
+    is opened again with backoff for ``reconnect_seconds`` and the batch is
+    loaded again: the server rolled it back, or, lost during its COMMIT, it
+    committed, and loading it again writes nothing twice (every strategy skips
+    what is stored). A stream-atomic read (replace, delete_reload) fails
+    instead, its shadow never swapped in; the next run reads it again.
+    """
+
+    #: How long a connection lost during a load is tried again before the stream fails (seconds).
+    reconnect_seconds: ClassVar[float] = 60.0
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -188,10 +199,17 @@ class PostgresWriter(RawWriter):
 
     @property
     def data(self) -> psycopg.Connection[Any]:
-        if self._data is None:
+        if self._data is None or lost(self._data):
             self._data = connect(self.url, autocommit=False)
             widen_send_buffer(self._data)
         return self._data
+
+    def _connection_lost(self, target: StreamTarget, exc: Exception, what: str) -> LoadError:
+        first = secrets.redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return LoadError(
+            f"stream {target.stream!r}: lost the connection to the database {secrets.redact(self.url)} ({first});"
+            f" {what}. Batches committed before stay loaded; once the server is back, the next run continues from"
+            " there")
 
     def _scalar(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> Any:
         """One value, read in its own short transaction on the data connection."""
@@ -221,6 +239,14 @@ class PostgresWriter(RawWriter):
         return KIND_OF_TYPE.get(data_type) if data_type else None
 
     def begin_stream(self, target: StreamTarget, run_id: int) -> None:
+        try:
+            self._begin_stream(target, run_id)
+        except psycopg.OperationalError as exc:
+            if not lost(self._data):
+                raise
+            raise self._connection_lost(target, exc, "nothing of this stream was read yet") from None
+
+    def _begin_stream(self, target: StreamTarget, run_id: int) -> None:
         key = (target.pipeline, target.stream)
         self._tables.pop(key, None)
         strategy = target.extractor.strategy
@@ -237,18 +263,36 @@ class PostgresWriter(RawWriter):
             table = self._raw_table(target)
             self._in_transaction(target, lambda cur: strategy.begin(_Ops(self, cur, table, target, None, {})))
 
-    def _in_transaction(self, target: StreamTarget, work: Any) -> Any:
+    def _in_transaction(self, target: StreamTarget, work: Any, *, repeatable: bool = False) -> Any:
+        """Run ``work`` in one transaction. ``repeatable`` work is run again on a new connection if this one is lost."""
         conn = self.data
         try:
             with conn.cursor() as cur:
                 result = work(cur)
             conn.commit()
         except psycopg.Error as exc:
+            if lost(conn):
+                if not repeatable:
+                    raise self._connection_lost(target, exc, "the read in flight was not applied") from None
+                self.log.warning("lost the connection to the database; loading the batch again once it is back",
+                                 stream=target.stream, database=secrets.redact(self.url),
+                                 error=secrets.redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else "")
+                try:
+                    self._data = reconnect(self.url, autocommit=False, within=self.reconnect_seconds,
+                                           what=f"the load of stream {target.stream!r}")
+                except LoadError:
+                    raise self._connection_lost(
+                        target, exc, f"no new connection within {self.reconnect_seconds:g} s, so the batch in flight"
+                        " was not written (or, lost during its COMMIT, it was: loading it again writes nothing twice)"
+                    ) from None
+                widen_send_buffer(self._data)
+                return self._in_transaction(target, work)
             conn.rollback()
             raise LoadError(f"stream {target.stream!r}: raw.{target.table}: {secrets.redact(str(exc)).strip()};"
                             " rolled back, nothing of it was written") from exc
         except BaseException:
-            conn.rollback()
+            if not lost(conn):
+                conn.rollback()
             raise
         return result
 
@@ -381,7 +425,9 @@ class PostgresWriter(RawWriter):
             for key, value in (state or {}).items():
                 write_state(cur, target.pipeline, target.stream, key, value, run_id)
 
-        self._in_transaction(target, work)
+        # A batch of a batch-atomic strategy can be loaded again whole: its records, bookkeeping and
+        # watermark commit together, and what is stored already is skipped.
+        self._in_transaction(target, work, repeatable=strategy.unit == "batch")
         return result
 
     def replay_batch(

@@ -122,6 +122,15 @@ class BigQueryConnection:
         The parameters' BigQuery types come from their Python types (str, int,
         float, bool, datetime, date, bytes, None as STRING, lists as ARRAY).
         """
+        rows, _ = self._execute(sql, params, job_config)
+        return rows
+
+    def run(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Run ``sql`` (a statement or a script) like :meth:`query`; return its rows and the rows its DML changed."""
+        return self._execute(sql, params, None)
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None,
+                 job_config: Any) -> tuple[list[dict[str, Any]], int]:
         from google.cloud import bigquery
 
         config = job_config or bigquery.QueryJobConfig()
@@ -132,7 +141,26 @@ class BigQueryConnection:
         job = self.client.query(sql, job_config=config)
         rows = [dict(row.items()) for row in job.result()]
         self.bytes_processed += int(job.total_bytes_processed or 0)
-        return rows
+        return rows, int(getattr(job, "num_dml_affected_rows", None) or 0)
+
+    def load_ndjson(self, table_id: str, schema: Sequence[tuple[str, str]], data: bytes) -> int:
+        """Load newline-delimited JSON into ``table_id`` (replacing its rows) with a load job; return rows loaded.
+
+        Load jobs are free and are not streaming inserts: the rows are visible
+        to queries as soon as the job is done, and a failed job writes nothing.
+        """
+        import io
+
+        from google.cloud import bigquery
+
+        config = bigquery.LoadJobConfig(
+            schema=[bigquery.SchemaField(name, kind) for name, kind in schema],
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        )
+        job = self.client.load_table_from_file(io.BytesIO(data), table_id, job_config=config, rewind=True)
+        job.result()
+        return int(job.output_rows or 0)
 
     def close(self) -> None:
         if self._client is not None:

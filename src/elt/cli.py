@@ -638,8 +638,11 @@ def _sample_streams(streams: Any) -> str:
 def _print_webhook_sources() -> None:
     """Events and last event time per webhook source (issue 17), above the runs; nothing when there are none."""
     from elt.config import database_target
+    from elt.webhooks.source import registered_webhooks
     from elt.webhooks.status import source_rows
 
+    if not registered_webhooks():  # none declared (a BigQuery project has none): no database to ask
+        return
     rows = source_rows(database_target(_project_dir()).url)
     if not rows:
         return

@@ -131,7 +131,10 @@ class RawTable:
     # --- the pieces every statement shares -------------------------------------------
 
     def _cast_cursor(self) -> str:
-        return "s._cursor" if self.cursor_type == "STRING" else f"CAST(s._cursor AS {self.cursor_type})"
+        # A cursor that is also a key is stored (and so compared) as the key's text, as on PostgreSQL.
+        if self.cursor_type == "STRING" or self.cursor in self.keys:
+            return "s._cursor"
+        return f"CAST(s._cursor AS {self.cursor_type})"
 
     def _stage_value(self, stage_column: str) -> str:
         return self._cast_cursor() if stage_column == "_cursor" else f"s.{stage_column}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from elt.errors import ConfigError
 
@@ -143,7 +143,7 @@ class BigQueryConnection:
         self.bytes_processed += int(job.total_bytes_processed or 0)
         return rows, int(getattr(job, "num_dml_affected_rows", None) or 0)
 
-    def load_ndjson(self, table_id: str, schema: Sequence[tuple[str, str]], data: bytes) -> int:
+    def load_ndjson(self, table_id: str, schema: Sequence[tuple[str, str]], data: bytes | IO[bytes]) -> int:
         """Load newline-delimited JSON into ``table_id`` (replacing its rows) with a load job; return rows loaded.
 
         Load jobs are free and are not streaming inserts: the rows are visible
@@ -158,7 +158,8 @@ class BigQueryConnection:
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         )
-        job = self.client.load_table_from_file(io.BytesIO(data), table_id, job_config=config, rewind=True)
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        job = self.client.load_table_from_file(source, table_id, job_config=config, rewind=True)
         job.result()
         return int(job.output_rows or 0)
 

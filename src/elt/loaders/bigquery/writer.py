@@ -19,6 +19,7 @@ emulator the tests use cannot run a MERGE inside a transaction.
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -148,8 +149,13 @@ class BigQueryWriter(RawWriter):
         """Load the batch into the stream's stage table (replacing the last batch's rows) with a load job."""
         names = [name for name, _ in table.stage_schema()][:-1]
         dumps = orjson.dumps
-        lines = [dumps({**dict(zip(names, row, strict=True)), "_ord": i}) for i, row in enumerate(batch.rows)]
-        self.conn.load_ndjson(table.table_id(table.stage_name), table.stage_schema(), b"\n".join(lines) + b"\n")
+        # Written line by line into one buffer: the batch's JSON is held once, not once per line and once joined.
+        buffer = io.BytesIO()
+        write = buffer.write
+        for i, row in enumerate(batch.rows):
+            write(dumps({**dict(zip(names, row, strict=True)), "_ord": i}))
+            write(b"\n")
+        self.conn.load_ndjson(table.table_id(table.stage_name), table.stage_schema(), buffer)
 
     def _params(self, run_id: int, batch: PreparedBatch | None) -> dict[str, Any]:
         import datetime as dt

@@ -164,6 +164,20 @@ class RawTable:
     def _key_match(self, stored: str = "r", incoming: str = "s") -> str:
         return " AND ".join(f"{stored}.{quote(k)} = {incoming}._k{i}" for i, k in enumerate(self.keys))
 
+    def _prune(self, stored: str = "r") -> str:
+        """A filter on the table's first cluster column by the batch's values (``@prune``, constants).
+
+        A join alone makes BigQuery read the key (or hash) column of the whole
+        table; with the batch's values named, it skips the blocks that cannot
+        hold them. The values are the batch's first key column, or its hashes.
+        """
+        column = quote(self.keys[0]) if self.keys else "_record_hash"
+        return f" AND {stored}.{column} IN UNNEST(@prune)"
+
+    def prune_values(self, rows: list[tuple[str | None, ...]]) -> list[str]:
+        """The ``@prune`` values of a batch's prepared rows (first key, or record hash)."""
+        return sorted({str(row[0] if self.keys else row[-1]) for row in rows})
+
     def _latest_first(self) -> str:
         """Within a batch, the version to keep first: the greatest cursor, then the last to arrive."""
         return f"{self._cast_cursor()} DESC NULLS LAST, s._ord DESC" if self.cursor else "s._ord DESC"
@@ -189,11 +203,12 @@ class RawTable:
         if restore_deleted:
             statements.append((
                 f"UPDATE {target} r SET _deleted_at = NULL WHERE r._deleted_at IS NOT NULL"
-                f" AND r._record_hash IN (SELECT _hash FROM {self.ref(self.stage_name)})", None))
+                f" AND r._record_hash IN (SELECT _hash FROM {self.ref(self.stage_name)}){self._prune()}", None))
         statements.append((
             f"INSERT INTO {target} ({self._target_columns()}) SELECT {self._select_list()}"
             f" FROM {self._stage('s._ord', 's._hash')}"
-            f" WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE r._record_hash = s._hash)", "ins"))
+            # A stored record with the same hash has the same key: the key filter prunes without changing the answer.
+            f" WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE r._record_hash = s._hash{self._prune()})", "ins"))
         return statements
 
     def merge_sql(self, shadow: bool = False) -> list[tuple[str, str | None]]:
@@ -214,9 +229,10 @@ class RawTable:
             new = self._cast_cursor()
             condition += f" AND (r.{c} IS NULL OR {new} IS NULL OR {new} >= r.{c})"
         return [
-            (f"UPDATE {target} r SET {', '.join(sets)} FROM {source} WHERE {self._key_match()} AND {condition}", "upd"),
+            (f"UPDATE {target} r SET {', '.join(sets)} FROM {source} WHERE {self._key_match()}{self._prune()}"
+             f" AND {condition}", "upd"),
             (f"INSERT INTO {target} ({self._target_columns()}) SELECT {self._select_list()} FROM {source}"
-             f" WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {self._key_match()})", "ins"),
+             f" WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {self._key_match()}{self._prune()})", "ins"),
         ]
 
     def replay_candidates_sql(self, history: bool) -> str:
@@ -264,12 +280,18 @@ class RawTable:
     def replace_partitions_sql(self) -> list[str]:
         """Replace every partition (value of ``partition_by``) the shadow holds, in the caller's transaction.
 
-        The DELETE names the partition values, so clustering by the partition
-        column lets BigQuery read only the blocks that hold them.
+        The DELETE names the partition values as constants (``@partitions``), so
+        clustering by the partition column lets BigQuery read only the blocks
+        that hold them.
         """
         part = quote(self.partition or "")
-        return [f"DELETE FROM {self.ref()} WHERE {part} IN (SELECT DISTINCT {part} FROM {self.ref(self.shadow_name)})",
+        return [f"DELETE FROM {self.ref()} WHERE {part} IN UNNEST(@partitions)",
                 f"INSERT INTO {self.ref()} SELECT * FROM {self.ref(self.shadow_name)}"]
+
+    def shadow_partitions_sql(self) -> str:
+        """The partition values the shadow holds (``@partitions`` of :meth:`replace_partitions_sql`)."""
+        part = quote(self.partition or "")
+        return f"SELECT DISTINCT {part} AS p FROM {self.ref(self.shadow_name)} WHERE {part} IS NOT NULL"
 
     def dedup_view_sql(self, view: str) -> str:
         """The generated ``stg`` view of an ``append_dedup`` stream: the latest version per key, deleted keys left out."""

@@ -287,6 +287,7 @@ class BigQueryWriter(RawWriter):
         if ops is not None and batch.rows:
             strategy.write(ops)
             self._stage(ops.table, batch)
+            params["prune"] = ops.table.prune_values(batch.rows)
         book = self._book(params, target, run_id, batch, schema_changes, known_fields)
         if supersedes and table is not None:
             book += self._supersede(params, target, table, supersedes, run_id)
@@ -326,6 +327,7 @@ class BigQueryWriter(RawWriter):
         if table is not None:
             strategy.replay(ops)
             self._stage(table, batch)
+            params["prune"] = table.prune_values(batch.rows)
         book = self._book(params, target, run_id, batch, schema_changes, known_fields)
         if not ops.replay:
             # The plain insert writes every new record (and a stored one is there already): all count as written.
@@ -389,9 +391,12 @@ class BigQueryWriter(RawWriter):
         strategy = target.extractor.strategy
         table = self._tables.get((target.pipeline, target.stream))
         ops = _Ops(table or self._raw_table(target)) if strategy.unit == "stream" else _Ops(_no_table(target))
+        params: dict[str, Any] = {}
         if strategy.unit == "stream":
             strategy.finish(ops, complete)
-        params: dict[str, Any] = {}
+            if complete and ops.table.partition:
+                rows = self.conn.query(ops.table.shadow_partitions_sql())
+                params["partitions"] = [str(r["p"]) for r in rows]  # an empty list is typed STRING, as the column
         book: list[str] = []
         if complete:
             values = dict(state or {})

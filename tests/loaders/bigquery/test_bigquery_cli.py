@@ -18,11 +18,11 @@ class Item(pydantic.BaseModel):
     v: str
 
 def read(since):
-    for n in range(300):
+    for n in range(150):
         if since is None or n > since:
             yield {"n": n, "v": f"value {n}"} if n != 7 else {"n": n, "v": None}
 
-items = extractor(read, name="items", primary_key="n", cursor="n", write_strategy="upsert", batch_size=30,
+items = extractor(read, name="items", primary_key="n", cursor="n", write_strategy="upsert", batch_size=25,
                   contract=Item, max_bad_ratio=0.01)
 Pipeline("shop", streams=[items])
 """
@@ -56,7 +56,7 @@ def test_a_run_killed_between_batches_reruns_to_exactly_the_source(tmp_path, bq_
 
     raw = f"`{bq_emulator.project}.{bq_prefix}raw.shop_items`"
     rows = [dict(r) for r in client.query(f"SELECT n, TO_JSON_STRING(_raw_payload) AS p FROM {raw}").result()]
-    assert sorted(int(r["n"]) for r in rows) == [n for n in range(300) if n != 7]  # no duplicate, no gap
+    assert sorted(int(r["n"]) for r in rows) == [n for n in range(150) if n != 7]  # no duplicate, no gap
     assert all(json.loads(r["p"]) == {"n": int(r["n"]), "v": f"value {r['n']}"} for r in rows)
 
     status = run_elt(["status", "--json"], cwd=project, database_url=None, **env)  # type: ignore[arg-type]

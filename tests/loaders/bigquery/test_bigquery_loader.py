@@ -29,7 +29,7 @@ def _payloads(bq: Any, table: str) -> list[tuple[str, str]]:
     return sorted((r["id"], r["amount"]) for r in rows)
 
 
-def test_every_write_strategy_loads_and_reloads_into_bigquery(bq_loader, bq):
+def test_every_write_strategy_loads_and_reloads_into_bigquery(bq_loader, bq, monkeypatch):
     source = _records()
     streams = [
         list_stream(source, name="events", write_strategy="append"),
@@ -38,8 +38,20 @@ def test_every_write_strategy_loads_and_reloads_into_bigquery(bq_loader, bq):
         list_stream(source, name="days", primary_key="id", partition_by="day", write_strategy="delete_reload"),
         list_stream(source, name="reference", primary_key="id", write_strategy="replace"),
     ]
+    # The emulator does not enforce maximum_bytes_billed, so what elt sends is checked: the limit on the
+    # job configuration of every query the client runs (the real client, the real emulator behind it).
+    limits: list[Any] = []
+    client = bq_loader.connection.client
+    real_query = client.query
+
+    def query(sql: str, job_config: Any = None, **kwargs: Any) -> Any:
+        limits.append(job_config.maximum_bytes_billed)
+        return real_query(sql, job_config=job_config, **kwargs)
+
+    monkeypatch.setattr(client, "query", query)
     first = run(Pipeline("shop", streams=streams), bq_loader)
     assert first.status == "success", first.summary.error_message
+    assert len(limits) > 10 and set(limits) == {10 * 1024**3}
     assert first.summary.rows_loaded == 30
 
     # The source changes: id 0 gets a new amount and cursor, id 5 is gone, id 6 is new.
@@ -141,21 +153,23 @@ def test_a_lock_left_by_a_dead_process_is_stale(bq_loader, bq):
         other.close()
 
 
-def test_every_query_carries_the_byte_guard(bq_loader, monkeypatch):
-    # The emulator does not enforce maximum_bytes_billed (it reports 0 bytes for every query), so this
-    # checks what elt sends: the limit on the job configuration of each query the client runs.
-    seen: list[Any] = []
-    client = bq_loader.connection.client
-    real = client.query
+def test_a_query_over_the_byte_guard_fails_with_the_fix(bq_loader, monkeypatch):
+    # The emulator never refuses a query for its bytes (it reports 0 bytes processed), so BigQuery's refusal
+    # is stood in for here: the client's query raises the error BigQuery sends (reason bytesBilledLimitExceeded).
+    from google.api_core.exceptions import BadRequest
 
-    def query(sql: str, job_config: Any = None, **kwargs: Any) -> Any:
-        seen.append(job_config.maximum_bytes_billed)
-        return real(sql, job_config=job_config, **kwargs)
+    from elt.errors import LoadError
 
-    monkeypatch.setattr(client, "query", query)
-    run(Pipeline("shop", streams=[list_stream([{"id": 1}], primary_key="id", write_strategy="upsert")]), bq_loader)
-    assert len(seen) > 5 and set(seen) == {bq_loader.settings.maximum_bytes_billed}
-    assert bq_loader.settings.maximum_bytes_billed == 10 * 1024**3
+    def refuse(sql: str, job_config: Any = None, **kwargs: Any) -> Any:
+        raise BadRequest("Query exceeded limit for bytes billed: 1000. 10485760 or higher required.",
+                         errors=[{"reason": "bytesBilledLimitExceeded"}])
+
+    monkeypatch.setattr(bq_loader.connection.client, "query", refuse)
+    with pytest.raises(LoadError) as caught:
+        bq_loader.store.last_runs()
+    message = str(caught.value)
+    assert "more than maximum_bytes_billed (10,737,418,240 bytes)" in message
+    assert "ELT_BIGQUERY_MAXIMUM_BYTES_BILLED" in message and "10485760 or higher required" in message
 
 
 def test_bigquery_destination_reads_its_settings_from_arguments_then_environment(monkeypatch):

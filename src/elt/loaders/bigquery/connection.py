@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from elt.errors import ConfigError
+from elt.errors import ConfigError, LoadError
 
 #: The bookkeeping and data layers, each a dataset (``<prefix><layer>``).
 LAYERS = ("raw", "stg", "mart", "rpt", "pipeline")
@@ -138,8 +138,18 @@ class BigQueryConnection:
             config.maximum_bytes_billed = self.settings.maximum_bytes_billed
         if params:
             config.query_parameters = [_parameter(name, value) for name, value in dict(params).items()]  # type: ignore[arg-type]
-        job = self.client.query(sql, job_config=config)
-        rows = [dict(row.items()) for row in job.result()]
+        try:
+            job = self.client.query(sql, job_config=config)
+            rows = [dict(row.items()) for row in job.result()]
+        except Exception as exc:
+            if _over_byte_limit(exc):
+                raise LoadError(
+                    f"BigQuery refused a query that would bill more than maximum_bytes_billed"
+                    f" ({self.settings.maximum_bytes_billed:,} bytes); nothing was charged or written."
+                    f" BigQuery said: {str(exc).splitlines()[0]}. If reading that much is expected, raise the limit"
+                    " (BigQuery(maximum_bytes_billed=...) or ELT_BIGQUERY_MAXIMUM_BYTES_BILLED)"
+                ) from exc
+            raise
         self.bytes_processed += int(job.total_bytes_processed or 0)
         return rows, int(getattr(job, "num_dml_affected_rows", None) or 0)
 
@@ -167,6 +177,12 @@ class BigQueryConnection:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _over_byte_limit(exc: Exception) -> bool:
+    """Whether BigQuery refused a query for the maximum_bytes_billed guard (reason ``bytesBilledLimitExceeded``)."""
+    reasons = {str(e.get("reason")) for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+    return "bytesBilledLimitExceeded" in reasons or "exceeded limit for bytes billed" in str(exc).lower()
 
 
 def _parameter(name: str, value: Any) -> Any:

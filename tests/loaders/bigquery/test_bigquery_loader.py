@@ -188,3 +188,16 @@ def test_bigquery_destination_reads_its_settings_from_arguments_then_environment
     monkeypatch.setenv("ELT_DESTINATION", "oracle")
     with pytest.raises(Exception, match="ELT_DESTINATION='oracle' is not one of"):
         resolve(None).chosen()
+
+
+def test_keys_gone_from_the_source_are_marked_deleted_and_leave_the_latest_view(bq_loader, bq):
+    from elt.loaders.base import StreamTarget
+
+    stream = list_stream([{"id": i} for i in range(5)], primary_key="id", write_strategy="append_dedup")
+    assert run(Pipeline("shop", streams=[stream]), bq_loader).status == "success"
+    target = StreamTarget("shop", "items", "shop_items", stream)
+    assert bq_loader.writer.mark_deleted(target, iter([[("0",), ("1",)], [("2",)]])) == (2, 0)
+    marked = bq("SELECT id FROM {raw}.shop_items WHERE _deleted_at IS NOT NULL ORDER BY id")
+    assert [r["id"] for r in marked] == ["3", "4"]
+    assert [r["id"] for r in bq("SELECT id FROM {stg}.shop_items ORDER BY id")] == ["0", "1", "2"]
+    assert bq_loader.writer.mark_deleted(target, iter([[("0",), ("3",)]])) == (2, 1)  # 1, 2 gone; 3 back

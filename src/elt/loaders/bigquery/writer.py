@@ -222,9 +222,10 @@ class BigQueryWriter(RawWriter):
             current = client.get_table(view_id)
         except NotFound:
             current = None
-        if current is not None and not (current.table_type == "VIEW"
-                                        and (current.description or "").startswith(GENERATED_VIEW_MARK)):
-            return  # the user's own stg model has taken this name: it wins
+        if current is not None:
+            # Ours already (a BigQuery view reads SELECT * when queried, so new columns need no refresh),
+            # or the user's own stg model has taken the name: it wins.
+            return
         try:
             self.conn.query(table.dedup_view_sql(quote(view_id)))
             view = client.get_table(view_id)

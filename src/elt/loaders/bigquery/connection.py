@@ -13,6 +13,7 @@ credentials: the tests' local emulator on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -82,9 +83,16 @@ class BigQueryConnection:
     bytes_processed: int = 0
     _client: Any = field(default=None, repr=False)
     _datasets: set[str] = field(default_factory=set, repr=False)
+    # Models build on several threads through one connection: the lazy client
+    # and the byte count are guarded (the client itself is thread-safe).
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def client(self) -> Any:
+        with self._lock:
+            return self._make_client()
+
+    def _make_client(self) -> Any:
         if self._client is None:
             try:
                 from google.cloud import bigquery
@@ -150,7 +158,8 @@ class BigQueryConnection:
                     " (BigQuery(maximum_bytes_billed=...) or ELT_BIGQUERY_MAXIMUM_BYTES_BILLED)"
                 ) from exc
             raise
-        self.bytes_processed += int(job.total_bytes_processed or 0)
+        with self._lock:
+            self.bytes_processed += int(job.total_bytes_processed or 0)
         return rows, int(getattr(job, "num_dml_affected_rows", None) or 0)
 
     def load_ndjson(self, table_id: str, schema: Sequence[tuple[str, str]], data: bytes | IO[bytes]) -> int:

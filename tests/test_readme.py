@@ -30,6 +30,7 @@ KINDS = {
     'WebhookSource("stripe"': "import",          # received by `elt serve`; tests/webhooks run it
     "class Orders(SqlExtractor):": "run",         # against a source database made here
     'transforms=["mart+"]': "run",
+    "destination=BigQuery(": "import",    # loads into BigQuery; tests/loaders/bigquery run it on the emulator
 }
 
 

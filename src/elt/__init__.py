@@ -10,7 +10,7 @@ Everything not re-exported here is private and may change.
 """
 
 from elt.alerts import Alerts, Email, Webhook
-from elt.destinations import Postgres
+from elt.destinations import BigQuery, Postgres
 from elt.errors import ConfigError, EltError, LoadError
 from elt.extractors import (
     ApiKeyAuth,
@@ -52,6 +52,7 @@ __all__ = [
     "BasicAuth",
     "Batch",
     "BearerAuth",
+    "BigQuery",
     "CdcExtractor",
     "ConfigError",
     "Cursor",

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elt import secrets
-from elt.errors import EltError
+from elt.errors import ConfigError, EltError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="ELT pipelines that never lose a record.")
 state_app = typer.Typer(no_args_is_help=True, help="Show or reset stream watermarks.")
@@ -52,12 +52,27 @@ def _project_dir() -> Path:
 
 def _loader(*, migrate: bool = True) -> Any:
     """A loader for the project's destination, for commands that only read or edit bookkeeping."""
-    from elt.destinations import Postgres
-
-    loader = Postgres().loader(_project_dir())
+    loader = _destination().loader(_project_dir())
     if migrate:
         loader.store.migrate()
     return loader
+
+
+def _destination() -> Any:
+    """The project's destination: the one its pipelines name, else the one ``ELT_DESTINATION`` names."""
+    from elt.destinations import FromEnvironment
+    from elt.pipeline import ProjectNotFound, load_project
+
+    try:
+        _, pipelines = load_project(_Ctx.project)
+    except (ProjectNotFound, ConfigError):
+        # No project here, or one that does not import: the bookkeeping is still readable (`elt status` at 2am).
+        return FromEnvironment()
+    named = list(dict.fromkeys(p.destination for p in pipelines.values()))
+    if len(named) > 1:
+        raise EltError(f"the project's pipelines load into {len(named)} destinations ({', '.join(map(str, named))});"
+                       " this command reads one: run it with a project holding the pipelines of one destination")
+    return named[0] if named else FromEnvironment()
 
 
 @contextmanager
@@ -623,8 +638,11 @@ def _sample_streams(streams: Any) -> str:
 def _print_webhook_sources() -> None:
     """Events and last event time per webhook source (issue 17), above the runs; nothing when there are none."""
     from elt.config import database_target
+    from elt.webhooks.source import registered_webhooks
     from elt.webhooks.status import source_rows
 
+    if not registered_webhooks():  # none declared (a BigQuery project has none): no database to ask
+        return
     rows = source_rows(database_target(_project_dir()).url)
     if not rows:
         return

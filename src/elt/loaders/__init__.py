@@ -2,7 +2,8 @@
 
 ``register(name, opener)`` adds one; ``open_loader(name, url, description)``
 opens it. The PostgreSQL destination registers itself as ``postgres``
-(``postgresql`` and ``supabase`` are its aliases).
+(``postgresql`` and ``supabase`` are its aliases), the BigQuery one as
+``bigquery``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ def _postgres(url: str, description: str) -> Loader:
 
 for _name in ("postgres", "postgresql", "supabase"):
     register(_name, _postgres)
+
+
+def _bigquery(url: str, description: str) -> Loader:
+    # No URL: a BigQuery destination is its ELT_BIGQUERY_* settings (see elt.destinations.BigQuery).
+    from elt.loaders.bigquery import BigQueryLoader, BigQuerySettings
+
+    return BigQueryLoader(BigQuerySettings.from_env(), description or None)
+
+
+register("bigquery", _bigquery)
 
 
 def open_loader(name: str, url: str, description: str) -> Loader:

@@ -16,9 +16,9 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from elt.errors import ConfigError
+from elt.errors import ConfigError, LoadError
 
 #: The bookkeeping and data layers, each a dataset (``<prefix><layer>``).
 LAYERS = ("raw", "stg", "mart", "rpt", "pipeline")
@@ -130,6 +130,15 @@ class BigQueryConnection:
         The parameters' BigQuery types come from their Python types (str, int,
         float, bool, datetime, date, bytes, None as STRING, lists as ARRAY).
         """
+        rows, _ = self._execute(sql, params, job_config)
+        return rows
+
+    def run(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Run ``sql`` (a statement or a script) like :meth:`query`; return its rows and the rows its DML changed."""
+        return self._execute(sql, params, None)
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None,
+                 job_config: Any) -> tuple[list[dict[str, Any]], int]:
         from google.cloud import bigquery
 
         config = job_config or bigquery.QueryJobConfig()
@@ -137,16 +146,52 @@ class BigQueryConnection:
             config.maximum_bytes_billed = self.settings.maximum_bytes_billed
         if params:
             config.query_parameters = [_parameter(name, value) for name, value in dict(params).items()]  # type: ignore[arg-type]
-        job = self.client.query(sql, job_config=config)
-        rows = [dict(row.items()) for row in job.result()]
+        try:
+            job = self.client.query(sql, job_config=config)
+            rows = [dict(row.items()) for row in job.result()]
+        except Exception as exc:
+            if _over_byte_limit(exc):
+                raise LoadError(
+                    f"BigQuery refused a query that would bill more than maximum_bytes_billed"
+                    f" ({self.settings.maximum_bytes_billed:,} bytes); nothing was charged or written."
+                    f" BigQuery said: {str(exc).splitlines()[0]}. If reading that much is expected, raise the limit"
+                    " (BigQuery(maximum_bytes_billed=...) or ELT_BIGQUERY_MAXIMUM_BYTES_BILLED)"
+                ) from exc
+            raise
         with self._lock:
             self.bytes_processed += int(job.total_bytes_processed or 0)
-        return rows
+        return rows, int(getattr(job, "num_dml_affected_rows", None) or 0)
+
+    def load_ndjson(self, table_id: str, schema: Sequence[tuple[str, str]], data: bytes | IO[bytes]) -> int:
+        """Load newline-delimited JSON into ``table_id`` (replacing its rows) with a load job; return rows loaded.
+
+        Load jobs are free and are not streaming inserts: the rows are visible
+        to queries as soon as the job is done, and a failed job writes nothing.
+        """
+        import io
+
+        from google.cloud import bigquery
+
+        config = bigquery.LoadJobConfig(
+            schema=[bigquery.SchemaField(name, kind) for name, kind in schema],
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        )
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        job = self.client.load_table_from_file(source, table_id, job_config=config, rewind=True)
+        job.result()
+        return int(job.output_rows or 0)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _over_byte_limit(exc: Exception) -> bool:
+    """Whether BigQuery refused a query for the maximum_bytes_billed guard (reason ``bytesBilledLimitExceeded``)."""
+    reasons = {str(e.get("reason")) for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+    return "bytesBilledLimitExceeded" in reasons or "exceeded limit for bytes billed" in str(exc).lower()
 
 
 def _parameter(name: str, value: Any) -> Any:

@@ -188,7 +188,8 @@ class PostgresStore(BookkeepingStore):
         return self._rows(
             "SELECT id, pipeline_name, status, trigger, started_at, completed_at, execution_duration_seconds,"
             " rows_extracted, rows_loaded, rows_unchanged, rows_collapsed, rows_rejected, rows_transformed,"
-            " error_message, streams FROM pipeline.execution_log WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
+            " error_message, streams, bytes_processed FROM pipeline.execution_log"
+            " WHERE (%(p)s::text IS NULL OR pipeline_name = %(p)s)"
             " ORDER BY id DESC LIMIT %(n)s",
             {"p": pipeline, "n": limit},
         )

@@ -60,10 +60,10 @@ def run_checks(store: BookkeepingStore, pipelines: Iterable[Pipeline], now: dt.d
     pipelines = list(pipelines)
     problems = [*_failed(store), *_missing(store, pipelines, now, watching_since), *_stale(store, pipelines, now),
                 *_dead_letters(store), *_stuck(store, pipelines, now)]
-    if project_dir is not None and hasattr(store, "url"):  # PostgreSQL; the transform layer imported only here
-        from elt.transforms.incremental import overdue_full_refreshes
+    if project_dir is not None:  # the transform layer imported only here
+        from elt.transforms.incremental import overdue
 
-        problems += [Problem("full_refresh_overdue", *p) for p in overdue_full_refreshes(store.url, project_dir, now)]
+        problems += [Problem("full_refresh_overdue", *p) for p in overdue(project_dir, store.model_refreshes, now)]
     return problems
 
 

@@ -21,6 +21,7 @@ from elt import extractor
 from elt.errors import ConfigError
 from elt.loaders.base import Loader
 from elt.loaders.bigquery import BigQueryConnection, BigQuerySettings
+from elt.loaders.bigquery.store import BigQueryStore
 from elt.loaders.bigquery.warehouse import BigQueryWarehouse, bigquery_warehouse, string
 from elt.transforms import Builder
 from elt.transforms.graph import Graph
@@ -126,8 +127,9 @@ def test_the_shop_example_builds_views_tables_and_an_incremental_merge(warehouse
     # `elt check`'s rule reads the same state on BigQuery: refreshed just now, so not overdue.
     write_models(shop, {"mart/orders_incremental.sql": MODELS["mart/orders_incremental.sql"].replace(
         "-- watermark: updated_at", "-- watermark: updated_at\n        -- full_refresh_every: 7d")})
-    assert overdue(shop, wh.full_refreshes) == []
-    assert [p[0] for p in overdue(shop, wh.full_refreshes, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=8))] == [
+    store = BigQueryStore(wh.connection, "emulator")  # what `elt check` asks
+    assert overdue(shop, store.model_refreshes) == []
+    assert [p[0] for p in overdue(shop, store.model_refreshes, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=8))] == [
         "mart.orders_incremental"]
 
 

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from elt.errors import ConfigError
+from elt.loaders.postgres import PostgresStore
 from elt.transforms import Builder
 from elt.transforms.graph import Graph
-from elt.transforms.incremental import overdue_full_refreshes
+from elt.transforms.incremental import overdue
 from elt.transforms.models import discover
 from tests.transforms.conftest import write_models
 
@@ -137,6 +138,11 @@ def test_a_run_with_nothing_new_reads_only_the_window(project, db, database_url)
 
 
 def test_elt_check_flags_an_incremental_model_without_a_recent_full_refresh(project, db, database_url):
+    store = PostgresStore(database_url, "test database")
+
+    def overdue_full_refreshes(url, project_dir, now=None):
+        return overdue(project_dir, store.model_refreshes, now)
+
     problems = overdue_full_refreshes(database_url, project)
     assert [p[0] for p in problems] == ["mart.orders_by_load"] and "never" in problems[0][1]
     build(project, database_url)

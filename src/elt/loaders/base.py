@@ -316,6 +316,10 @@ class BookkeepingStore(ABC):
         """``(column, type)`` of ``raw.<table>`` in order; empty when it does not exist."""
 
     @abstractmethod
+    def model_refreshes(self, relations: Sequence[str]) -> dict[str, dt.datetime | None]:
+        """When each incremental model was last fully refreshed (``pipeline.model_state``; for ``elt check``)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from elt.errors import EltError
@@ -164,24 +163,11 @@ def record(cur: Any, model: Model, horizon: dt.datetime, *, full_refresh: bool) 
         {"r": model.relation, "full": full_refresh, "h": horizon})
 
 
-def overdue_full_refreshes(url: str, project_dir: Path, now: dt.datetime | None = None) -> list[tuple[str, str, Any]]:
-    """``(model, detail, since)`` for each incremental model of the project whose last full refresh
-    is older than its ``full_refresh_every`` (an ``elt check`` problem), on the PostgreSQL database at ``url``."""
-    def refreshes(relations: list[str]) -> dict[str, Any]:
-        with psycopg.connect(url, autocommit=True) as conn:
-            if not conn.execute("SELECT to_regclass('pipeline.model_state') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
-                return {}
-            return dict(conn.execute(  # type: ignore[arg-type]
-                "SELECT relation, full_refresh_at FROM pipeline.model_state WHERE relation = ANY(%s)",
-                [relations]).fetchall())
-
-    return overdue(project_dir, refreshes, now)
-
-
 def overdue(project_dir: Path, full_refreshes: Callable[[list[str]], dict[str, Any]],
             now: dt.datetime | None = None) -> list[tuple[str, str, Any]]:
-    """The rule of :func:`overdue_full_refreshes`, with ``full_refreshes(relations)`` giving when each
-    was last fully refreshed, from any destination (``BigQueryWarehouse.full_refreshes``)."""
+    """``(model, detail, since)`` for each incremental model of the project whose last full refresh is
+    older than its ``full_refresh_every`` (an ``elt check`` problem). ``full_refreshes(relations)`` says
+    when each was last fully refreshed: the destination's ``store.model_refreshes``."""
     now = now or dt.datetime.now(dt.UTC)
     wanted = [m for m in discover(project_dir) if m.config.materialized == "incremental" and m.config.full_refresh_every]
     if not wanted:

@@ -8,10 +8,15 @@ and ``connection.py`` (the client, the byte guard, bytes processed).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from elt.loaders.base import Loader
 from elt.loaders.bigquery.connection import BigQueryConnection, BigQuerySettings
 from elt.loaders.bigquery.store import BigQueryStore
 from elt.loaders.bigquery.writer import BigQueryWriter
+
+if TYPE_CHECKING:
+    from elt.loaders.bigquery.warehouse import BigQueryWarehouse
 
 
 class BigQueryLoader(Loader):
@@ -22,6 +27,11 @@ class BigQueryLoader(Loader):
         self.connection = BigQueryConnection(settings)
         description = description or settings.describe()
         super().__init__(BigQueryWriter(self.connection), BigQueryStore(self.connection, description), description)
+
+    def warehouse(self) -> BigQueryWarehouse:
+        from elt.loaders.bigquery.warehouse import bigquery_warehouse
+
+        return bigquery_warehouse(self.connection)
 
     def close(self) -> None:
         super().close()

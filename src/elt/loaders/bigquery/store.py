@@ -475,6 +475,16 @@ class BigQueryStore(BookkeepingStore):
     def resolve_alert(self, alert_id: int) -> None:
         self._dml("UPDATE {ds}.alerts SET resolved_at = CURRENT_TIMESTAMP() WHERE id = @id", {"id": alert_id})
 
+    def model_refreshes(self, relations: Sequence[str]) -> dict[str, dt.datetime | None]:
+        from google.api_core.exceptions import NotFound
+
+        try:  # model_state is made by the first incremental model's build (BigQueryWarehouse)
+            rows = self._rows("SELECT relation, full_refresh_at FROM {ds}.model_state WHERE relation IN UNNEST(@r)",
+                              {"r": list(relations)})
+        except NotFound:
+            return {}
+        return {r["relation"]: r["full_refresh_at"] for r in rows}
+
     # --- raw tables, as read by checks, `elt stage` and `elt docs` ----------------------------
 
     def _raw(self, table: str) -> str:

@@ -404,11 +404,3 @@ class BigQueryWarehouse(Warehouse):
                 + " WHEN NOT MATCHED THEN INSERT (relation, full_refresh_at, merged_at, horizon) VALUES (n.relation, "
                 + (f"{when}, NULL" if full_refresh else f"NULL, {when}") + ", n.horizon)",
                 {"r": model.relation, "h": horizon})
-
-    def full_refreshes(self, relations: Collection[str]) -> dict[str, dt.datetime | None]:
-        """When each incremental model was last fully refreshed (for ``elt check``)."""
-        with self._state_lock:
-            rows = self.connection.query(
-                f"SELECT relation, full_refresh_at FROM {self._state_table()} WHERE relation IN UNNEST(@r)",
-                {"r": list(relations)})
-        return {r["relation"]: r["full_refresh_at"] for r in rows}

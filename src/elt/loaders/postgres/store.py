@@ -320,6 +320,14 @@ class PostgresStore(BookkeepingStore):
     def resolve_alert(self, alert_id: int) -> None:
         self._execute("UPDATE pipeline.alerts SET resolved_at = now() WHERE id = %s", (alert_id,))
 
+    def model_refreshes(self, relations: Sequence[str]) -> dict[str, dt.datetime | None]:
+        # model_state is made by the first incremental model's build: before that, nothing was refreshed.
+        if not self._execute("SELECT to_regclass('pipeline.model_state') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+            return {}
+        rows = self._rows("SELECT relation, full_refresh_at FROM pipeline.model_state WHERE relation = ANY(%s)",
+                          [list(relations)])
+        return {r["relation"]: r["full_refresh_at"] for r in rows}
+
     # --- raw tables, as read by checks, `elt stage` and `elt docs` ----------------------------
 
     def raw_tables(self) -> set[str]:

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from elt import secrets
 from elt.loaders.base import BookkeepingStore, DeadLetter, RunSummary, SchemaChange
 from elt.loaders.postgres import monitoring
-from elt.loaders.postgres.connection import LOCK_SPACE, MIGRATION_LOCK, connect, migrations_dir
+from elt.loaders.postgres.connection import LOCK_SPACE, MIGRATION_LOCK, connect, ensure_schema, migrations_dir
 from elt.state import Watermark
 
 #: State keys the framework itself keeps per stream; everything else is the extractor's (Batch.state).
@@ -69,7 +69,7 @@ class PostgresStore(BookkeepingStore):
         with psycopg.connect(self.url, autocommit=False, application_name="elt-migrate") as conn:
             # Serialise concurrent first runs: only one applies each migration.
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, MIGRATION_LOCK))
-            conn.execute("CREATE SCHEMA IF NOT EXISTS pipeline")
+            ensure_schema(conn, "pipeline")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS pipeline.schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

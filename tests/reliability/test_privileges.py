@@ -133,9 +133,11 @@ def test_elt_runs_with_a_role_owning_only_its_schemas_and_a_select_only_reader(
     elt_url = as_role(database_url, loader, password)
     env = {"SOURCE_URL": as_role(source_url, reader, password)}
     steps = {}
+    outputs: list[str] = []
     for args in (["migrate"], ["run"], ["transform"], ["status"], ["run"]):
         result = run_elt(args, cwd=project, database_url=elt_url, **env)
         steps[" ".join(args)] = result.returncode
+        outputs.append(result.stdout + result.stderr)
         assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
 
     with psycopg.connect(database_url) as admin:
@@ -158,6 +160,17 @@ def test_elt_runs_with_a_role_owning_only_its_schemas_and_a_select_only_reader(
     with psycopg.connect(as_role(source_url, reader, password), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE shop.orders SET amount = 0")
+    # A role without the grants gets one clear line pointing at them, not a driver traceback.
+    bare = roles.name("elt_bare")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(bare)))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db_name), sql.Identifier(bare)))
+    refused = run_elt(["migrate"], cwd=project, database_url=as_role(database_url, bare, password), **env)
+    assert refused.returncode == 2 and "Database roles and grants" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr and "╭" not in refused.stderr
+    # And the password in elt's URL never reached a line it printed.
+    outputs.append(refused.stdout + refused.stderr)
+    assert not [text for text in outputs if password in text]
     attack_report.record(Attack(
         attack="least privilege", runs=len(steps), compared=50, lost=0,
         notes="migrate, run, transform, status and a second run as a role owning only raw/stg/mart/rpt/pipeline;"

@@ -97,7 +97,9 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
     keys = list(extractor.key_fields)
     columns: list[str] = []
     used: set[str] = set()
-    for field, kind in fields.items():
+    # Key fields first: they keep their plain column names (the tests below name them), and a
+    # field like "ID" that maps to the same name gets the suffix instead.
+    for field, kind in sorted(fields.items(), key=lambda item: item[0] not in keys):
         name = _unique(column_name(field), used)
         quoted = name if _SAFE.match(name) else f'"{name}"'
         columns.append(f"    {expression(field, refine(kind, samples.get(field, [])))} AS {quoted}")

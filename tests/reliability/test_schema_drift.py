@@ -4,8 +4,8 @@ Each shape is read twice (a re-run must not record a change again). Raw keeps
 every payload exactly; ``pipeline.schema_changes`` holds each change once; the
 generated ``stg`` view keeps working throughout; the typed starter model
 (``elt stage``) keeps working until a field's type changes under its cast, and
-then the run says which field (the model's ``readable`` test names the column),
-with its previous build left in place.
+then the run ends ``partial`` saying which field (the model's ``readable`` test
+names the column).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def test_drift_is_kept_in_raw_recorded_once_and_named_by_the_staging_model(loade
                 "SELECT (_raw_payload->>'id')::int AS id, _raw_payload AS p FROM stg.shop_plain")}
             assert latest[rows[0]["id"]] == rows[0], shape
             if shape == "type changed":
-                # The typed model's cast of amount (bigint) meets "n/a": the run names the field and
-                # leaves the model as last built; raw and the other stream are loaded.
+                # The typed model's cast of amount (bigint) meets "n/a": the run names the field;
+                # raw and the other stream are loaded.
                 assert result.status == "partial", result.summary.error_message
                 message = result.summary.error_message or ""
                 assert "'amount'" in message and "readable" in message, message

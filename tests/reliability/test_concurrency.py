@@ -85,9 +85,10 @@ def test_one_run_per_pipeline_and_every_log_row_true(tmp_path: Path, database_ur
     for name, runs in (("alpha", 5), ("beta", 2)):
         codes = sorted(code for pipeline, code, _ in outputs if pipeline == name)
         assert codes == [0] + [4] * (runs - 1), (name, outputs)
-        for _, code, text in outputs:
-            if code == 4 and f"another run of {name} is in progress" in text:
-                assert "this run was skipped" in text and "pid" in text
+        for pipeline, code, text in outputs:
+            if pipeline == name and code == 4:  # each skipped run says why, and which run holds the pipeline
+                assert f"another run of {name} is in progress" in text and "this run was skipped" in text, text
+                assert "pid" in text, text
         rows = [r for r in log if r["pipeline_name"] == name]
         assert len(rows) == runs, rows
         assert sorted(r["status"] for r in rows) == ["skipped"] * (runs - 1) + ["success"]

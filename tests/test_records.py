@@ -22,3 +22,18 @@ def test_a_nan_read_by_a_python_extractor_is_stored_as_nan(loader, db):
     assert run(Pipeline("shop", streams=[stream]), loader).status == "success"
     stored = {r["p"]["id"]: r["p"]["score"] for r in db.execute("SELECT _raw_payload AS p FROM raw.shop_items")}
     assert stored == {1: "NaN", 2: "Infinity", 3: None}
+
+
+def test_integers_beyond_64_bits_and_deep_nesting_are_stored_as_received(loader, db):
+    # Found by the reliability suite: orjson refuses both, and the records were dead-lettered.
+    deep: object = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    records = [{"id": 1, "big": 2**64 + 1, "neg": -(10**30)}, {"id": 2, "deep": deep}]
+    assert json.loads(to_json(records[0])) == {"big": 2**64 + 1, "id": 1, "neg": -(10**30)}
+    stream = extractor(lambda: iter(records), name="items", primary_key="id")
+    assert run(Pipeline("shop", streams=[stream]), loader).status == "success"
+    stored = {r["id"]: json.loads(r["p"]) for r in db.execute(
+        "SELECT (_raw_payload->>'id')::int AS id, _raw_payload::text AS p FROM raw.shop_items")}
+    assert stored[1]["big"] == 2**64 + 1 and stored[1]["neg"] == -(10**30)
+    assert stored[2]["deep"] == deep

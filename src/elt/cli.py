@@ -850,6 +850,17 @@ def main() -> None:
     except EltError as exc:
         err.print(f"[red]error:[/] {escape(secrets.redact(str(exc)))}")
         sys.exit(2)
+    except Exception as exc:
+        import psycopg
+
+        if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            raise
+        # A role without the grants elt needs: say so in one line, not a driver traceback.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[red]error:[/] the database refused: {escape(secrets.redact(first))}. elt's role must own the"
+                  " schemas raw, stg, mart, rpt and pipeline (or be allowed to create them): see README, 'Database"
+                  " roles and grants'")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

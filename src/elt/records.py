@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import decimal
 import hashlib
+import json
 import math
 import uuid
 from typing import Any
@@ -43,8 +44,18 @@ def to_json(record: Any) -> bytes:
     ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` instead (the forms SqlExtractor
     uses too). Only a payload that holds a ``null`` is checked, so the common
     path pays one substring search.
+
+    orjson refuses integers beyond 64 bits and nesting deeper than 254 levels,
+    both valid JSON that jsonb stores exactly; such a record is written by the
+    standard library instead, so it is stored as received rather than rejected.
+    A record nested too deep even for that raises ``TypeError`` (a dead letter).
     """
-    payload = orjson.dumps(record, default=_default, option=_OPTIONS)
+    try:
+        payload = orjson.dumps(record, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        if str(exc) not in _ORJSON_LIMITS:
+            raise
+        return _stdlib_json(record)
     if b"null" in payload:
         kept = _non_finite_as_text(record)
         if kept is not record:
@@ -53,6 +64,28 @@ def to_json(record: Any) -> bytes:
 
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_ORJSON_LIMITS = {"Integer exceeds 64-bit range", "Recursion limit reached"}
+
+
+def _stdlib_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        # The same text orjson writes, so the record hash does not depend on which path wrote it.
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode()[1:-1]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return _default(value)
+
+
+def _stdlib_json(record: Any) -> bytes:
+    """Canonical JSON of a record orjson cannot write (a huge integer, deep nesting)."""
+    try:
+        text = json.dumps(_non_finite_as_text(record), default=_stdlib_default, sort_keys=True, ensure_ascii=False,
+                          allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8")
+    except RecursionError:
+        raise TypeError("record is nested too deeply to store as JSON") from None
+    except UnicodeEncodeError:
+        raise TypeError("str is not valid UTF-8: surrogates not allowed") from None
 
 
 def _non_finite_as_text(value: Any) -> Any:

@@ -433,3 +433,23 @@ def test_a_sqlite_source_rereads_rows_at_exactly_the_watermark(tmp_path, loader,
     second = run(pipeline, loader)
     assert second.summary.rows_extracted == 2  # row 31 again (harmless) and the late row 0
     assert db.execute("SELECT count(*) AS n FROM raw.shop_events").fetchone()["n"] == 32
+
+
+def test_a_libpq_keyword_string_reads_a_postgres_source(source_url, loader, db):
+    # Found by the reliability suite (attack 7): `host=... password=... dbname=...` failed with
+    # SQLAlchemy's "Could not parse SQLAlchemy URL", though ELT_DATABASE_URL accepts that form.
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with source(source_url) as src:
+        src.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
+        src.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b')")
+    keywords = make_conninfo(**conninfo_to_dict(source_url))
+    assert "://" not in keywords
+
+    class Items(SqlExtractor):
+        name = "items"
+        table = "public.items"
+        primary_key = "id"
+
+    assert run(Pipeline("src", streams=[Items(url=keywords)]), loader).status == "success"
+    assert db.execute("SELECT count(*) AS n FROM raw.src_items").fetchone()["n"] == 2

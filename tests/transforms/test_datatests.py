@@ -71,3 +71,15 @@ def test_a_duplicate_unique_key_is_a_clear_error(tmp_path, database_url):
     project = write_models(tmp_path, {"mart/t.sql": "-- unique_key: id\nSELECT 1 AS id UNION ALL SELECT 1"})
     error = build(project, database_url).models["mart.t"].error
     assert "unique_key (id) is not unique in the new mart.t" in error and "Deduplicate in the SELECT" in error
+
+
+def test_an_unreadable_view_names_the_column_whose_cast_fails(tmp_path, database_url, db):
+    # Found by the reliability suite (attack 5, schema drift): the failure was PostgreSQL's bare
+    # "invalid input syntax for type bigint", which does not say which field changed type.
+    db.execute("CREATE TABLE public.source (amount text, note text)")
+    db.execute("INSERT INTO public.source VALUES ('5', 'a'), ('n/a', 'b')")
+    view = "-- materialized: view\n-- tests: readable\nSELECT note, amount::bigint AS amount FROM public.source\n"
+    project = write_models(tmp_path, {"stg/amounts.sql": view})
+    result = build(project, database_url).models["stg.amounts"]
+    assert result.status == "failed"
+    assert "column 'amount' cannot be read" in (result.error or "") and "bigint" in (result.error or ""), result.error

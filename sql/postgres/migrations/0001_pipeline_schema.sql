@@ -2,9 +2,20 @@
 -- `elt migrate` (or automatically before the first run). Never edit a
 -- migration that has shipped: add the next numbered file instead.
 
-CREATE SCHEMA IF NOT EXISTS pipeline;
-CREATE SCHEMA IF NOT EXISTS raw;
-CREATE SCHEMA IF NOT EXISTS stg;
+-- Each schema is created only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE
+-- privilege on the database even when the schema exists, which a role owning only its
+-- schemas lacks (README, "Database roles and grants"). Same effect as the plain form this
+-- file had, so databases that applied it earlier are unaffected.
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['pipeline', 'raw', 'stg'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = name) THEN
+            EXECUTE format('CREATE SCHEMA %I', name);
+        END IF;
+    END LOOP;
+END $$;
 
 -- One row per run of a pipeline, written at the start (status 'running') and
 -- closed at the end. A row still 'running' with no live process behind it is

@@ -36,6 +36,8 @@ skip, and is the paging to use for incremental streams.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -63,6 +65,28 @@ from elt.extractors.retries import (
 from elt.logs import get_logger
 from elt.secrets import redact
 from elt.state import StreamState
+
+# A number of 19 or more digits may be an integer beyond 64 bits, which orjson turns into a
+# float. Numbers follow ":", "[" or ","; anchoring there keeps the scan at about half of
+# orjson's own parse time (1.3 MB page: 8 ms against 14 ms), where a bare digit run costs more.
+_LONG_NUMBER = re.compile(rb"[:\[,]\s*-?\d{19}")
+
+
+def _decode(content: bytes) -> Any:
+    """A JSON body, with every integer exact.
+
+    orjson is fast but reads integers beyond 64 bits as floats (digits lost) and
+    refuses NaN, Infinity and lone surrogate escapes, which APIs written in Python
+    send; the standard library reads all of them as they are, so a body orjson
+    cannot read exactly goes to it. A record that still cannot be stored (a lone
+    surrogate) is then dead-lettered, not the whole page.
+    """
+    if _LONG_NUMBER.search(content):
+        return json.loads(content)
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
 
 
 class RestExtractor(Extractor):
@@ -281,8 +305,8 @@ class RestExtractor(Extractor):
         if cached is not _UNSET:
             return cached
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
+            body = _decode(response.content)
+        except (ValueError, RecursionError) as exc:
             excerpt = response.content[:200].decode("utf-8", "replace")
             expected = f"a JSON body with the records at {self.records_path!r}" if self.records_path else "a JSON list"
             raise SourceError(

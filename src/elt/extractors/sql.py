@@ -54,7 +54,18 @@ from elt.state import StreamState
 
 
 def engine_url(url: str) -> str:
-    """PostgreSQL URLs without a driver use psycopg 3 (the one elt installs), not psycopg2."""
+    """PostgreSQL URLs without a driver use psycopg 3 (the one elt installs), not psycopg2.
+
+    A libpq keyword string (``host=db user=app password=... dbname=shop``), which
+    PostgreSQL's tools and ``ELT_DATABASE_URL`` accept, is turned into the URL
+    SQLAlchemy needs (every keyword passed on to psycopg as it was).
+    """
+    if "://" not in url and "=" in url:
+        from urllib.parse import urlencode
+
+        from psycopg.conninfo import conninfo_to_dict
+
+        return "postgresql+psycopg:///?" + urlencode({k: str(v) for k, v in conninfo_to_dict(url).items()})
     for scheme in ("postgresql://", "postgres://"):
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url[len(scheme):]

@@ -9,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
+from elt.errors import EltError
 from elt.transforms.models import DataTest, parse_duration
+
+
+class UnreadableColumn(EltError):
+    """A column of a model cannot be computed for some row (a cast meeting a value of another type)."""
 
 
 @dataclass
@@ -76,6 +82,42 @@ def check_sql(test: DataTest, relation: str) -> sql.Composed:
 def run_checks(cursor: Any, tests: tuple[DataTest, ...], relation: str) -> list[DataTestResult]:
     results = []
     for test in tests:
-        cursor.execute(check_sql(test, relation))
-        results.append(DataTestResult(test, int(cursor.fetchone()[0])))
+        if test.kind == "readable":
+            failures = _readable_failures(cursor, test, relation)
+        else:
+            cursor.execute(check_sql(test, relation))
+            failures = int(cursor.fetchone()[0])
+        results.append(DataTestResult(test, failures))
     return results
+
+
+def _readable_failures(cursor: Any, test: DataTest, relation: str) -> int:
+    """The ``readable`` test's count; :class:`UnreadableColumn` naming the column when a row cannot be computed.
+
+    The whole-row query fails with PostgreSQL's message alone ("invalid input syntax
+    for type bigint"), which does not say which field changed type; each column is then
+    computed on its own, so the error names it.
+    """
+    table = _ident(relation)
+    cursor.execute("SAVEPOINT elt_readable")
+    try:
+        cursor.execute(check_sql(test, relation))
+        failures = int(cursor.fetchone()[0])
+        cursor.execute("RELEASE SAVEPOINT elt_readable")
+        return failures
+    except psycopg.errors.DataError as exc:
+        cursor.execute("ROLLBACK TO SAVEPOINT elt_readable")
+        whole = exc
+    cursor.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(table))
+    for column in [c.name for c in cursor.description or ()]:
+        try:
+            cursor.execute(sql.SQL("SELECT count(*) FROM (SELECT {c}::text AS v FROM {t}) AS one WHERE v IS NULL")
+                           .format(c=sql.Identifier(column), t=table))
+        except psycopg.errors.DataError as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT elt_readable")
+            raise UnreadableColumn(
+                f"test {test.text} on {relation} failed: column {column!r} cannot be read for every row"
+                f" ({str(exc).strip().splitlines()[0]}): its field now holds values of another type. Cast it"
+                " differently in the model, or keep it as jsonb (`_raw_payload -> 'field'`)") from None
+    cursor.execute("ROLLBACK TO SAVEPOINT elt_readable")
+    raise UnreadableColumn(f"test {test.text} on {relation} failed: {str(whole).strip().splitlines()[0]}") from None

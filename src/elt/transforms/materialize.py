@@ -23,6 +23,7 @@ from typing import Any
 
 from psycopg import sql
 
+from elt.loaders.postgres.connection import ensure_schema
 from elt.loaders.postgres.raw import short_identifier
 from elt.loaders.postgres.swap import replace_rows, swap
 from elt.transforms import incremental
@@ -73,7 +74,7 @@ def create_schemas(conn: Any, schemas: set[str]) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('elt:schemas'))")
         for schema in sorted(schemas):
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            ensure_schema(conn, schema)
 
 
 def _rebuild(cur: Any, model: Model, existing: dict[str, Any] | None, check: Check) -> Built:

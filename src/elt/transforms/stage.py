@@ -23,17 +23,35 @@ from elt.records import parse_timestamp
 # How each JSON type of the schema trail is cast out of the payload.
 _CASTS = {"integer": "bigint", "number": "numeric", "boolean": "boolean", "timestamp": "timestamptz", "date": "date"}
 _SAFE = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: PostgreSQL keeps the first 63 bytes of an identifier: two long field names can meet there.
+_NAME_BYTES = 63
+_BIGINT = range(-(2**63), 2**63)
 
 
 def column_name(field: str) -> str:
     """A lower-case SQL column name for a JSON field (``createdAt`` -> ``created_at``)."""
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", field).lower()
     name = re.sub(r"[^a-z0-9_]+", "_", name).strip("_") or "field"
-    return name if not name[0].isdigit() else f"f_{name}"
+    name = name if not name[0].isdigit() else f"f_{name}"
+    return name[:_NAME_BYTES]
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """``name``, or with a numbered suffix (within the 63 bytes) when a column already has it."""
+    number = 1
+    candidate = name
+    while candidate in used:
+        number += 1
+        suffix = f"_{number}"
+        candidate = name[:_NAME_BYTES - len(suffix)] + suffix
+    used.add(candidate)
+    return candidate
 
 
 def refine(kind: str, samples: list[Any]) -> str:
     """A string field whose sampled values all look like timestamps, dates or decimals is one."""
+    if kind == "integer" and any(isinstance(v, int) and v not in _BIGINT for v in samples):
+        return "number"  # beyond bigint: numeric holds every digit
     values = [v for v in samples if isinstance(v, str) and v]
     if kind != "string" or not values:
         return kind
@@ -83,11 +101,10 @@ def starter_sql(table: str, extractor: Extractor, fields: dict[str, str], sample
     keys = list(extractor.key_fields)
     columns: list[str] = []
     used: set[str] = set()
-    for field, kind in fields.items():
-        name = column_name(field)
-        while name in used:
-            name += "_"
-        used.add(name)
+    # Key fields first: they keep their plain column names (the tests below name them), and a
+    # field like "ID" that maps to the same name gets the suffix instead.
+    for field, kind in sorted(fields.items(), key=lambda item: item[0] not in keys):
+        name = _unique(column_name(field), used)
         quoted = name if _SAFE.match(name) else f'"{name}"'
         columns.append(f"    {expression(field, refine(kind, samples.get(field, [])))} AS {quoted}")
     if keep_payload:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from elt import secrets
 from elt.errors import ConfigError, LoadError
@@ -24,6 +25,18 @@ from elt.errors import ConfigError, LoadError
 LOCK_SPACE = 0x656C74
 MIGRATION_LOCK = 0
 _SEND_BUFFER = 4 * 1024 * 1024
+
+
+def ensure_schema(conn: Any, name: str) -> None:
+    """Create schema ``name`` unless it exists (``conn``: a connection or cursor).
+
+    ``CREATE SCHEMA IF NOT EXISTS`` checks the CREATE privilege on the database
+    before it looks whether the schema exists, so it fails for a role that owns
+    its schemas but may not create new ones (the least-privilege setup the
+    README documents). Looking first works for both.
+    """
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone() is None:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
 
 
 def migrations_dir() -> Path:

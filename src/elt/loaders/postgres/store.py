@@ -24,7 +24,7 @@ from elt import secrets
 from elt.errors import LoadError
 from elt.loaders.base import BookkeepingStore, DeadLetter, RunSummary, SchemaChange
 from elt.loaders.postgres import monitoring
-from elt.loaders.postgres.connection import LOCK_SPACE, MIGRATION_LOCK, connect, lost, migrations_dir, reconnect
+from elt.loaders.postgres.connection import LOCK_SPACE, MIGRATION_LOCK, connect, ensure_schema, lost, migrations_dir, reconnect
 from elt.state import Watermark
 
 #: State keys the framework itself keeps per stream; everything else is the extractor's (Batch.state).
@@ -105,7 +105,7 @@ class PostgresStore(BookkeepingStore):
         with psycopg.connect(self.url, autocommit=False, application_name="elt-migrate") as conn:
             # Serialise concurrent first runs: only one applies each migration.
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, MIGRATION_LOCK))
-            conn.execute("CREATE SCHEMA IF NOT EXISTS pipeline")
+            ensure_schema(conn, "pipeline")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS pipeline.schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

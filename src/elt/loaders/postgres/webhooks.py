@@ -17,6 +17,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from elt.loaders.postgres.connection import ensure_schema
 from elt.loaders.postgres.raw import KEY_TEXT, short_identifier
 
 
@@ -50,7 +51,7 @@ class PgWebhookStore:
             if table in self._prepared:
                 continue
             ident = sql.Identifier("raw", table)
-            self.conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
+            ensure_schema(self.conn, "raw")
             # (event_id, _record_hash) is the key: a repeated delivery (same id, same body) is a no-op
             # (ON CONFLICT DO NOTHING); the same id with another body (a sender that re-sends an object
             # it updated under the object's id) is a new version, stored, never dropped.

@@ -21,7 +21,7 @@ from psycopg import sql
 from elt import secrets
 from elt.errors import ConfigError, LoadError
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget
-from elt.loaders.postgres.connection import connect, lost, reconnect, widen_send_buffer
+from elt.loaders.postgres.connection import connect, ensure_schema, lost, reconnect, widen_send_buffer
 from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
@@ -372,7 +372,7 @@ class PostgresWriter(RawWriter):
         if row is not None and not (row[0] == "v" and (row[1] or "").startswith(GENERATED_VIEW_MARK)):
             # The user's own stg model has taken this name: it wins.
             return
-        cur.execute("CREATE SCHEMA IF NOT EXISTS stg")
+        ensure_schema(cur, "stg")
         cur.execute("SAVEPOINT dedup_view")
         try:
             for statement in table.dedup_view_sql():

@@ -31,6 +31,30 @@ if TYPE_CHECKING:
     from elt.transforms.warehouse import Warehouse
 
 
+def raw_data_columns(keys: Sequence[str], cursor: str | None, cursor_type: str, partition: str | None,
+                     sources: Sequence[str], text: str) -> list[tuple[str, str, str]]:
+    """``(column, type, stage column)`` of a raw table's data columns, the same on every destination.
+
+    The key, cursor, partition and where-it-came-from columns, without repeats
+    (a cursor that is also the key is one column), each named with the field of
+    a prepared row it is filled from (see ``validation.PreparedBatch``).
+    ``text`` is the destination's text type.
+    """
+    columns: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for i, key in enumerate(keys):
+        columns.append((key, text, f"_k{i}"))
+        seen.add(key)
+    if cursor and cursor not in seen:
+        columns.append((cursor, cursor_type, "_cursor"))
+        seen.add(cursor)
+    if partition and partition not in seen:
+        columns.append((partition, text, "_partition"))
+    for i, name in enumerate(sources):
+        columns.append((name, text, f"_s{i}"))
+    return columns
+
+
 @dataclass
 class LoadResult:
     """What one batch did to its raw table."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from elt.extractors.base import Extractor
+from elt.loaders.base import raw_data_columns
 from elt.strategies import WriteStrategy
 
 #: BigQuery type of a cursor column for each cursor kind (see records.cursor_kind).
@@ -75,19 +76,7 @@ class RawTable:
 
     def data_columns(self) -> list[tuple[str, str, str]]:
         """``(column, type, stage column)`` for the key, cursor, partition and source columns, without repeats."""
-        columns: list[tuple[str, str, str]] = []
-        seen: set[str] = set()
-        for i, key in enumerate(self.keys):
-            columns.append((key, "STRING", f"_k{i}"))
-            seen.add(key)
-        if self.cursor and self.cursor not in seen:
-            columns.append((self.cursor, self.cursor_type, "_cursor"))
-            seen.add(self.cursor)
-        if self.partition and self.partition not in seen:
-            columns.append((self.partition, "STRING", "_partition"))
-        for i, name in enumerate(self.sources):
-            columns.append((name, "STRING", f"_s{i}"))
-        return columns
+        return raw_data_columns(self.keys, self.cursor, self.cursor_type, self.partition, self.sources, text="STRING")
 
     def cluster_columns(self) -> list[str]:
         if self.partition:  # delete_reload deletes by partition value: cluster pruning finds its blocks

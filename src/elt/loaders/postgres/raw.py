@@ -15,6 +15,7 @@ from psycopg import sql
 
 from elt.errors import ConfigError
 from elt.extractors.base import Extractor
+from elt.loaders.base import raw_data_columns
 from elt.strategies import WriteStrategy
 
 #: A statement psycopg can execute.
@@ -97,19 +98,7 @@ class RawTable:
 
     def data_columns(self) -> list[tuple[str, str, str]]:
         """``(column, type, stage column)`` for the key, cursor, partition and source columns, without repeats."""
-        columns: list[tuple[str, str, str]] = []
-        seen: set[str] = set()
-        for i, key in enumerate(self.keys):
-            columns.append((key, "text", f"_k{i}"))
-            seen.add(key)
-        if self.cursor and self.cursor not in seen:
-            columns.append((self.cursor, self.cursor_type, "_cursor"))
-            seen.add(self.cursor)
-        if self.partition and self.partition not in seen:
-            columns.append((self.partition, "text", "_partition"))
-        for i, name in enumerate(self.sources):
-            columns.append((name, "text", f"_s{i}"))
-        return columns
+        return raw_data_columns(self.keys, self.cursor, self.cursor_type, self.partition, self.sources, text="text")
 
     @property
     def conflict_columns(self) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ import json
 import random
 from pathlib import Path
 
+# Accented letters of the sample names, made plain for e-mail addresses.
+ASCII_EMAIL = str.maketrans({"ë": "e", "é": "e", "í": "i", "ü": "u"})
 OUT = Path(__file__).resolve().parents[1] / "src" / "elt" / "demo" / "data"
 FIRST = ["Olivia", "Liam", "Aroha", "Noah", "Mei", "Lucas", "Zoë", "Mateo", "Priya", "Jack", "Chloé", "Ethan",
          "Aisha", "Leo", "Sofía", "Oscar", "Hana", "Tama", "Ingrid", "Kofi"]
@@ -26,7 +28,7 @@ CURRENCY = {"AU": "AUD", "NZ": "NZD", "GB": "GBP", "DE": "EUR", "PT": "EUR", "CA
 
 def main() -> None:
     rng = random.Random(20261125)
-    start = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
     customers = []
     for i in range(1, 401):
         first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -34,7 +36,7 @@ def main() -> None:
         created = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 30))
         customers.append({
             "id": i, "name": f"{first} {last}",
-            "email": f"{first.lower()}.{last.lower().replace(chr(39), '')}{i}@example.com".replace("ë", "e").replace("é", "e").replace("í", "i").replace("ü", "u"),
+            "email": f"{first.lower()}.{last.lower().replace(chr(39), '')}{i}@example.com".translate(ASCII_EMAIL),
             "city": city, "country": country, "segment": rng.choice(["retail", "retail", "cafe", "office"]),
             "created_at": created.isoformat(),
         })
@@ -50,7 +52,7 @@ def main() -> None:
         updated = created + dt.timedelta(hours=rng.randint(0, 96))
         orders.append({
             "id": 100000 + i, "customer_id": customer["id"], "status": status,
-            "amount": round(sum(l["quantity"] * l["unit_price"] for l in lines), 2),
+            "amount": round(sum(line["quantity"] * line["unit_price"] for line in lines), 2),
             "currency": CURRENCY[customer["country"]], "lines": lines,
             "created_at": created.isoformat(), "updated_at": updated.isoformat(),
         })

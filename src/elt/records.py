@@ -21,7 +21,17 @@ import orjson
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 
 
+class ExactNumber(decimal.Decimal):
+    """A JSON number a float would change (more digits than a double holds, or beyond its range).
+
+    Read from a source's JSON (see ``RestExtractor``) and written back as the
+    same number, so the payload keeps every digit the source sent.
+    """
+
+
 def _default(value: Any) -> Any:
+    if isinstance(value, ExactNumber):
+        return orjson.Fragment(str(value).encode())
     if isinstance(value, decimal.Decimal):
         # Keep every digit: a JSON string is exact where a float would not be.
         return str(value)
@@ -65,6 +75,19 @@ def to_json(record: Any) -> bytes:
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _ORJSON_LIMITS = {"Integer exceeds 64-bit range", "Recursion limit reached"}
+
+
+def exact_float(text: str) -> float | ExactNumber:
+    """``parse_float`` for ``json.loads``: a float where the float is the number written, else an ExactNumber.
+
+    A double holds 15-17 significant digits; a number that comes back from its
+    float as the same value (``0.1``, ``19.990``) stays a float, so it is written
+    exactly as the fast JSON path writes it, whichever path read it.
+    """
+    value = float(text)
+    if math.isfinite(value) and decimal.Decimal(repr(value)) == decimal.Decimal(text):
+        return value
+    return ExactNumber(text)
 
 
 def _stdlib_default(value: Any) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import email.utils
+import json
 import threading
 import time
 
@@ -455,3 +457,27 @@ def test_a_body_with_huge_integers_nan_and_a_lone_surrogate_loses_no_digit_and_n
     assert result.status == "partial" and result.summary.rows_rejected == 1  # the surrogate: PostgreSQL cannot hold it
     (payload,) = db.execute("SELECT _raw_payload::text AS p FROM raw.shop_items").fetchall()
     assert '"big": 18446744073709551617' in payload["p"] and '"score": "NaN"' in payload["p"]
+
+
+def test_numbers_a_double_cannot_hold_are_stored_digit_for_digit(fake_api, loader, db):
+    # Found by a new-user trial: money and crypto amounts with more digits than a double holds,
+    # and numbers beyond its range, were stored rounded (1e400 even as "Infinity"), with success.
+    body = (b'{"data": [{"id": 21, "amount": 0.1234567890123456789, "btc": 12345.123456789012345678},'
+            b' {"id": 22, "e": 1e400, "t": 1e-400}, {"id": 23, "p": 19.990, "q": 0.1, "r": 2.5e-3}]}')
+    fake_api.route("/items", lambda request: Reply(body=body))
+
+    class Items(RestExtractor):
+        name = "items"
+        path = "/items"
+        records_path = "data"
+        primary_key = "id"
+
+    result = run(Pipeline("shop", streams=[Items(base_url=fake_api.url)]), loader)
+    assert result.status == "success" and result.summary.rows_loaded == 3
+    sent = json.loads(body, parse_float=decimal.Decimal)["data"]
+    stored = [json.loads(r["p"], parse_float=decimal.Decimal) for r in
+              db.execute("SELECT _raw_payload::text AS p FROM raw.shop_items ORDER BY _raw_payload->>'id'")]
+    assert stored == sent  # compared as exact decimals: every digit, every magnitude
+    # Numbers a double holds stay what the fast path writes, so a page's path never changes a hash.
+    assert stored[2] == {"id": 23, "p": decimal.Decimal("19.99"), "q": decimal.Decimal("0.1"),
+                         "r": decimal.Decimal("0.0025")}

@@ -153,3 +153,18 @@ def test_of_two_letters_of_one_key_the_newer_is_replayed(loader, db):
     result = Runner(pipeline, loader=loader).replay()
     assert result.streams["items"].loaded == 1 and result.streams["items"].superseded == 1
     assert [p["price"] for p in payloads(db, "raw.shop_items")] == ["second"]
+
+
+def test_a_dead_letter_whose_stored_copy_is_altered_is_never_replayed_as_a_record(loader, db):
+    # Found by a new-user trial: jsonb cannot hold \u0000, so the letter keeps U+FFFD instead,
+    # and replay loaded that altered record (with a NUL in its key, even) as if the source sent it.
+    records = [{"id": "\u0000", "v": 1}, {"id": "ok", "k\u0000": 2}, {"id": "fine", "v": 3}]
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", max_bad_ratio=1)])
+    assert run(pipeline, loader).status == "partial"
+    kinds = [r["kind"] for r in db.execute("SELECT kind FROM pipeline.dead_letter ORDER BY id")]
+    assert kinds == ["problem", "problem"]
+
+    result = Runner(pipeline, loader=loader).replay()
+    assert result.status == "partial" and "not a record" in result.summary.error_message
+    assert [p["id"] for p in payloads(db, "raw.shop_items")] == ["fine"]
+    assert db.execute("SELECT count(*) AS n FROM pipeline.dead_letter WHERE resolved_at IS NULL").fetchone()["n"] == 2

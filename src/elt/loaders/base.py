@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from elt.extractors.base import Extractor
+from elt.records import to_json
 from elt.state import Watermark
-from elt.validation import PreparedBatch
+from elt.validation import PreparedBatch, Rejected
 
 if TYPE_CHECKING:
     from elt.transforms.warehouse import Warehouse
@@ -53,6 +54,24 @@ def raw_data_columns(keys: Sequence[str], cursor: str | None, cursor_type: str, 
     for i, name in enumerate(sources):
         columns.append((name, text, f"_s{i}"))
     return columns
+
+
+def dead_letter_copy(rejected: Rejected) -> tuple[bytes, str]:
+    """The JSON a destination stores for a rejected record, and the letter's kind.
+
+    A letter is replayed by loading its stored copy, so that copy must be the
+    record the source sent. When it cannot be (a record too deep or with a lone
+    surrogate is stored as its ``repr``; ``\\u0000``, which jsonb cannot hold,
+    becomes U+FFFD) the letter is a ``problem``: kept readable, never replayed.
+    """
+    kind = rejected.kind
+    try:
+        payload = to_json(rejected.record)
+    except TypeError:
+        payload, kind = to_json(repr(rejected.record)), "problem"
+    if b"\\u0000" in payload:
+        payload, kind = payload.replace(b"\\u0000", b"\\ufffd"), "problem"
+    return payload, kind
 
 
 @dataclass

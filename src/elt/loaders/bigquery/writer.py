@@ -29,12 +29,12 @@ import orjson
 
 from elt import secrets
 from elt.errors import ConfigError, LoadError
-from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget
+from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget, dead_letter_copy
 from elt.loaders.bigquery.connection import BigQueryConnection
 from elt.loaders.bigquery.raw import GENERATED_VIEW_MARK, KIND_OF_TYPE, WORK_PREFIX, RawTable, quote
 from elt.loaders.bigquery.store import Bookkeeping, transaction
 from elt.logs import get_logger
-from elt.records import key_text, record_hash, to_json
+from elt.records import key_text, record_hash
 from elt.state import Watermark
 from elt.validation import PreparedBatch
 
@@ -257,14 +257,11 @@ class BigQueryWriter(RawWriter):
     def _letters(self, batch: PreparedBatch) -> list[tuple[str, str, str, str, str]]:
         letters = []
         for rejected in batch.rejected:
-            try:
-                payload = to_json(rejected.record)
-            except TypeError:
-                payload = to_json(repr(rejected.record))
+            payload, kind = dead_letter_copy(rejected)
             letters.append((
                 payload.decode(), secrets.redact(rejected.reason),
                 orjson.dumps(secrets.redact_value(rejected.detail)).decode() if rejected.detail else "",
-                record_hash(payload), rejected.kind,
+                record_hash(payload), kind,
             ))
         return letters
 

@@ -20,12 +20,12 @@ from psycopg import sql
 
 from elt import secrets
 from elt.errors import ConfigError, LoadError
-from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget
+from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget, dead_letter_copy
 from elt.loaders.postgres.connection import connect, ensure_schema, lost, reconnect, widen_send_buffer
 from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
-from elt.records import key_text, record_hash, to_json
+from elt.records import key_text, record_hash
 from elt.state import Watermark
 from elt.validation import PreparedBatch
 
@@ -498,18 +498,13 @@ class PostgresWriter(RawWriter):
     ) -> None:
         rows = []
         for rejected in batch.rejected:
-            try:
-                payload = to_json(rejected.record)
-            except TypeError:
-                payload = to_json(repr(rejected.record))
+            payload, kind = dead_letter_copy(rejected)
             rows.append((
-                target.pipeline, target.stream, run_id, batch_id,
-                # jsonb cannot hold \u0000; keep the rest of the record readable.
-                payload.replace(b"\\u0000", b"\\ufffd").decode(),
+                target.pipeline, target.stream, run_id, batch_id, payload.decode(),
                 secrets.redact(rejected.reason),
                 orjson.dumps(secrets.redact_value(rejected.detail)).decode() if rejected.detail else None,
                 record_hash(payload),
-                rejected.kind,
+                kind,
             ))
         cur.executemany(
             "INSERT INTO pipeline.dead_letter (pipeline_name, stream_name, run_id, batch_id, source_record,"

@@ -132,35 +132,53 @@ def test_an_unsorted_read_that_fails_half_way_stores_no_high_watermark(loader, d
     assert result.status == "failed" and state_value(db) is None
 
 
-@pytest.mark.parametrize("sorted_by_cursor", [True, False], ids=["per-batch", "at-the-end"])
+@pytest.mark.parametrize("strategy", ["upsert", "append_dedup"])
 @pytest.mark.parametrize("kind", ["timestamp", "date"])
-def test_a_cursor_value_far_in_the_future_holds_the_watermark_and_the_run_says_so(loader, db, kind, sorted_by_cursor):
-    # A placeholder year 9999 would otherwise become the watermark: every later run would read
-    # nothing, skip each record changed until then, and end `success`.
+def test_a_cursor_value_far_in_the_future_is_dead_lettered_and_the_fixed_record_loads(loader, db, kind, strategy):
+    # A placeholder year 9999 would otherwise become the watermark (every later run reading
+    # nothing, with success) and the newest version of its key for good: the fixed record,
+    # with a real date, would then be "older" and never replace it.
     def value(day: dt.date) -> str:
         return day.isoformat() if kind == "date" else f"{day.isoformat()}T08:00:00Z"
 
     today = dt.datetime.now(dt.UTC).date()
     records = [{"id": i, "at": value(today - dt.timedelta(days=10 - i))} for i in range(1, 7)]
     records.append({"id": 7, "at": value(dt.date(9999, 12, 31))})
-    stream = list_stream(records, primary_key="id", cursor=Cursor("at", kind=kind), write_strategy="upsert",
-                         batch_size=3, sorted_by_cursor=sorted_by_cursor)
+    stream = list_stream(records, primary_key="id", cursor=Cursor("at", kind=kind), write_strategy=strategy,
+                         batch_size=3, max_bad_ratio=0.5)
     pipeline = Pipeline("shop", streams=[stream])
     result = run(pipeline, loader)
 
-    assert result.status == "partial"
-    assert "ahead of this machine's clock" in result.summary.error_message
-    assert "9999-12-31" in result.summary.error_message
-    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 7  # all loaded
-    held = state_value(db)
-    assert held is None or not str(held["value"]).startswith("9999")
-    if sorted_by_cursor:  # the batches before the bad value committed theirs
-        assert str(held["value"]).startswith(value(today - dt.timedelta(days=4))[:10])
+    assert result.status == "partial" and result.summary.rows_rejected == 1
+    letter = db.execute("SELECT error_message FROM pipeline.dead_letter").fetchone()["error_message"]
+    assert "9999-12-31" in letter and "ahead of the clock" in letter
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 6
+    assert str(state_value(db)["value"]).startswith(value(today - dt.timedelta(days=4))[:10])
 
-    # The source is fixed: the next run moves the watermark on and succeeds.
-    records[-1]["at"] = value(today)
+    # The source is fixed: the record loads as the current version of its key.
+    records[-1] = {"id": 7, "at": value(today), "fixed": True}
     assert run(pipeline, loader).status == "success"
+    current = "stg.shop_items" if strategy == "append_dedup" else "raw.shop_items"
+    row = db.execute(f"SELECT _raw_payload AS p FROM {current} WHERE _raw_payload->>'id' = '7'").fetchall()
+    assert [r["p"].get("fixed") for r in row] == [True]
     assert str(state_value(db)["value"]).startswith(today.isoformat())
+
+
+def test_a_high_water_far_in_the_future_from_the_extractor_holds_the_watermark(loader, db):
+    # An extractor may report its own high-water mark (Batch.high_water): beyond the clock, it
+    # is not committed, and the run says why.
+    class Reader(Extractor):
+        name = "items"
+        primary_key = "id"
+        cursor = Cursor("at", kind="timestamp")
+
+        def extract(self, state: StreamState) -> Any:
+            yield Batch([{"id": 1, "at": "2026-01-01T00:00:00Z"}], high_water="9999-12-31T00:00:00Z")
+
+    result = run(Pipeline("shop", streams=[Reader()]), loader)
+    assert result.status == "partial" and "ahead of this machine's clock" in result.summary.error_message
+    assert state_value(db) is None
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items").fetchone()["n"] == 1
 
 
 # --- completeness ----------------------------------------------------------------------------

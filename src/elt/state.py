@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from elt.errors import ConfigError, EltError
 from elt.records import coerce_cursor, cursor_kind
@@ -117,6 +117,21 @@ def _minus(value: Any, kind: str, lookback: Any) -> Any:
     return value
 
 
+#: How far ahead of this machine's clock a timestamp or date cursor may be. Beyond it the
+#: value is taken for a placeholder (9999-12-31) or a wrong time zone: such a record is
+#: dead-lettered, and the watermark never goes there (clock skew stays well inside a day).
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+
+
+def beyond_the_clock(value: Any, kind: str | None) -> bool:
+    """Whether a typed cursor value is further ahead of the clock than ``FUTURE_TOLERANCE``."""
+    if kind == "timestamp":
+        return bool(value > dt.datetime.now(dt.UTC) + FUTURE_TOLERANCE)
+    if kind == "date":
+        return bool(value > (dt.datetime.now(dt.UTC) + FUTURE_TOLERANCE).date())
+    return False
+
+
 @dataclass
 class WatermarkTracker:
     """When and how far one stream's watermark moves during a read.
@@ -134,10 +149,6 @@ class WatermarkTracker:
       already committed in this read, by more than the lookback, raises
       :class:`UnsortedStream` (the Singer SDK's ``InvalidStreamSortException``).
     """
-
-    #: How far ahead of this machine's clock a timestamp or date cursor may be before the
-    #: watermark refuses to go there (clock skew between servers stays well inside it).
-    FUTURE_TOLERANCE: ClassVar[dt.timedelta] = dt.timedelta(days=1)
 
     stream: str
     cursor: str | None
@@ -209,12 +220,12 @@ class WatermarkTracker:
         candidate = Watermark(coerce_cursor(high, self.kind), self.kind)
         if self._run_high is None or candidate.value > self._run_high:
             self._run_high = candidate.value
-        if not self.held and self._in_the_future(candidate.value):
+        if not self.held and beyond_the_clock(candidate.value, self.kind):
             # One bad value (a year 9999 placeholder, a wrong time zone) would move the watermark
             # past every record changed from now until then: each later run would read nothing
             # and still succeed. So the watermark stays, and the run says why.
             self.held.append(
-                f"a record has {self.cursor} = {candidate.value}, more than {self.FUTURE_TOLERANCE} ahead of this"
+                f"a record has {self.cursor} = {candidate.value}, more than {FUTURE_TOLERANCE} ahead of this"
                 " machine's clock, so the watermark stays where it was: moving it there would skip every record"
                 " changed before that moment. The records were loaded. Fix the value at the source (or the"
                 " time zone it is read in); until then each run reads again from the held watermark")
@@ -238,14 +249,6 @@ class WatermarkTracker:
             return None
         self.committed = final
         return final
-
-
-    def _in_the_future(self, value: Any) -> bool:
-        if self.kind == "timestamp":
-            return bool(value > dt.datetime.now(dt.UTC) + self.FUTURE_TOLERANCE)
-        if self.kind == "date":
-            return bool(value > (dt.datetime.now(dt.UTC) + self.FUTURE_TOLERANCE).date())
-        return False
 
 
 def _as_step(lookback: Any, kind: str) -> Any:

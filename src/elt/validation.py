@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from elt.extractors.base import Extractor
 from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
+from elt.state import FUTURE_TOLERANCE, beyond_the_clock
 
 
 @dataclass
@@ -142,6 +143,14 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                     typed = coerce_cursor(value, value_kind)
                 except CursorTypeError as exc:
                     rejected.append(Rejected(received, f"cursor field {cursor!r}: {exc}", index=index))
+                    continue
+                if beyond_the_clock(typed, value_kind):
+                    # Stored, it would be the newest version of its key for good (and the
+                    # latest-per-key view's row), whatever the source sends once it is fixed.
+                    rejected.append(Rejected(
+                        received, f"cursor field {cursor!r} = {value!r} is more than {FUTURE_TOLERANCE} ahead of the"
+                        " clock (a placeholder date or a wrong time zone?); fix it at the source (or in"
+                        " transform_record) and the fixed record loads", index=index))
                     continue
                 cursor_text = typed.isoformat() if hasattr(typed, "isoformat") else str(typed)
 

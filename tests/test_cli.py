@@ -255,7 +255,7 @@ def test_errors_name_the_fix(tmp_path, database_url):
     assert unknown.returncode == 2 and "unknown pipeline(s) nope; this project has shop" in unknown.stderr
 
     unreachable = run_elt(["status"], cwd=project, database_url="postgresql://elt:pw1234567@127.0.0.1:1/none")
-    assert unreachable.returncode == 2
+    assert unreachable.returncode == 1  # a database that cannot be reached: failed, not a usage error
     assert "cannot connect to the database" in unreachable.stderr and "pw1234567" not in unreachable.stderr
 
 

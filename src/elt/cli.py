@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elt import secrets
-from elt.errors import ConfigError, EltError
+from elt.errors import ConfigError, EltError, LoadError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="ELT pipelines that never lose a record.")
 state_app = typer.Typer(no_args_is_help=True, help="Show or reset stream watermarks.")
@@ -837,7 +837,7 @@ def _hoist_project(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """Entry point: user-facing errors print one clear line (secrets masked) and exit 2."""
+    """Entry point: user-facing errors print one clear line (secrets masked) and exit 2 (1: the database failed)."""
     from elt.logs import configure_logging
 
     configure_logging()
@@ -847,6 +847,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
+    except LoadError as exc:
+        # The database went away (or never answered): a failed run, not a usage error, even when
+        # the run's own log row could not be closed (the next run closes it).
+        err.print(f"[red]error:[/] {escape(secrets.redact(str(exc)))}")
+        sys.exit(1)
     except EltError as exc:
         err.print(f"[red]error:[/] {escape(secrets.redact(str(exc)))}")
         sys.exit(2)

@@ -487,6 +487,8 @@ class Runner:
             applied = True
         finally:
             if not applied and atomic:
+                # Nothing of the read reached the table: its figures say so (what was read stays counted).
+                figures.loaded = figures.inserted = figures.updated = figures.unchanged = figures.collapsed = 0
                 # A failed or stopped read of a stream-atomic strategy is not applied: drop its shadow.
                 try:
                     writer.finish_stream(target, run.run_id, None, False)

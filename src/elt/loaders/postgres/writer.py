@@ -206,10 +206,12 @@ class PostgresWriter(RawWriter):
 
     def _connection_lost(self, target: StreamTarget, exc: Exception, what: str) -> LoadError:
         first = secrets.redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        after = ("Nothing of this read was applied (the table is as it was); once the server is back, the next run"
+                 " reads it again" if target.extractor.strategy.unit == "stream" else
+                 "Batches committed before stay loaded; once the server is back, the next run continues from there")
         return LoadError(
             f"stream {target.stream!r}: lost the connection to the database {secrets.redact(self.url)} ({first});"
-            f" {what}. Batches committed before stay loaded; once the server is back, the next run continues from"
-            " there")
+            f" {what}. {after}")
 
     def _scalar(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> Any:
         """One value, read in its own short transaction on the data connection."""

@@ -201,3 +201,24 @@ def test_keys_gone_from_the_source_are_marked_deleted_and_leave_the_latest_view(
     assert [r["id"] for r in marked] == ["3", "4"]
     assert [r["id"] for r in bq("SELECT id FROM {stg}.shop_items ORDER BY id")] == ["0", "1", "2"]
     assert bq_loader.writer.mark_deleted(target, iter([[("0",), ("3",)]])) == (2, 1)  # 1, 2 gone; 3 back
+
+
+def test_bigquery_out_of_reach_fails_within_the_reach_window_naming_where(monkeypatch):
+    # Found by a new-user trial: with nothing listening, a run said nothing for 10 minutes (the
+    # client's own retry deadline) and then printed a traceback. No emulator here on purpose.
+    import socket
+    import time
+
+    from elt.errors import LoadError
+    from elt.loaders.bigquery import BigQueryConnection
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(BigQueryConnection, "reach_seconds", 2.0)
+    connection = BigQueryConnection(BigQuerySettings(project="test", endpoint=f"http://127.0.0.1:{port}"))
+    for call in (lambda: connection.query("SELECT 1"), lambda: connection.ensure_dataset("raw")):
+        started = time.monotonic()
+        with pytest.raises(LoadError, match=f"cannot reach BigQuery at http://127.0.0.1:{port}"):
+            call()
+        assert time.monotonic() - started < 30

@@ -16,8 +16,9 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
+from elt import secrets
 from elt.errors import ConfigError, LoadError
 
 #: The bookkeeping and data layers, each a dataset (``<prefix><layer>``).
@@ -110,6 +111,36 @@ class BigQueryConnection:
             self._client = bigquery.Client(**kwargs)
         return self._client
 
+    #: How long an API call keeps being retried when BigQuery cannot be reached (the client's
+    #: own default is 600 s of silence per call); a query may still run as long as it needs.
+    reach_seconds: ClassVar[float] = 60.0
+
+    def _retry(self) -> Any:
+        from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.reach_seconds)
+
+    def _job_retry(self) -> Any:
+        # Re-running a failed job (rate limits, backend errors) also stops after reach_seconds:
+        # its default, 600 s, would otherwise wrap the API retries above. A job that runs long
+        # is not retried, so it is not cut short.
+        from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
+
+        return DEFAULT_JOB_RETRY.with_timeout(self.reach_seconds)
+
+    def _unreachable(self, exc: Exception) -> LoadError | None:
+        """A LoadError naming where BigQuery was looked for, when ``exc`` says it could not be reached."""
+        from google.api_core.exceptions import RetryError
+
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (RetryError, ConnectionError)) or "Connection refused" in text or "Max retries" in text:
+            where = self.settings.endpoint or "bigquery.googleapis.com"
+            first = secrets.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            return LoadError(
+                f"cannot reach BigQuery at {where} (project {self.settings.project}) within {self.reach_seconds:g} s:"
+                f" {first[:300]}. Check the network, ELT_BIGQUERY_ENDPOINT if set, and the credentials")
+        return None
+
     def ensure_dataset(self, layer: str) -> str:
         """Create the layer's dataset on first use (once per connection); return its name."""
         name = self.settings.dataset(layer)
@@ -119,7 +150,13 @@ class BigQueryConnection:
             dataset = bigquery.Dataset(f"{self.settings.project}.{name}")
             if self.settings.location:
                 dataset.location = self.settings.location
-            self.client.create_dataset(dataset, exists_ok=True)
+            try:
+                self.client.create_dataset(dataset, exists_ok=True, retry=self._retry())
+            except Exception as exc:
+                unreachable = self._unreachable(exc)
+                if unreachable is not None:
+                    raise unreachable from None
+                raise
             self._datasets.add(name)
         return name
 
@@ -147,9 +184,14 @@ class BigQueryConnection:
         if params:
             config.query_parameters = [_parameter(name, value) for name, value in dict(params).items()]  # type: ignore[arg-type]
         try:
-            job = self.client.query(sql, job_config=config)
-            rows = [dict(row.items()) for row in job.result()]
+            # job_retry=None here: the client would otherwise wrap the insert in a 600 s retry of its own;
+            # the insert is retried by `retry`, and a failed job is re-run by result()'s job_retry.
+            job = self.client.query(sql, job_config=config, retry=self._retry(), job_retry=None)
+            rows = [dict(row.items()) for row in job.result(retry=self._retry(), job_retry=self._job_retry())]
         except Exception as exc:
+            unreachable = self._unreachable(exc)
+            if unreachable is not None:
+                raise unreachable from None
             if _over_byte_limit(exc):
                 raise LoadError(
                     f"BigQuery refused a query that would bill more than maximum_bytes_billed"

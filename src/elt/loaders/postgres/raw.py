@@ -194,27 +194,6 @@ class RawTable:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(self.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
         return statement, picks
 
-    def stored_keys_sql(self) -> Statement:
-        """Which of a batch's keys the table holds: one text array parameter per key column.
-
-        The unique key index answers it with one probe per key, the lookups
-        ON CONFLICT would make anyway. One key column is ``= ANY(array)``,
-        which the planner always runs as index probes; composite keys join a
-        row of arrays, forced to probe the index by a LATERAL subquery.
-        """
-        columns = [sql.Identifier(k) for k in self.keys]
-        selected = sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in columns)
-        if len(columns) == 1:
-            return sql.SQL("SELECT {sel} FROM {t} r WHERE r.{k} = ANY(%s::text[])").format(
-                sel=selected, t=self.ident, k=columns[0])
-        names = [sql.Identifier(f"_p{i}") for i in range(len(columns))]
-        match = sql.SQL(" AND ").join(sql.SQL("r.{} = p.{}").format(c, n) for c, n in zip(columns, names, strict=True))
-        return sql.SQL(
-            "SELECT {sel} FROM unnest({probe}) AS p({names}),"
-            " LATERAL (SELECT {sel} FROM {t} r WHERE {match} LIMIT 1) r"
-        ).format(sel=selected, probe=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in columns),
-                 names=sql.SQL(", ").join(names), t=self.ident, match=match)
-
     def _returning_counts(self) -> sql.Composable:
         return sql.SQL(" SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins")
 

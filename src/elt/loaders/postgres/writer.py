@@ -11,7 +11,6 @@ from __future__ import annotations
 import operator
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import orjson
@@ -88,32 +87,8 @@ class _Ops:
         assert batch is not None
         if not self.table.keys:
             return self.insert_new(shadow=shadow)
-        inserted = 0
-        if not shadow and batch.unique_keys:
-            # Keys the table has never seen need no conflict handling: they go
-            # straight in by COPY, and only the others take the stage + merge path.
-            # This is what makes an upsert cheaper than staging everything.
-            fresh, seen = self._split_by_stored_key(batch.rows)
-            if fresh and self._copy_direct(fresh):
-                inserted = len(fresh)
-                if not seen:
-                    return inserted, 0
-                self.batch = replace(batch, rows=seen)
         self._stage()
-        more, updated = self._counts(self.table.merge_sql(shadow=shadow, unique_keys=batch.unique_keys))
-        return inserted + more, updated
-
-    def _split_by_stored_key(self, rows: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """(rows whose key is not in the table, rows whose key is), in batch order."""
-        width = len(self.table.keys)
-        keys = [row[:width] for row in rows]
-        self.cur.execute(self.table.stored_keys_sql(), [list(column) for column in zip(*keys, strict=True)])
-        stored = set(self.cur.fetchall())
-        fresh: list[tuple[Any, ...]] = []
-        seen: list[tuple[Any, ...]] = []
-        for key, row in zip(keys, rows, strict=True):
-            (seen if key in stored else fresh).append(row)
-        return fresh, seen
+        return self._counts(self.table.merge_sql(shadow=shadow, unique_keys=batch.unique_keys))
 
     def merge_newer(self) -> tuple[int, int]:
         self._stage()
@@ -150,11 +125,9 @@ class _Ops:
         for statement in self.table.replace_partitions_sql():
             self.cur.execute(statement)
 
-    def _copy_direct(self, rows: list[tuple[Any, ...]] | None = None) -> bool:
-        """COPY ``rows`` (default: the batch) straight into the raw table; False (and nothing written) if one was there."""
+    def _copy_direct(self) -> bool:
+        """COPY straight into the raw table; False (and nothing written) if a record was already there."""
         assert self.batch is not None
-        if rows is None:
-            rows = self.batch.rows
         statement, picks = self.table.direct_copy()
         tail = (self.params["batch_id"], self.params["run_id"])
         pick = operator.itemgetter(*picks)  # C speed: this runs once per row of every append
@@ -163,7 +136,7 @@ class _Ops:
         try:
             with cur.copy(statement) as copy:
                 write = copy.write_row
-                for row in rows:
+                for row in self.batch.rows:
                     write(pick(row) + tail)
         except psycopg.errors.UniqueViolation:
             # Part of the batch is stored already (an overlap re-read, a re-run):

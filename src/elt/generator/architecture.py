@@ -19,6 +19,8 @@ from elt.extractors.base import Extractor
 from elt.generator import bigquery_docs, webhook_docs
 from elt.generator.decisions import Plan, plan
 from elt.generator.requirements import Requirements, env_name, load
+from elt.loaders.bigquery.raw import KIND_OF_TYPE as BIGQUERY_KINDS
+from elt.loaders.postgres.raw import KIND_OF_TYPE as POSTGRES_KINDS
 from elt.loaders.postgres.raw import RawTable
 from elt.pipeline import Pipeline
 from elt.schedules import Schedule
@@ -34,8 +36,8 @@ Columns = list[tuple[str, str]]
 
 
 #: A raw cursor column's type (information_schema) -> the cursor kind elt stores it as.
-_KIND_OF_TYPE = {"timestamp with time zone": "timestamp", "date": "date", "bigint": "integer", "numeric": "number",
-                 "text": "text"}
+# The cursor kind of a live raw column, whichever destination's type names it (PostgreSQL or BigQuery).
+_KIND_OF_TYPE = {**POSTGRES_KINDS, **BIGQUERY_KINDS}
 
 
 def raw_ddl(table: RawTable) -> str:

@@ -13,6 +13,7 @@ import decimal
 import hashlib
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -90,7 +91,16 @@ def exact_float(text: str) -> float | ExactNumber:
     return ExactNumber(text)
 
 
+# The standard library cannot write a number from its digits: an ExactNumber goes out as a
+# string marked with a token no source can guess, and the mark is replaced by the bare digits.
+_EXACT_TOKEN = uuid.uuid4().hex
+_EXACT_MARK = f"\x00elt-exact-{_EXACT_TOKEN}:"
+_EXACT_MARKED = re.compile(r'"\\u0000elt-exact-' + _EXACT_TOKEN + r':([-+.0-9Ee]+)"')
+
+
 def _stdlib_default(value: Any) -> Any:
+    if isinstance(value, ExactNumber):
+        return _EXACT_MARK + str(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         # The same text orjson writes, so the record hash does not depend on which path wrote it.
         return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode()[1:-1]
@@ -104,7 +114,7 @@ def _stdlib_json(record: Any) -> bytes:
     try:
         text = json.dumps(_non_finite_as_text(record), default=_stdlib_default, sort_keys=True, ensure_ascii=False,
                           allow_nan=False, separators=(",", ":"))
-        return text.encode("utf-8")
+        return _EXACT_MARKED.sub(r"\1", text).encode("utf-8")
     except RecursionError:
         raise TypeError("record is nested too deeply to store as JSON") from None
     except UnicodeEncodeError:

@@ -123,13 +123,16 @@ def _minus(value: Any, kind: str, lookback: Any) -> Any:
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 
 
-def beyond_the_clock(value: Any, kind: str | None) -> bool:
+def clock_ceiling() -> dict[str, Any]:
+    """The latest acceptable value of each kind that has one, read from the clock once (per batch)."""
+    latest = dt.datetime.now(dt.UTC) + FUTURE_TOLERANCE
+    return {"timestamp": latest, "date": latest.date()}
+
+
+def beyond_the_clock(value: Any, kind: str | None, ceiling: dict[str, Any] | None = None) -> bool:
     """Whether a typed cursor value is further ahead of the clock than ``FUTURE_TOLERANCE``."""
-    if kind == "timestamp":
-        return bool(value > dt.datetime.now(dt.UTC) + FUTURE_TOLERANCE)
-    if kind == "date":
-        return bool(value > (dt.datetime.now(dt.UTC) + FUTURE_TOLERANCE).date())
-    return False
+    limit = (ceiling or clock_ceiling()).get(kind or "")
+    return limit is not None and bool(value > limit)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from elt.extractors.base import Extractor
 from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
-from elt.state import FUTURE_TOLERANCE, beyond_the_clock
+from elt.state import FUTURE_TOLERANCE, beyond_the_clock, clock_ceiling
 
 
 @dataclass
@@ -86,6 +86,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
     drop: Any = None
     fields: dict[str, set[type]] = {}
     last_shape: tuple[str, ...] = ()
+    ceiling = clock_ceiling()
 
     for index, received in enumerate(records):
         # Where-it-came-from fields go to their own columns; the payload stays as received.
@@ -144,7 +145,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
                 except CursorTypeError as exc:
                     rejected.append(Rejected(received, f"cursor field {cursor!r}: {exc}", index=index))
                     continue
-                if beyond_the_clock(typed, value_kind):
+                if beyond_the_clock(typed, value_kind, ceiling):
                     # Stored, it would be the newest version of its key for good (and the
                     # latest-per-key view's row), whatever the source sends once it is fixed.
                     rejected.append(Rejected(

@@ -130,3 +130,19 @@ def test_a_database_gone_longer_than_the_reconnect_window_fails_clearly_and_the_
     assert again.status == "success"
     statuses = [r["status"] for r in db.execute("SELECT status FROM pipeline.execution_log ORDER BY id").fetchall()]
     assert statuses == ["failed", "success"]  # the interrupted run's row closed (abandoned) by the next one
+
+
+def test_sessions_ended_between_two_runs_are_opened_again_when_the_next_run_starts(loader, db, database_url):
+    """A long-lived loader (``elt serve``'s scheduler) keeps its connections between runs; a server restart in
+    between ends them. The next run must start on new sessions, not fail on the first statement."""
+    first = run(Pipeline("shop", streams=[stream(database_url, 1, "upsert", None)]), loader)
+    assert first.status == "success", first.summary.error_message
+    data_pid = loader.writer.data.info.backend_pid
+
+    end_elt_sessions(database_url)  # the writer's and the store's sessions are both gone, unnoticed so far
+    again = run(Pipeline("shop", streams=[stream(database_url, 2, "upsert", None)]), loader)
+
+    assert again.status == "success", again.summary.error_message
+    assert loader.writer.data.info.backend_pid != data_pid
+    stored = {r["id"]: r["p"] for r in table_rows(db, "raw.shop_items", "id, _raw_payload AS p")}
+    assert stored == {str(r["id"]): r for r in records(2)}

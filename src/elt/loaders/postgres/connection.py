@@ -66,9 +66,25 @@ def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     return conn
 
 
-def lost(conn: psycopg.Connection[Any] | None) -> bool:
-    """Whether a connection is gone (closed, or broken by a server or network failure), not merely in error."""
-    return conn is not None and (conn.closed or conn.broken)
+#: SQLSTATEs by which the server says it is ending the session (administrator or crash shutdown,
+#: a server still starting): the connection is gone even while psycopg has not yet seen the socket close.
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
+
+
+def lost(conn: psycopg.Connection[Any] | None, exc: BaseException | None = None) -> bool:
+    """Whether a connection is gone (closed, or broken by a server or network failure), not merely in error.
+
+    ``exc``, the error a statement just raised, settles the race in which the
+    server's "terminating connection" message arrives before the socket's
+    end: psycopg then reports the connection as fine. Such a connection is
+    closed here, so the next use opens a new one.
+    """
+    if conn is None:
+        return False
+    state = getattr(exc, "sqlstate", None) or ""
+    if state in _SESSION_ENDED or state.startswith("08"):  # class 08: connection exception
+        conn.close()
+    return conn.closed or conn.broken
 
 
 def reconnect(url: str, *, autocommit: bool, within: float, what: str) -> psycopg.Connection[Any]:

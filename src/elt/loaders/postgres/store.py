@@ -76,8 +76,8 @@ class PostgresStore(BookkeepingStore):
         """
         try:
             return self._conn.cursor(row_factory=dict_row if rows else None).execute(query, params)  # type: ignore[arg-type]
-        except psycopg.OperationalError:
-            if not lost(self._conn):
+        except psycopg.OperationalError as exc:
+            if not lost(self._conn, exc):
                 raise
         self._reconnect()
         return self._conn.cursor(row_factory=dict_row if rows else None).execute(query, params)  # type: ignore[arg-type]
@@ -220,8 +220,8 @@ class PostgresStore(BookkeepingStore):
         self._locks.discard(name)
         try:
             self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_SPACE, name))
-        except psycopg.OperationalError:
-            if not lost(self._conn):
+        except psycopg.OperationalError as exc:
+            if not lost(self._conn, exc):
                 raise
             # A lost session's locks went with it: there is nothing left to release.
 

@@ -186,25 +186,44 @@ class PostgresWriter(RawWriter):
             f"stream {target.stream!r}: lost the connection to the database {secrets.redact(self.url)} ({first});"
             f" {what}. {after}")
 
+    def _read(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query, in its own short transaction on the data connection.
+
+        These reads open a stream, so a connection the server ended since the
+        last stream (it restarted between two scheduled runs) is opened again
+        here, with backoff, rather than failing the stream: nothing was written.
+        """
+        for attempt in (1, 2):
+            conn = self.data
+            try:
+                rows = conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+                conn.commit()
+                return rows
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not lost(conn, exc):
+                    if not lost(conn):
+                        conn.rollback()
+                    raise
+                self._data = reconnect(self.url, autocommit=False, within=self.reconnect_seconds,
+                                       what="the start of a stream (reading raw.* tables)")
+                widen_send_buffer(self._data)
+            except BaseException:
+                if not lost(conn):
+                    conn.rollback()
+                raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
     def _scalar(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> Any:
-        """One value, read in its own short transaction on the data connection."""
-        try:
-            row = self.data.execute(query, params).fetchone()  # type: ignore[arg-type]
-        finally:
-            self.data.commit()
-        return row[0] if row else None
+        rows = self._read(query, params)
+        return rows[0][0] if rows else None
 
     # --- raw tables -----------------------------------------------------------------------
 
     def _existing_columns(self, table: str) -> dict[str, str]:
-        try:
-            rows = self.data.execute(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = %s",
-                (table,),
-            ).fetchall()
-        finally:
-            self.data.commit()
-        return dict(rows)
+        return dict(self._read(  # type: ignore[arg-type]
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = %s",
+            (table,),
+        ))
 
     def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:
         """The cursor kind implied by an existing raw table's column type."""
@@ -217,7 +236,7 @@ class PostgresWriter(RawWriter):
         try:
             self._begin_stream(target, run_id)
         except psycopg.OperationalError as exc:
-            if not lost(self._data):
+            if not lost(self._data, exc):
                 raise
             raise self._connection_lost(target, exc, "nothing of this stream was read yet") from None
 
@@ -246,7 +265,7 @@ class PostgresWriter(RawWriter):
                 result = work(cur)
             conn.commit()
         except psycopg.Error as exc:
-            if lost(conn):
+            if lost(conn, exc):
                 if not repeatable:
                     raise self._connection_lost(target, exc, "the read in flight was not applied") from None
                 self.log.warning("lost the connection to the database; loading the batch again once it is back",

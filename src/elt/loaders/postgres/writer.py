@@ -76,19 +76,31 @@ class _Ops:
     def insert_new(self, *, shadow: bool = False) -> tuple[int, int]:
         batch = self.batch
         assert batch is not None
-        if not shadow and self.writer._likely_new(self.target, batch) and self._copy_direct():
-            return len(batch.rows), 0
+        if not shadow and self.writer._likely_new(self.target, batch, by_key=False) and self._copy_direct():
+            return self._noted(len(batch.rows), 0)
         self._stage()
         restore = not shadow and self.writer._has_deleted.get((self.target.pipeline, self.target.stream), False)
-        return self._counts(self.table.insert_sql(shadow=shadow, restore_deleted=restore))
+        return self._noted(*self._counts(self.table.insert_sql(shadow=shadow, restore_deleted=restore)))
 
     def merge_by_key(self, *, shadow: bool = False) -> tuple[int, int]:
         batch = self.batch
         assert batch is not None
         if not self.table.keys:
             return self.insert_new(shadow=shadow)
+        # Keys never stored can skip the stage: the unique key index turns away the COPY at the
+        # first stored key (or a key twice in the batch), and the staged merge then does it all.
+        if (not shadow and batch.unique_keys and self.writer._likely_new(self.target, batch, by_key=True)
+                and self._copy_direct()):
+            return self._noted(len(batch.rows), 0)
         self._stage()
-        return self._counts(self.table.merge_sql(shadow=shadow, unique_keys=batch.unique_keys))
+        return self._noted(*self._counts(self.table.merge_sql(shadow=shadow, unique_keys=batch.unique_keys)))
+
+    def _noted(self, inserted: int, updated: int) -> tuple[int, int]:
+        """The batch's counts, remembered: a batch that was all new suggests the next one is too."""
+        assert self.batch is not None
+        self.writer._last_all_new[(self.target.pipeline, self.target.stream)] = (
+            updated == 0 and inserted == len(self.batch.rows))
+        return inserted, updated
 
     def merge_newer(self) -> tuple[int, int]:
         self._stage()
@@ -168,6 +180,8 @@ class PostgresWriter(RawWriter):
         self._empty_at_start: dict[tuple[str, str], bool] = {}
         #: Streams whose table holds rows marked deleted (a re-sent record must clear the mark).
         self._has_deleted: dict[tuple[str, str], bool] = {}
+        #: Streams whose previous batch was all new records (see _likely_new).
+        self._last_all_new: dict[tuple[str, str], bool] = {}
         self.log = get_logger()
 
     @property
@@ -243,6 +257,7 @@ class PostgresWriter(RawWriter):
     def _begin_stream(self, target: StreamTarget, run_id: int) -> None:
         key = (target.pipeline, target.stream)
         self._tables.pop(key, None)
+        self._last_all_new.pop(key, None)
         strategy = target.extractor.strategy
         exists = bool(self._existing_columns(target.table))
         ident = sql.Identifier("raw", target.table)
@@ -290,10 +305,21 @@ class PostgresWriter(RawWriter):
             raise
         return result
 
-    def _likely_new(self, target: StreamTarget, batch: PreparedBatch) -> bool:
-        """Whether a batch is probably absent from the table, so the direct COPY is worth trying."""
-        if self._empty_at_start.get((target.pipeline, target.stream)):
+    def _likely_new(self, target: StreamTarget, batch: PreparedBatch, *, by_key: bool) -> bool:
+        """Whether a batch is probably absent from the table, so the direct COPY is worth trying.
+
+        A wrong guess costs only the COPY up to the first stored record (rolled
+        back to a savepoint). The table empty when the stream began, or the
+        stream's previous batch all new (a source that lists new records after
+        old ones, as a full read of a growing table does), make a good guess.
+        Cursors above the watermark prove the records new, not their keys:
+        ``by_key`` (an upsert) does not count on them.
+        """
+        stream = (target.pipeline, target.stream)
+        if self._empty_at_start.get(stream) or self._last_all_new.get(stream):
             return True
+        if by_key:
+            return False
         mark = target.watermark
         return mark is not None and batch.low_water is not None and batch.low_water > mark.value
 

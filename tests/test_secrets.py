@@ -48,3 +48,11 @@ def test_a_wrong_destination_url_fails_without_showing_its_password(tmp_path):
     assert result.returncode != 0
     assert "cannot connect" in result.stderr + result.stdout
     assert "Sup3rS3cretValue" not in result.stderr + result.stdout
+
+
+def test_the_tail_of_a_password_libpq_reads_as_the_host_is_masked():
+    # libpq ends a URL's password at its first unencoded "@" and prints the rest as the host it
+    # could not resolve: that tail is the password too.
+    secrets.register_connection("postgresql://loader:Wr@ngPw-Secret-888@127.0.0.1:5432/analytics")
+    text = secrets.redact("could not translate host name \"ngPw-Secret-888@127.0.0.1\" to address")
+    assert "ngPw-Secret-888" not in text and "127.0.0.1" in text, text

@@ -98,28 +98,45 @@ def _read_env(name: str, default: str | None) -> str:
 
 
 def register(value: str | None) -> None:
-    """Mask ``value`` wherever it appears in logs and errors from now on."""
+    """Mask ``value`` wherever it appears in logs and errors from now on, URL-encoded too.
+
+    A key sent as a query parameter reaches an error message inside the
+    request's URL, percent-encoded (``q8Zk%2BT3x%2F...``) or form-encoded
+    (``+`` for a space): each form is masked.
+    """
+    from urllib.parse import quote, quote_plus
+
     global _pattern
     # Very short values would mask ordinary words; a real secret is longer.
     if not value or len(value) < 4:
         return
+    forms = {value, quote(value, safe=""), quote(value), quote_plus(value)}
     with _lock:
-        if value in _values:
+        if forms <= _values:
             return
-        _values.add(value)
+        _values.update(forms)
         ordered = sorted(_values, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
 
+def mask_passwords(text: str) -> str:
+    """``text`` with the password of every connection URL and ``password=`` parameter replaced by ``***``.
+
+    Needs no registration: what a URL or a libpq keyword string says is a
+    password is one. Generated files (``elt init``) use this alone.
+    """
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+    return _PARAM_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+
+
 def redact(text: str) -> str:
-    """Return ``text`` with every registered secret and URL password replaced by ``***``."""
+    """Return ``text`` with every registered secret and connection password replaced by ``***``."""
     if not isinstance(text, str):
         text = str(text)
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(_MASK, text)
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
-    return _PARAM_PASSWORD.sub(lambda m: m.group("head") + _MASK, text)
+    return mask_passwords(text)
 
 
 def register_connection(conninfo: str) -> None:
@@ -147,6 +164,13 @@ def register_connection(conninfo: str) -> None:
     if password:
         for form in {password, unquote(password), quote(unquote(password), safe="")}:
             register(form)
+            # An unencoded "@" in a URL's password: libpq ends the password at the first "@" and reads
+            # the rest as the host, which its error then prints ("could not translate host name
+            # 'rest@db'"). Each part around an "@" is masked on its own.
+            parts = form.split("@")
+            for i in range(1, len(parts)):
+                register("@".join(parts[:i]))
+                register("@".join(parts[i:]))
 
 
 def redact_value(value: Any) -> Any:

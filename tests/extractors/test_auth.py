@@ -86,6 +86,22 @@ def test_a_refused_key_fails_clearly_and_the_key_never_shows(fake_api, monkeypat
     assert fake_api.count("/items") == 1  # a 4xx is not retried
 
 
+@pytest.mark.parametrize("key", ["q8Zk+T3xY/bW9pQ=", "key with spaces&more"], ids=["base64", "spaces"])
+def test_a_refused_key_that_url_encoding_changes_never_shows_in_any_form(fake_api, monkeypatch, key):
+    # The key reaches the message inside the request's URL, percent-encoded: that form is masked too.
+    from urllib.parse import quote, quote_plus
+
+    monkeypatch.setenv("ITEMS_ENC_KEY", key)
+    fake_api.route("/items", lambda r: Reply({"error": "unauthorized"}, status=401))
+    stream = paged_stream(fake_api, auth=ApiKeyAuth(from_env("ITEMS_ENC_KEY"), query="key"))
+    with pytest.raises(SourceError) as raised:
+        read_all(stream)
+    message = str(raised.value)
+    assert "HTTP 401" in message and "key=***" in message, message
+    for form in (key, quote(key, safe=""), quote_plus(key), quote(key)):
+        assert form not in message, message
+
+
 def test_a_missing_secret_fails_the_stream_when_used_not_the_import(fake_api, monkeypatch):
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     stream = paged_stream(fake_api, auth=BearerAuth(from_env("NOT_SET_ANYWHERE")))  # declaring is fine

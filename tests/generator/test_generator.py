@@ -482,3 +482,22 @@ def test_the_documents_monitoring_and_retention_queries_run_as_they_stand(tmp_pa
     assert 'COLLATE "C"' in sections["Schema design"] and "CREATE UNIQUE INDEX" in sections["Schema design"]
     # The flowchart shows what runs and watches the pipelines.
     assert "scheduler -. starts .-> extract" in document and "extract -. rejected .-> dead_letter" in document
+
+
+@pytest.mark.parametrize("access", [
+    "mysql://app@db.internal:3306/shop?ssl=true&password=hunter2-s3cret",
+    "host=db.internal dbname=shop user=app password=hunter2-s3cret",
+    "mysql://app:hunter2@s3cret@db.internal:3306/shop",  # an unencoded "@" inside the password
+], ids=["query-param", "libpq-keywords", "unencoded-at"])
+def test_a_password_in_any_form_of_access_is_masked_in_every_generated_file(tmp_path, database_url, access):
+    from tests.generator.specs import HONOURED
+
+    spec = tmp_path / "req.yaml"
+    spec.write_text(HONOURED.replace("mysql://app:hunter2-s3cret@db.internal:3306/shop", f'"{access}"'))
+    created = run_elt(["init", str(tmp_path / "shop_ops"), "--spec", str(spec)], cwd=tmp_path, database_url=database_url)
+    assert created.returncode == 0, created.stderr
+    assert "s3cret" not in created.stdout + created.stderr
+    for path in (tmp_path / "shop_ops").rglob("*"):
+        if path.is_file() and ".elt" not in path.parts:
+            assert b"s3cret" not in path.read_bytes(), path
+    assert "***" in (tmp_path / "shop_ops" / "docs" / "architecture.md").read_text()

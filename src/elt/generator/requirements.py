@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from elt.errors import ConfigError
+from elt.secrets import mask_passwords
 
 SourceType = Literal["rest_api", "database", "file_drop", "webhook", "manual"]
 FRESHNESS_WORDS = ("real_time", "near_real_time", "hourly", "daily", "on_demand")
@@ -126,7 +127,7 @@ class Source(_Model):
 
     @property
     def access_had_password(self) -> bool:
-        return "***@" in self.access
+        return "***" in self.access
 
     @field_validator("entities", mode="before")
     @classmethod
@@ -205,14 +206,6 @@ def load(path: Path) -> Requirements:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse(data, str(path))
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<password>[^\s@/]+)(?P<at>@)", re.I)
-
-
-def mask_passwords(text: str) -> str:
-    """``scheme://user:password@host`` becomes ``scheme://user:***@host``, wherever it is in ``text``."""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***" + m.group("at"), text)
 
 
 def freshness_seconds(freshness: str) -> int | None:

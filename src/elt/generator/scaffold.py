@@ -12,7 +12,8 @@ from elt.extractors.files import FileExtractor
 from elt.extractors.function import extractor
 from elt.generator import samples
 from elt.generator.decisions import Plan, SourcePlan, StreamPlan
-from elt.generator.requirements import Source, env_name, file_format, mask_passwords
+from elt.generator.requirements import Source, env_name, file_format
+from elt.secrets import mask_passwords
 from elt.transforms.stage import starter_sql
 
 _SCHEMA_KIND = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",

@@ -136,6 +136,16 @@ class BigQueryWarehouse(Warehouse):
                 table.set("catalog", exp.to_identifier(self.settings.project))
         return tree.sql(dialect="bigquery")
 
+    def statement(self, model: Model) -> str:
+        kind = model.config.materialized
+        # A materialized view is built as a table here (see the module's docstring); an incremental
+        # model is created so once, then each run MERGEs its window into it by unique_key.
+        note = {"materialized_view": "-- built as a table on BigQuery\n",
+                "incremental": "-- the first build (and --full-refresh); later runs MERGE the window by unique_key\n",
+                }.get(kind, "")
+        return (f"{note}CREATE OR REPLACE {'VIEW' if kind == 'view' else 'TABLE'} {self.table_id(model.relation)}"
+                f" AS\n{self.translate(model)}")
+
     def check_sql(self, test: DataTest, relation: str, number: int = 0) -> tuple[str, dict[str, Any]]:
         """The query counting what breaks ``test`` in ``relation`` (the same rules as
         :func:`elt.transforms.datatests.check_sql`, in BigQuery SQL), and its parameters (``number``

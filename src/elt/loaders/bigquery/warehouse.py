@@ -97,11 +97,19 @@ def literal(value: Any) -> str:
     return string(str(value))
 
 
+def _first_error(exc: BaseException) -> dict[str, Any]:
+    errors = getattr(exc, "errors", None) or []
+    return errors[0] if errors and isinstance(errors[0], dict) else {}
+
+
 def _message(exc: BaseException) -> str:
     """BigQuery's own words for a failed query (without the status code, job id and location)."""
-    errors = getattr(exc, "errors", None) or []
-    first = errors[0].get("message") if errors and isinstance(errors[0], dict) else None
-    return str(first or getattr(exc, "message", None) or exc)
+    return str(_first_error(exc).get("message") or getattr(exc, "message", None) or exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """BigQuery's reason code of a failed query: ``invalidQuery`` for bad SQL or a value it cannot compute."""
+    return str(_first_error(exc).get("reason") or "")
 
 
 def bigquery_warehouse(connection: BigQueryConnection) -> BigQueryWarehouse:
@@ -216,9 +224,9 @@ class BigQueryWarehouse(Warehouse):
         sql = self.translate(model)
         try:
             return self._build(model, sql, full_refresh, judge)
-        except self.errors:
+        except self.errors as exc:
             readable = next((t for t in model.config.tests if t.kind == "readable"), None)
-            if readable is not None:
+            if readable is not None and _reason(exc) == "invalidQuery":
                 # A cast failing on some row fails the CREATE (or the whole-row test) with BigQuery's bare
                 # "Could not convert ...": compute each column on its own to say which one it is.
                 self._name_unreadable(model, sql, readable)
@@ -241,7 +249,8 @@ class BigQueryWarehouse(Warehouse):
                     self.connection.query(f"SELECT COUNTIF(TO_JSON_STRING({quote(column)}) IS NULL) AS n"
                                           f" FROM {self.table_id(check)}")
                 except self.errors as exc:
-                    failing.append((column, _message(exc)))
+                    if _reason(exc) == "invalidQuery":  # not a quota or the byte guard: a value
+                        failing.append((column, _message(exc)))
         if failing and (len(failing) < len(columns) or len(columns) == 1):
             column, error = failing[0]
             raise unreadable_column(test, model.relation, column, error, "JSON") from None

@@ -31,7 +31,7 @@ class JsonLimits:
     holds_nul = True
     #: The smallest and largest integer it stores exactly (None: any integer).
     integers: tuple[int, int] | None = None
-    #: Whether it stores any decimal number digit for digit (None of these limits: only what a double holds).
+    #: Whether it stores any decimal number digit for digit (False: only what a double holds).
     exact_decimals = True
 
     def problem(self, record: Any, payload: bytes) -> str | None:
@@ -76,7 +76,8 @@ class JsonLimits:
                     return found
         elif isinstance(value, int) and not isinstance(value, bool):
             if self.integers is not None and not self.integers[0] <= value <= self.integers[1]:
-                return path, value, f"{self.name} holds integers only within 64 bits ({self.integers[0]} to {self.integers[1]})"
+                low, high = self.integers
+                return path, value, f"{self.name} holds integers only within {high.bit_length()} bits ({low} to {high})"
         elif isinstance(value, ExactNumber) and not self.exact_decimals:
             return path, value, f"{self.name} holds a number only as a double (about 15-17 significant digits, up to 1.8e308)"
         return None

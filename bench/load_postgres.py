@@ -213,6 +213,7 @@ def reference_copy(url: str, rows: int, workdir: Path) -> float:
 def _prepared_chunks(rows: int, strategy: str, chunk_size: int, source: Any = None) -> Iterator[list[tuple[Any, ...]]]:
     """elt's prepared rows of the benchmark's records, ``chunk_size`` at a time (prepared before the clock starts)."""
     from elt import extractor
+    from elt.loaders.postgres.writer import PostgresWriter
     from elt.validation import prepare
 
     stream = extractor(lambda: iter(()), name="orders", primary_key="id", write_strategy=strategy)
@@ -220,10 +221,10 @@ def _prepared_chunks(rows: int, strategy: str, chunk_size: int, source: Any = No
     for record in (source if source is not None else orders(rows)):
         chunk.append(record)
         if len(chunk) == chunk_size:
-            yield prepare(stream, chunk, None).rows
+            yield prepare(stream, chunk, None, PostgresWriter.json_limits).rows
             chunk = []
     if chunk:
-        yield prepare(stream, chunk, None).rows
+        yield prepare(stream, chunk, None, PostgresWriter.json_limits).rows
 
 
 def _raw_table(name: str, strategy: str) -> Any:

@@ -106,3 +106,20 @@ def test_transform_exit_code_and_log_when_a_model_fails(tmp_path, database_url, 
     row = db.execute("SELECT pipeline_name, status, error_message FROM pipeline.execution_log").fetchone()
     assert row["pipeline_name"] == "transforms" and row["status"] == "partial"
     assert "model rpt.c: skipped: upstream mart.b failed" in row["error_message"]
+
+
+def test_transform_dry_run_on_bigquery_prints_the_sql_bigquery_runs_and_builds_nothing(tmp_path, bq_emulator, bq_prefix):
+    # Before: it printed the PostgreSQL SQL (`->>`, `::numeric`, `CREATE MATERIALIZED VIEW rpt...`), not what runs.
+    project = write_models(tmp_path / "p", MODELS)
+    env = {"ELT_DESTINATION": "bigquery", "ELT_BIGQUERY_PROJECT": bq_emulator.project,
+           "ELT_BIGQUERY_ENDPOINT": bq_emulator.endpoint, "ELT_BIGQUERY_DATASET_PREFIX": bq_prefix}
+    result = run_elt(["transform", "--dry-run"], cwd=project, database_url="", **env)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert f"CREATE OR REPLACE TABLE `{bq_emulator.project}.{bq_prefix}rpt.client_health` AS" in text
+    assert "-- built as a table on BigQuery" in text and "CREATE MATERIALIZED VIEW" not in text
+    assert f"FROM {bq_emulator.project}.{bq_prefix}raw.shop_customers" in text
+    assert "JSON_EXTRACT_SCALAR(_raw_payload, '$.tier') AS tier" in text  # on one line: SQL is not wrapped
+    assert "->>" not in text and "::" not in text
+    # Nothing built: not even a dataset.
+    assert not [d.dataset_id for d in bq_emulator.client().list_datasets() if d.dataset_id.startswith(bq_prefix)]

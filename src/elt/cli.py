@@ -546,11 +546,13 @@ def transform(
     from elt.transforms import Builder, project_graph
 
     project_dir, registry = _project_or_models()
-    if dry_run:
-        graph = project_graph(project_dir, registry.values())
-        out.print(Builder("", graph).dry_run(graph.select(select or [], layer or [])), markup=False, highlight=False)
-        return
     first = next(iter(registry.values()), None) or Pipeline("transforms", streams=[])
+    if dry_run:
+        # The SQL the project's destination would run (its dialect, its datasets), built by nothing.
+        graph = project_graph(project_dir, registry.values())
+        builder = Builder(first.destination.statement_warehouse(project_dir), graph)  # type: ignore[union-attr]
+        out.print(builder.dry_run(graph.select(select or [], layer or [])), markup=False, highlight=False, soft_wrap=True)
+        return
     result = Runner(first, project_dir=project_dir, full_refresh=full_refresh).transform(select or [], layer or [], threads)
     _print_run(result)
     raise typer.Exit(result.exit_code)

@@ -20,6 +20,7 @@ from elt.loaders.base import Loader
 
 if TYPE_CHECKING:
     from elt.loaders.bigquery.connection import BigQuerySettings
+    from elt.transforms.warehouse import Warehouse
 
 _POSTGRES_NAMES = ("postgres", "postgresql", "supabase")
 
@@ -38,6 +39,13 @@ class Postgres:
 
         target = self.target(project_dir)
         return open_loader("postgres", target.url, target.description)
+
+    def statement_warehouse(self, project_dir: Path | None = None) -> Warehouse:
+        """A warehouse that writes the statements a build would run and opens nothing (``--dry-run``)."""
+        from elt.loaders.postgres.warehouse import PostgresWarehouse
+
+        # No URL: finding it could start the embedded database, and writing SQL needs none.
+        return PostgresWarehouse("")
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,14 @@ class BigQuery:
 
         return BigQueryLoader(self.settings(project_dir))
 
+    def statement_warehouse(self, project_dir: Path | None = None) -> Warehouse:
+        """A warehouse that writes the statements a build would run and opens nothing (``--dry-run``)."""
+        from elt.loaders.bigquery.connection import BigQueryConnection
+        from elt.loaders.bigquery.warehouse import bigquery_warehouse
+
+        # The connection's client is made on first use, and writing SQL never uses it.
+        return bigquery_warehouse(BigQueryConnection(self.settings(project_dir)))
+
     def target(self, project_dir: Path | None = None) -> DatabaseTarget:
         raise ConfigError("this part of elt (webhook sources, `elt cdc`) loads into PostgreSQL only, and the"
                           " destination is BigQuery; give it destination=elt.Postgres()")
@@ -94,6 +110,9 @@ class FromEnvironment:
 
     def loader(self, project_dir: Path | None = None) -> Loader:
         return self.chosen(project_dir).loader(project_dir)
+
+    def statement_warehouse(self, project_dir: Path | None = None) -> Warehouse:
+        return self.chosen(project_dir).statement_warehouse(project_dir)
 
     def target(self, project_dir: Path | None = None) -> DatabaseTarget:
         return self.chosen(project_dir).target(project_dir)

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from elt.extractors.base import Extractor
+from elt.limits import JsonLimits
 from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
 from elt.state import FUTURE_TOLERANCE, beyond_the_clock, clock_ceiling
 
@@ -62,11 +63,13 @@ def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> PreparedBatch:
+def prepare(extractor: Extractor, records: list[Any], kind: str | None, limits: JsonLimits) -> PreparedBatch:
     """Validate and serialise ``records`` for ``extractor``'s stream.
 
     ``kind`` is the cursor's known kind (from stored state), or ``None`` to
-    infer it from the first cursor value seen.
+    infer it from the first cursor value seen. ``limits`` is what the
+    destination's JSON column holds (``RawWriter.json_limits``); a record
+    beyond it is rejected, naming the field.
     """
     keys = extractor.key_fields
     cursor = extractor.cursor_field
@@ -168,9 +171,11 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None) -> Prepa
         except TypeError as exc:
             rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}", index=index))
             continue
-        if b"\\u0000" in payload:
-            rejected.append(Rejected(
-                received, "record contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store", index=index))
+        problem = limits.problem(clean, payload)
+        if problem is not None:
+            # Named in full: the letter's reason is often read without its record (alerts, `elt status`).
+            which = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key_values, strict=True)) or f"#{index + 1} of its batch"
+            rejected.append(Rejected(received, f"stream {extractor.name!r}, record {which}: {problem}", index=index))
             continue
 
         # Field shapes: only look at the types when the set of fields changed or

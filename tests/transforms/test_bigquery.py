@@ -242,3 +242,20 @@ def test_a_destination_without_a_warehouse_says_so():
     loader = Loader.__new__(Loader)
     with pytest.raises(ConfigError, match="this destination cannot build SQL models yet"):
         loader.warehouse()
+
+
+@pytest.mark.parametrize("materialized", ["view", "table"])
+def test_an_unreadable_model_names_the_column_whose_cast_fails(warehouse, tmp_path, materialized):
+    # Before: BigQuery's bare error (a bad INT64 value), without the column, as the cast failed inside
+    # the CREATE (or the whole-row test query); PostgreSQL names it (see test_datatests.py).
+    wh = warehouse
+    create_raw(wh, "shop_orders", "id")
+    load_raw(wh, "shop_orders", [{"id": 1, "amount": "5", "note": "a"}, {"id": 2, "amount": "n/a", "note": "b"}])
+    project = write_models(tmp_path / "p", {"stg/amounts.sql": (
+        f"-- materialized: {materialized}\n-- tests: readable\n"
+        "SELECT _raw_payload->>'note' AS note, (_raw_payload->>'amount')::bigint AS amount FROM raw.shop_orders\n")})
+    result = build(wh, project).models["stg.amounts"]
+    assert result.status == "failed"
+    assert "column 'amount' cannot be read" in (result.error or ""), result.error
+    assert "n/a" in result.error and "Cast it differently" in result.error
+    assert wh._existing("stg.amounts") is None and wh._existing("stg.amounts__elt_new") is None

@@ -21,9 +21,10 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from elt.extractors.base import Extractor
+from elt.limits import JsonLimits
 from elt.records import to_json
 from elt.state import Watermark
 from elt.validation import PreparedBatch, Rejected
@@ -56,20 +57,21 @@ def raw_data_columns(keys: Sequence[str], cursor: str | None, cursor_type: str, 
     return columns
 
 
-def dead_letter_copy(rejected: Rejected) -> tuple[bytes, str]:
+def dead_letter_copy(rejected: Rejected, limits: JsonLimits) -> tuple[bytes, str]:
     """The JSON a destination stores for a rejected record, and the letter's kind.
 
     A letter is replayed by loading its stored copy, so that copy must be the
     record the source sent. When it cannot be (a record too deep or with a lone
-    surrogate is stored as its ``repr``; ``\\u0000``, which jsonb cannot hold,
-    becomes U+FFFD) the letter is a ``problem``: kept readable, never replayed.
+    surrogate is stored as its ``repr``; ``\\u0000``, where the destination's
+    JSON cannot hold it, becomes U+FFFD) the letter is a ``problem``: kept
+    readable, never replayed.
     """
     kind = rejected.kind
     try:
         payload = to_json(rejected.record)
     except TypeError:
         payload, kind = to_json(repr(rejected.record)), "problem"
-    if b"\\u0000" in payload:
+    if not limits.holds_nul and b"\\u0000" in payload:
         payload, kind = payload.replace(b"\\u0000", b"\\ufffd"), "problem"
     return payload, kind
 
@@ -151,6 +153,10 @@ class DeadLetter:
 
 class RawWriter(ABC):
     """Writes one destination's raw tables."""
+
+    #: What the raw payload column (and the dead letters' record column) holds exactly; validation
+    #: dead-letters a record beyond it rather than let the destination round or refuse it.
+    json_limits: ClassVar[JsonLimits] = JsonLimits()
 
     @abstractmethod
     def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:

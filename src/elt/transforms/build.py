@@ -19,7 +19,7 @@ from elt.logs import get_logger
 from elt.transforms.datatests import DataTestResult
 from elt.transforms.graph import Graph
 from elt.transforms.models import Model
-from elt.transforms.warehouse import CREATE_KIND, DataTestFailed, Warehouse
+from elt.transforms.warehouse import DataTestFailed, Warehouse
 
 __all__ = ["BuildResult", "Builder", "DataTestFailed", "ModelResult"]
 
@@ -85,7 +85,7 @@ class Builder:
             extra = f", unique_key {', '.join(config.unique_key)}" if config.unique_key else ""
             tests = f"\n-- tests: {', '.join(t.text for t in config.tests)}" if config.tests else ""
             parts.append(f"-- {model.path} -> {model.relation} ({config.materialized}{extra}){tests}\n"
-                         f"CREATE {CREATE_KIND[config.materialized]} {model.relation} AS\n{model.sql};\n")
+                         f"{self.warehouse.statement(model)};\n")
         return "\n".join(parts)
 
     def run(self, selected: Iterable[str]) -> BuildResult:

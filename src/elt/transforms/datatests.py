@@ -91,6 +91,14 @@ def run_checks(cursor: Any, tests: tuple[DataTest, ...], relation: str) -> list[
     return results
 
 
+def unreadable_column(test: DataTest, relation: str, column: str, error: str, json_type: str) -> UnreadableColumn:
+    """The ``readable`` test's error naming the column a row cannot be computed for (every destination's wording)."""
+    return UnreadableColumn(
+        f"test {test.text} on {relation} failed: column {column!r} cannot be read for every row"
+        f" ({error.strip().splitlines()[0]}): its field now holds values of another type. Cast it"
+        f" differently in the model, or keep it as {json_type} (`_raw_payload -> 'field'`)")
+
+
 def _readable_failures(cursor: Any, test: DataTest, relation: str) -> int:
     """The ``readable`` test's count; :class:`UnreadableColumn` naming the column when a row cannot be computed.
 
@@ -115,9 +123,6 @@ def _readable_failures(cursor: Any, test: DataTest, relation: str) -> int:
                            .format(c=sql.Identifier(column), t=table))
         except psycopg.errors.DataError as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT elt_readable")
-            raise UnreadableColumn(
-                f"test {test.text} on {relation} failed: column {column!r} cannot be read for every row"
-                f" ({str(exc).strip().splitlines()[0]}): its field now holds values of another type. Cast it"
-                " differently in the model, or keep it as jsonb (`_raw_payload -> 'field'`)") from None
+            raise unreadable_column(test, relation, column, str(exc), "jsonb") from None
     cursor.execute("ROLLBACK TO SAVEPOINT elt_readable")
     raise UnreadableColumn(f"test {test.text} on {relation} failed: {str(whole).strip().splitlines()[0]}") from None

@@ -83,5 +83,12 @@ class Warehouse(ABC):
         ``recomputed`` names materialised views that an upstream's swap already computed in this build.
         """
 
+    @abstractmethod
+    def statement(self, model: Model) -> str:
+        """The statement that creates ``model`` here, as this destination runs it (``elt transform --dry-run``).
+
+        Writes text only: a warehouse made for a dry run may have nothing open.
+        """
+
     def close(self) -> None:  # noqa: B027 - most warehouses hold nothing open between builds
         """Release connections."""

@@ -72,3 +72,33 @@ def test_a_run_killed_between_batches_reruns_to_exactly_the_source(tmp_path, bq_
     # The failed (killed) run is history once a run succeeded after it; the letter is not a day old.
     check = run_elt(["check", "--json"], cwd=project, database_url=None, **env)  # type: ignore[arg-type]
     assert check.returncode == 0 and json.loads(check.stdout) == {"ok": True, "problems": []}, check.stdout + check.stderr
+
+
+HUGE = """
+from elt import Pipeline, extractor
+
+def read(since):
+    yield {"id": 1, "n": 5}
+    yield {"id": 2, "n": 123456789012345678901234567890}
+
+Pipeline("shop", streams=[extractor(read, name="items", primary_key="id", max_bad_ratio=1)])
+"""
+
+
+def test_a_record_bigquery_json_cannot_hold_is_shown_exactly_and_replay_keeps_it(tmp_path, bq_emulator, bq_prefix):
+    project = write_project(tmp_path / "proj", HUGE)
+    env = {"ELT_DESTINATION": "bigquery", "ELT_BIGQUERY_PROJECT": bq_emulator.project,
+           "ELT_BIGQUERY_DATASET_PREFIX": bq_prefix, "ELT_BIGQUERY_ENDPOINT": bq_emulator.endpoint}
+    first = run_elt(["run"], cwd=project, database_url=None, timeout=300, **env)  # type: ignore[arg-type]
+    assert first.returncode != 0 and "1 record(s) rejected" in first.stdout + first.stderr, first.stdout + first.stderr
+
+    listed = run_elt(["dead-letter", "list", "--json"], cwd=project, database_url=None, **env)  # type: ignore[arg-type]
+    (letter,) = json.loads(listed.stdout)
+    assert "record id='2': field 'n' = 123456789012345678901234567890" in letter["error_message"]
+    shown = run_elt(["dead-letter", "show", str(letter["id"])], cwd=project, database_url=None, **env)  # type: ignore[arg-type]
+    assert json.loads(shown.stdout)["source_record"] == {"id": 2, "n": 123456789012345678901234567890}
+
+    replay = run_elt(["dead-letter", "replay", "shop"], cwd=project, database_url=None, **env)  # type: ignore[arg-type]
+    assert replay.returncode != 0 and "0 record(s) loaded and resolved" in replay.stdout and "1 still rejected" in replay.stdout
+    again = run_elt(["dead-letter", "list", "--json"], cwd=project, database_url=None, **env)  # type: ignore[arg-type]
+    assert [r["id"] for r in json.loads(again.stdout)] == [letter["id"]]

@@ -6,6 +6,7 @@ strategies share one pipeline of five streams, run twice.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from elt import Pipeline
 from elt.loaders.bigquery import BigQueryLoader, BigQuerySettings
+from elt.records import ExactNumber
 from elt.runner import Runner
 from tests.helpers import list_stream, run
 
@@ -111,6 +113,47 @@ def test_dead_letters_are_kept_and_replayed_after_the_fix(bq_loader, bq):
     assert bq_loader.store.dead_letters("shop") == []
     resolved = bq_loader.store.dead_letters("shop", include_resolved=True)
     assert [r["resolution"] for r in resolved] == ["replayed"]
+
+
+def test_numbers_bigquery_json_cannot_hold_are_dead_lettered_alone_and_kept_exactly(bq_loader, bq):
+    # Before: PARSE_JSON refused the integer ("loss of precision") and the whole batch failed without
+    # naming it, while the long decimal was silently rounded to a double.
+    huge = 123456789012345678901234567890
+    long_decimal = ExactNumber("0.12345678901234567890")
+    records = [
+        {"id": 1, "n": 5},
+        {"id": 2, "n": huge},
+        {"id": 3, "deep": {"prices": [1.5, long_decimal]}},
+        {"id": 4, "n": 2**64 - 1, "s": "a\u0000b"},  # the widest UINT64, and a NUL: both fit
+        {"id": 5, "n": -(2**63) - 1},
+    ]
+    pipeline = Pipeline("shop", streams=[list_stream(records, primary_key="id", max_bad_ratio=1)])
+    result = run(pipeline, bq_loader)
+    assert result.status == "partial", result.summary.error_message
+    assert result.summary.rows_loaded == 2 and result.summary.rows_rejected == 3
+
+    stored = bq("SELECT TO_JSON_STRING(_raw_payload) AS p FROM {raw}.shop_items ORDER BY _row_seq")
+    assert [json.loads(r["p"]) for r in stored] == [records[0], records[3]]
+
+    letters = {r["id"]: r for r in bq_loader.store.dead_letters("shop")}
+    by_record = {bq_loader.store.dead_letter(i)["source_record"]["id"]: bq_loader.store.dead_letter(i) for i in letters}
+    assert sorted(by_record) == [2, 3, 5]
+    reason = by_record[2]["error_message"]
+    assert "stream 'items', record id='2'" in reason and "field 'n' = 123456789012345678901234567890" in reason
+    assert "within 64 bits" in reason and "as a string" in reason
+    assert "field 'deep.prices[1]' = 0.12345678901234567890" in by_record[3]["error_message"]
+    assert "double" in by_record[3]["error_message"]
+    assert "field 'n' = -9223372036854775809" in by_record[5]["error_message"]
+    # The letters hold the records digit for digit (as text: BigQuery's JSON cannot).
+    assert by_record[2]["source_record"] == {"id": 2, "n": huge}
+    assert by_record[3]["source_record"]["deep"]["prices"][1] == long_decimal
+    assert by_record[2]["kind"] == "record"
+
+    # Replay re-checks them with the same rule: still rejected, nothing rounded into raw, letters kept.
+    replay = Runner(pipeline, loader=bq_loader).replay()
+    assert replay.status == "partial" and replay.streams["items"].rejected == 3
+    assert len(bq("SELECT 1 AS x FROM {raw}.shop_items")) == 2
+    assert sorted(r["id"] for r in bq_loader.store.dead_letters("shop")) == sorted(letters)
 
 
 def test_of_two_concurrent_runs_exactly_one_takes_the_pipeline_lock(bq_settings: BigQuerySettings):

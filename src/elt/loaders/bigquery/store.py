@@ -18,6 +18,7 @@ lock is held, is older than :attr:`BigQueryStore.lease`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
 import threading
@@ -32,6 +33,7 @@ from elt import secrets
 from elt.loaders.base import BookkeepingStore, DeadLetter, RunSummary, SchemaChange
 from elt.loaders.bigquery.connection import BigQueryConnection
 from elt.loaders.bigquery.raw import WORK_PREFIX, quote
+from elt.records import exact_float
 from elt.state import Watermark
 
 #: State keys the framework itself keeps per stream; everything else is the extractor's (Batch.state).
@@ -76,6 +78,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             acquired_at TIMESTAMP, heartbeat_at TIMESTAMP
         )""",
     ]),
+    # A record BigQuery's JSON cannot hold exactly (an integer beyond 64 bits, a decimal with more
+    # digits than a double) is kept as its JSON text; source_record is then NULL.
+    ("bq0002_dead_letter_source_text", [
+        "ALTER TABLE {ds}.dead_letter ADD COLUMN IF NOT EXISTS source_text STRING",
+    ]),
 ]
 
 
@@ -86,6 +93,14 @@ def new_id() -> int:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def _record(row: dict[str, Any]) -> Any:
+    """A dead letter's record: its JSON, or, when JSON could not hold it, its text read digit for digit."""
+    text = row.pop("source_text", None)
+    if text is None:
+        return row["source_record"]
+    return json.loads(text, parse_float=exact_float)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -136,17 +151,21 @@ class Bookkeeping:
         ] + self.state(params, pipeline, stream, {"schema": known_fields}, run_id)
 
     def dead_letters(self, params: dict[str, Any], pipeline: str, stream: str, run_id: int, batch_id: str,
-                     letters: list[tuple[str, str, str, str, str]]) -> list[str]:
-        """Insert (record JSON, error, detail JSON or '', hash, kind) letters; one open letter per record hash."""
+                     letters: list[tuple[str, str, str, str, str, str]]) -> list[str]:
+        """Insert (record JSON or '', record text or '', error, detail JSON or '', hash, kind) letters; one open
+        letter per record hash. The text is set instead of the JSON when the JSON type cannot hold the record."""
         if not letters:
             return []
-        records, errors, details, hashes, kinds = (list(column) for column in zip(*letters, strict=True))
+        records, texts, errors, details, hashes, kinds = (list(column) for column in zip(*letters, strict=True))
         params.update(dl_id=new_id() * 1000, dl_pl=pipeline, dl_st=stream, dl_run=run_id, dl_batch=batch_id,
-                      dl_record=records, dl_error=errors, dl_detail=details, dl_hash=hashes, dl_kind=kinds)
+                      dl_record=records, dl_text=texts, dl_error=errors, dl_detail=details, dl_hash=hashes,
+                      dl_kind=kinds)
         return [
             f"INSERT INTO {self.ds}.dead_letter (id, pipeline_name, stream_name, run_id, batch_id, source_record,"
-            f" error_message, error_detail, record_hash, created_at, kind)"
-            f" SELECT @dl_id + i, @dl_pl, @dl_st, @dl_run, @dl_batch, PARSE_JSON(@dl_record[OFFSET(i)]),"
+            f" source_text, error_message, error_detail, record_hash, created_at, kind)"
+            # Arrays cannot hold NULL: '' stands for "none".
+            f" SELECT @dl_id + i, @dl_pl, @dl_st, @dl_run, @dl_batch, PARSE_JSON(NULLIF(@dl_record[OFFSET(i)], '')),"
+            f" NULLIF(@dl_text[OFFSET(i)], ''),"
             f" @dl_error[OFFSET(i)], PARSE_JSON(NULLIF(@dl_detail[OFFSET(i)], '')), h, CURRENT_TIMESTAMP(),"
             f" @dl_kind[OFFSET(i)] FROM UNNEST(@dl_hash) AS h WITH OFFSET i"
             # The same bad record re-read (a lookback overlap) is recorded once while unresolved.
@@ -432,16 +451,20 @@ class BigQueryStore(BookkeepingStore):
 
     def dead_letter(self, id: int) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM {ds}.dead_letter WHERE id = @id", {"id": id})
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        row["source_record"] = _record(row)
+        return row
 
     def unresolved_dead_letters(self, pipeline: str, streams: Sequence[str] = (), ids: Sequence[int] = ()) -> list[DeadLetter]:
         rows = self._rows(
-            "SELECT id, stream_name, source_record, kind, created_at, error_message FROM {ds}.dead_letter"
+            "SELECT id, stream_name, source_record, source_text, kind, created_at, error_message FROM {ds}.dead_letter"
             " WHERE pipeline_name = @p AND resolved_at IS NULL AND (NOT @by_id OR id IN UNNEST(@ids))"
             " AND (ARRAY_LENGTH(@s) = 0 OR stream_name IN UNNEST(@s)) ORDER BY id",
             # An empty array parameter would be typed STRING: a placeholder id keeps it INT64.
             {"p": pipeline, "by_id": bool(ids), "ids": [int(i) for i in ids] or [0], "s": list(streams)})
-        return [DeadLetter(r["id"], r["stream_name"], r["source_record"], r["kind"], r["created_at"], r["error_message"])
+        return [DeadLetter(r["id"], r["stream_name"], _record(r), r["kind"], r["created_at"], r["error_message"])
                 for r in rows]
 
     def old_dead_letters(self, older_than: dt.timedelta) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ from sqlglot import exp
 
 from elt.loaders.bigquery.connection import BigQueryConnection
 from elt.transforms import incremental
-from elt.transforms.datatests import DataTestResult
+from elt.transforms.datatests import DataTestResult, unreadable_column
 from elt.transforms.dialects import transpile
 from elt.transforms.models import DataTest, Model, parse_duration
 from elt.transforms.warehouse import Built, Judge, ModelError, Warehouse, model_comment
@@ -97,6 +97,21 @@ def literal(value: Any) -> str:
     return string(str(value))
 
 
+def _first_error(exc: BaseException) -> dict[str, Any]:
+    errors = getattr(exc, "errors", None) or []
+    return errors[0] if errors and isinstance(errors[0], dict) else {}
+
+
+def _message(exc: BaseException) -> str:
+    """BigQuery's own words for a failed query (without the status code, job id and location)."""
+    return str(_first_error(exc).get("message") or getattr(exc, "message", None) or exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """BigQuery's reason code of a failed query: ``invalidQuery`` for bad SQL or a value it cannot compute."""
+    return str(_first_error(exc).get("reason") or "")
+
+
 def bigquery_warehouse(connection: BigQueryConnection) -> BigQueryWarehouse:
     """The warehouse of a BigQuery destination (what ``BigQueryLoader.warehouse()`` returns)."""
     return BigQueryWarehouse(connection)
@@ -111,7 +126,7 @@ class BigQueryWarehouse(Warehouse):
     #: this far behind the previous run's start, so a load that committed late is merged, not skipped.
     late_commit_margin: ClassVar[dt.timedelta] = dt.timedelta(minutes=15)
     #: Suffixes of the work tables a build leaves nowhere (dropped in ``finally``).
-    NEW, WINDOW = "__elt_new", "__elt_window"
+    NEW, WINDOW, CHECK = "__elt_new", "__elt_window", "__elt_check"
 
     def __init__(self, connection: BigQueryConnection) -> None:
         self.connection = connection
@@ -135,6 +150,16 @@ class BigQueryWarehouse(Warehouse):
                 table.set("db", exp.to_identifier(self.settings.dataset(table.db)))
                 table.set("catalog", exp.to_identifier(self.settings.project))
         return tree.sql(dialect="bigquery")
+
+    def statement(self, model: Model) -> str:
+        kind = model.config.materialized
+        # A materialized view is built as a table here (see the module's docstring); an incremental
+        # model is created so once, then each run MERGEs its window into it by unique_key.
+        note = {"materialized_view": "-- built as a table on BigQuery\n",
+                "incremental": "-- the first build (and --full-refresh); later runs MERGE the window by unique_key\n",
+                }.get(kind, "")
+        return (f"{note}CREATE OR REPLACE {'VIEW' if kind == 'view' else 'TABLE'} {self.table_id(model.relation)}"
+                f" AS\n{self.translate(model)}")
 
     def check_sql(self, test: DataTest, relation: str, number: int = 0) -> tuple[str, dict[str, Any]]:
         """The query counting what breaks ``test`` in ``relation`` (the same rules as
@@ -197,6 +222,40 @@ class BigQueryWarehouse(Warehouse):
 
     def build(self, model: Model, *, full_refresh: bool, judge: Judge, recomputed: Collection[str] = ()) -> Built:
         sql = self.translate(model)
+        try:
+            return self._build(model, sql, full_refresh, judge)
+        except self.errors as exc:
+            readable = next((t for t in model.config.tests if t.kind == "readable"), None)
+            if readable is not None and _reason(exc) == "invalidQuery":
+                # A cast failing on some row fails the CREATE (or the whole-row test) with BigQuery's bare
+                # "Could not convert ...": compute each column on its own to say which one it is.
+                self._name_unreadable(model, sql, readable)
+            raise
+
+    def _name_unreadable(self, model: Model, sql: str, test: DataTest) -> None:
+        """Raise the ``readable`` test's error naming the first column some row cannot be computed for, if one is."""
+        check = model.relation + self.CHECK
+        with self._work("VIEW", check):
+            try:
+                # A view computes nothing when created: its columns are known without reading a row.
+                self.connection.query(f"CREATE OR REPLACE VIEW {self.table_id(check)} AS\n{sql}")
+                columns = [f.name for f in self._get(check).schema]
+            except self.errors:
+                return  # not a row's value but the SQL itself: BigQuery's error says it best
+            failing: list[tuple[str, str]] = []
+            for column in columns:
+                try:
+                    # Only this column is computed (BigQuery reads the columns a query names).
+                    self.connection.query(f"SELECT COUNTIF(TO_JSON_STRING({quote(column)}) IS NULL) AS n"
+                                          f" FROM {self.table_id(check)}")
+                except self.errors as exc:
+                    if _reason(exc) == "invalidQuery":  # not a quota or the byte guard: a value
+                        failing.append((column, _message(exc)))
+        if failing and (len(failing) < len(columns) or len(columns) == 1):
+            column, error = failing[0]
+            raise unreadable_column(test, model.relation, column, error, "JSON") from None
+
+    def _build(self, model: Model, sql: str, full_refresh: bool, judge: Judge) -> Built:
         existing = self._existing(model.relation)
         kind = model.config.materialized
         if not full_refresh and existing is not None:

@@ -23,12 +23,13 @@ import io
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from elt import secrets
 from elt.errors import ConfigError, LoadError
+from elt.limits import JsonLimits
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget, dead_letter_copy
 from elt.loaders.bigquery.connection import BigQueryConnection
 from elt.loaders.bigquery.raw import GENERATED_VIEW_MARK, KIND_OF_TYPE, WORK_PREFIX, RawTable, quote
@@ -97,8 +98,24 @@ class _Ops:
         self.drop_shadow()
 
 
+class BigQueryJson(JsonLimits):
+    """BigQuery's JSON type: numbers are stored as INT64, UINT64 or FLOAT64.
+
+    PARSE_JSON refuses a wider integer ("cannot be stored without loss of
+    precision") and a decimal with more digits than a double holds is rounded
+    (the emulator does; BigQuery refuses it), so neither may reach it. U+0000
+    is an ordinary character in its strings.
+    """
+
+    name = "BigQuery's JSON type"
+    integers = (-(2**63), 2**64 - 1)
+    exact_decimals = False
+
+
 class BigQueryWriter(RawWriter):
     """Writes streams into ``<prefix>raw`` of a BigQuery project."""
+
+    json_limits: ClassVar[JsonLimits] = BigQueryJson()
 
     def __init__(self, conn: BigQueryConnection) -> None:
         self.conn = conn
@@ -254,12 +271,14 @@ class BigQueryWriter(RawWriter):
 
     # --- batches ---------------------------------------------------------------------------
 
-    def _letters(self, batch: PreparedBatch) -> list[tuple[str, str, str, str, str]]:
+    def _letters(self, batch: PreparedBatch) -> list[tuple[str, str, str, str, str, str]]:
         letters = []
         for rejected in batch.rejected:
-            payload, kind = dead_letter_copy(rejected)
+            payload, kind = dead_letter_copy(rejected, self.json_limits)
+            # A record the JSON column would round or refuse is kept as its exact text instead.
+            exact = self.json_limits.fits(payload)
             letters.append((
-                payload.decode(), secrets.redact(rejected.reason),
+                payload.decode() if exact else "", "" if exact else payload.decode(), secrets.redact(rejected.reason),
                 orjson.dumps(secrets.redact_value(rejected.detail)).decode() if rejected.detail else "",
                 record_hash(payload), kind,
             ))

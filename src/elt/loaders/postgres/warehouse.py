@@ -10,7 +10,7 @@ import psycopg
 from elt.transforms.datatests import run_checks
 from elt.transforms.materialize import build, create_schemas
 from elt.transforms.models import Model
-from elt.transforms.warehouse import Built, Judge, Warehouse
+from elt.transforms.warehouse import CREATE_KIND, Built, Judge, Warehouse
 
 
 class PostgresWarehouse(Warehouse):
@@ -28,6 +28,9 @@ class PostgresWarehouse(Warehouse):
             return {r[0] for r in conn.execute(
                 "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')")}
+
+    def statement(self, model: Model) -> str:
+        return f"CREATE {CREATE_KIND[model.config.materialized]} {model.relation} AS\n{model.sql}"
 
     def build(self, model: Model, *, full_refresh: bool, judge: Judge, recomputed: Collection[str] = ()) -> Built:
         with psycopg.connect(self.url, autocommit=False, application_name=f"elt-transform {model.relation}") as conn:

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from elt import secrets
 from elt.errors import ConfigError, LoadError
+from elt.limits import JsonLimits
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget, dead_letter_copy
 from elt.loaders.postgres.connection import connect, ensure_schema, lost, reconnect, widen_send_buffer
 from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
@@ -159,6 +160,13 @@ class _Ops:
         return True
 
 
+class Jsonb(JsonLimits):
+    """PostgreSQL's jsonb: any number digit for digit (numeric), but no U+0000 in a string."""
+
+    name = "PostgreSQL jsonb"
+    holds_nul = False
+
+
 class PostgresWriter(RawWriter):
     """Writes streams into ``raw.*`` of a PostgreSQL database.
 
@@ -172,6 +180,7 @@ class PostgresWriter(RawWriter):
 
     #: How long a connection lost during a load is tried again before the stream fails (seconds).
     reconnect_seconds: ClassVar[float] = 60.0
+    json_limits: ClassVar[JsonLimits] = Jsonb()
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -518,7 +527,7 @@ class PostgresWriter(RawWriter):
     ) -> None:
         rows = []
         for rejected in batch.rejected:
-            payload, kind = dead_letter_copy(rejected)
+            payload, kind = dead_letter_copy(rejected, self.json_limits)
             rows.append((
                 target.pipeline, target.stream, run_id, batch_id, payload.decode(),
                 secrets.redact(rejected.reason),

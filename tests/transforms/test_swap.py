@@ -334,3 +334,29 @@ def test_a_long_reader_makes_the_swap_give_up_after_bounded_waits(shop_built, db
         assert db.execute("SELECT count(*) AS n FROM mart.orders").fetchone()["n"] == 40
         reader.rollback()
     assert build(project, database_url).status == "success"
+
+
+def test_a_view_over_pipeline_keeps_security_invoker_across_rebuilds_so_rls_keeps_api_roles_out(
+        shop_built, db, database_url, roles):
+    # README (least privilege): a model reading pipeline.* reads it with its owner's rights unless the
+    # view is security_invoker; elt must keep that setting when the model changes and is rebuilt.
+    _, project = shop_built
+    api = roles["limited"]
+    db.execute("ALTER TABLE pipeline.execution_log ENABLE ROW LEVEL SECURITY")
+    db.execute(f"CREATE POLICY not_api ON pipeline.execution_log AS RESTRICTIVE USING (current_user <> '{api}')")
+    usage(db, roles, "rpt", "pipeline")
+    db.execute(f"GRANT SELECT ON pipeline.execution_log TO {api}")
+    write_models(project, {"rpt/runs.sql": "-- materialized: view\nSELECT pipeline_name, status FROM pipeline.execution_log"})
+    assert build(project, database_url, select=("rpt.runs",)).status == "success"
+    db.execute(f"GRANT SELECT ON rpt.runs TO {api}")
+    assert as_role(database_url, api, "SELECT count(*) FROM rpt.runs") >= 1  # the owner's rights: the wall is passed
+    db.execute("ALTER VIEW rpt.runs SET (security_invoker = true)")
+    assert as_role(database_url, api, "SELECT count(*) FROM rpt.runs") == 0
+
+    write_models(project, {"rpt/runs.sql": "-- materialized: view\nSELECT pipeline_name, status, started_at"
+                                           " FROM pipeline.execution_log"})
+    result = build(project, database_url, select=("rpt.runs",))
+    assert result.status == "success", result.error
+    options = db.execute("SELECT reloptions FROM pg_class WHERE oid = 'rpt.runs'::regclass").fetchone()["reloptions"]
+    assert options == ["security_invoker=true"]
+    assert as_role(database_url, api, "SELECT count(*) FROM rpt.runs") == 0

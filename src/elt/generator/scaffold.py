@@ -506,6 +506,8 @@ def _cdc_models(stream: StreamPlan, target: Path, transformations: list[str]) ->
 
 PIPELINE_HEALTH = """\
 -- The last run of each pipeline and its failures this week: a dashboard's first tile.
+-- It reads pipeline.* with its owner's rights, past the row-level security that keeps Supabase's API
+-- roles out: before granting it to them, ALTER VIEW rpt.pipeline_health SET (security_invoker = true).
 -- materialized: view
 SELECT DISTINCT ON (l.pipeline_name)
     l.pipeline_name,

@@ -413,3 +413,45 @@ def test_detect_deletes_on_a_stream_that_cannot_list_keys_is_refused_when_the_pi
     with pytest.raises(ConfigError, match="detect_deletes = True needs a way to list the source's keys"):
         load_project(tmp_path)
     assert extractor(lambda since: [], name="orders", primary_key="id").detect_deletes is False
+
+
+# --- a single-page stream whose response says there is more ---------------------------------------
+
+
+class Single(RestExtractor):
+    name = "items"
+    base_url = "http://127.0.0.1:9"
+    path = "/single"
+    records_path = "data"
+    primary_key = "id"
+
+
+@pytest.mark.parametrize("extra, signal", [
+    ({"has_more": True}, "has_more: true"),
+    ({"next": "/single?page=2"}, "next: '/single?page=2'"),
+    ({"meta": {"total": 300}}, "meta.total: 300"),
+], ids=["has_more", "next-link", "total"])
+def test_a_single_page_read_whose_response_says_there_is_more_ends_partial(fake_api, loader, db, extra, signal):
+    fake_api.route("/single", lambda request: {"data": [{"id": i} for i in range(100)], **extra})
+    result = run(Pipeline("shop", streams=[Single(base_url=fake_api.url)]), loader)
+    assert result.status == "partial"
+    message = result.summary.error_message or ""
+    assert signal in message and "paginator" in message, message
+    assert len(table_rows(db, "raw.shop_items", "id")) == 100  # what was read is loaded
+
+
+def test_a_single_page_read_that_holds_everything_it_announces_is_a_success(fake_api, loader, db):
+    fake_api.route("/single", lambda request: {"data": [{"id": i} for i in range(100)], "has_more": False,
+                                               "next": None, "total": 100})
+    assert run(Pipeline("shop", streams=[Single(base_url=fake_api.url)]), loader).status == "success"
+
+
+def test_reconcile_marks_nothing_when_the_key_listing_says_it_is_short(fake_api, loader, db):
+    fake_api.route("/single", lambda request: {"data": [{"id": i} for i in range(300)]})
+    fake_api.route("/single/ids", lambda request: {"data": [{"id": i} for i in range(100)], "has_more": True})
+    pipeline = Pipeline("shop", streams=[Single(base_url=fake_api.url, detect_deletes=True, keys_path="/single/ids")])
+    assert run(pipeline, loader).status == "success"
+    result = Runner(pipeline, loader=loader).reconcile()
+    assert result.status == "failed"
+    assert "key listing may have missed keys" in (result.summary.error_message or "")
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items WHERE _deleted_at IS NOT NULL").fetchone()["n"] == 0

@@ -94,15 +94,56 @@ class Paginator:
         """How many records the whole stream has, when the first response says so."""
         return None
 
+    def more_left(self, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> str | None:
+        """After the last page: what in ``response`` says the source holds more than was read, or ``None``.
+
+        A paginator that follows the API's paging has nothing to add; one that
+        stops without asking (:class:`SinglePage`) checks, so that a missing
+        ``paginator`` setting is not a silent cut.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+#: Top-level fields by which APIs say that another page exists (a true flag, or a non-empty link/token).
+_MORE_FLAGS = ("has_more", "hasMore", "has_next", "hasNext", "has_next_page", "hasNextPage", "more")
+_NEXT_LINKS = ("next", "next_page", "nextPage", "next_page_url", "nextPageUrl", "next_url", "nextUrl",
+               "next_cursor", "nextCursor", "next_page_token", "nextPageToken", "links.next", "_links.next",
+               "meta.next", "paging.next", "pagination.next", "pagination.next_url", "meta.pagination.next")
+_TOTALS = ("total", "total_count", "totalCount", "count", "meta.total", "pagination.total",
+           "meta.pagination.total")
 
 
 class SinglePage(Paginator):
     """The endpoint returns everything in one response::
 
         paginator = SinglePage()
+
+    If the response says there is more (a ``has_more`` flag, a ``next`` link or
+    token, a ``Link: rel="next"`` header, a total above the records read), the
+    read is reported as possibly incomplete (the run ends ``partial``, naming
+    the signal): the stream needs a paginator that follows it.
     """
+
+    def more_left(self, response: httpx.Response, body: Any, records: list[dict[str, Any]]) -> str | None:
+        if "next" in response.links:
+            return 'a Link header with rel="next"'
+        if not isinstance(body, dict):
+            return None
+        for path in _MORE_FLAGS:
+            if dig(body, path, None) is True:
+                return f"{path}: true"
+        for path in _NEXT_LINKS:
+            value = dig(body, path, None)
+            if isinstance(value, str) and value.strip() or isinstance(value, dict) and value.get("href"):
+                return f"{path}: {value if isinstance(value, str) else value['href']!r}"
+        for path in _TOTALS:
+            total = dig(body, path, None)
+            if isinstance(total, int) and not isinstance(total, bool) and total > len(records):
+                return f"{path}: {total} (the response held {len(records)} records)"
+        return None
 
 
 def _flag(body: Any, path: str | None) -> bool | None:

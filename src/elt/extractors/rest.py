@@ -278,6 +278,10 @@ class RestExtractor(Extractor):
                         f"stream {self.name!r}: the key listing returned a record without key field"
                         f" {missing.args[0]!r}; check keys_params/keys_path"
                     ) from None
+        if listing._incomplete:
+            # A key missing from the listing would be marked deleted: a listing that may be short marks nothing.
+            raise SourceError(f"stream {self.name!r}: the key listing may have missed keys, so none is marked"
+                              f" deleted: {listing._incomplete[0]}")
 
     def _records(self, state: StreamState, *, estimate: bool) -> Iterator[list[dict[str, Any]]]:
         with self.client() as client:
@@ -384,6 +388,14 @@ class RestExtractor(Extractor):
                     f"stream {self.name!r}: {type(paginator).__name__} found no {missing.args[0]!r} in the response of"
                     f" {self._show(response.request.url)}; check its settings"
                 ) from None
+            if next_page is None and not self._incomplete:
+                more = paginator.more_left(response, self.json(response), records)
+                if more:
+                    self._incomplete.append(
+                        f"the response of {self._show(response.request.url)} says the source holds more ({more}), but"
+                        f" the stream reads one page ({type(paginator).__name__}): the rest was not read. The records"
+                        " read are loaded; the watermark and a replace table stay as they were. Set the stream's"
+                        " paginator to follow the API's paging (see README, REST APIs: paginators)")
             if records:
                 self._note(records, keys, url)
                 yield records

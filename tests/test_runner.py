@@ -209,3 +209,31 @@ def test_changing_the_primary_key_of_an_existing_table_is_a_clear_error(loader, 
     result = run(Pipeline("shop", streams=[list_stream([{"id": 1, "sku": "a"}], primary_key="sku")]), loader)
     assert result.status == "failed"
     assert "without key column(s) ['sku']" in result.summary.error_message
+
+
+@pytest.mark.parametrize("pages, shown", [
+    ([[1, 3, 4]], "got 1"),  # a flat list of ids
+    (["cus_1"], "got 'cus_1'"),  # a page that is a string
+    ([[(1, "eu")]], "got (1, 'eu')"),  # two values for a one-field key
+], ids=["flat-ids", "string-page", "wrong-width"])
+def test_source_keys_of_the_wrong_shape_fail_reconcile_naming_the_contract_and_mark_nothing(loader, db, pages, shown):
+    from elt.extractors.function import FunctionExtractor
+    from elt.runner import Runner
+
+    class Listed(FunctionExtractor):
+        name = "items"
+        primary_key = "id"
+        detect_deletes = True
+
+        def source_keys(self):
+            yield from pages
+
+    stream = Listed()
+    stream.function = lambda: iter([{"id": i} for i in range(1, 6)])
+    pipeline = Pipeline("shop", streams=[stream])
+    assert run(pipeline, loader).status == "success"
+    result = Runner(pipeline, loader=loader).reconcile()
+    message = result.summary.error_message or ""
+    assert result.status == "failed"
+    assert "source_keys() must yield pages (lists) of key tuples" in message and shown in message, message
+    assert db.execute("SELECT count(*) AS n FROM raw.shop_items WHERE _deleted_at IS NOT NULL").fetchone()["n"] == 0

@@ -543,7 +543,7 @@ class Runner:
                 target = StreamTarget(self.pipeline.name, extractor.name, extractor.table_name(self.pipeline.name), extractor)
                 try:
                     self._stream_state(loader, extractor, target)  # the cursor kind the table stores
-                    figures.deleted, figures.restored = loader.writer.mark_deleted(target, extractor.source_keys())
+                    figures.deleted, figures.restored = loader.writer.mark_deleted(target, extractor.listed_keys())
                     self.log.info("keys reconciled", stream=extractor.name, marked_deleted=figures.deleted,
                                   restored=figures.restored, table=f"raw.{target.table}")
                 except Exception as exc:

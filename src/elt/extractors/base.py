@@ -176,6 +176,31 @@ class Extractor:
         """Every primary key in the source now, in pages of tuples (for ``detect_deletes``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its source keys")
 
+    def listed_keys(self) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`source_keys`, checked page by page (what ``elt reconcile`` reads).
+
+        A wrong shape (a flat list of ids, a page of strings) would otherwise meet
+        the destination as a cryptic COPY or type error, or worse, compare wrongly:
+        it fails here naming the contract, before any key is marked deleted.
+        """
+        fields = self.key_fields
+        example = ", ".join(f"({i},)" for i in (1, 2)) if len(fields) == 1 else "(1, 'eu'), (2, 'us')"
+
+        def wrong(what: Any) -> ConfigError:
+            shown = repr(what)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            return ConfigError(
+                f"stream {self.name!r}: source_keys() must yield pages (lists) of key tuples, one value per"
+                f" primary_key field {tuple(fields)}, e.g. [{example}]; got {shown}. Nothing was marked deleted")
+
+        for page in self.source_keys():
+            if not isinstance(page, (list, tuple)):
+                raise wrong(page)
+            for key in page:
+                if not isinstance(key, (list, tuple)) or len(key) != len(fields):
+                    raise wrong(key)
+            yield [tuple(key) for key in page]
+
     @property
     def lists_keys(self) -> bool:
         """Whether :meth:`source_keys` is implemented (``detect_deletes`` needs it)."""

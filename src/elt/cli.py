@@ -864,9 +864,9 @@ def main() -> None:
             raise
         # A role without the grants elt needs: say so in one line, not a driver traceback.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"[red]error:[/] the database refused: {escape(secrets.redact(first))}. elt's role must own the"
-                  " schemas raw, stg, mart, rpt and pipeline (or be allowed to create them): see README, 'Database"
-                  " roles and grants'")
+        from elt.loaders.postgres.connection import privilege_hint
+
+        err.print(f"[red]error:[/] the database refused: {escape(secrets.redact(first))}.{privilege_hint(exc)}")
         sys.exit(2)
 
 

@@ -68,3 +68,47 @@ def test_the_data_connection_asks_for_a_larger_send_buffer(loader):
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         sock.detach()  # the fd belongs to the connection
     assert granted >= 2 * min(cap, 4 * 1024 * 1024)
+
+
+def test_a_role_without_temporary_on_the_database_is_told_which_grant_to_add(database_url, db, tmp_path):
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    from elt import Pipeline, extractor
+    from elt.loaders.postgres import PostgresLoader
+    from tests.helpers import run
+
+    role, password = f"elt_notemp_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    name = urlsplit(database_url).path.lstrip("/")
+    ident = sql.Identifier(role)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password)))
+        admin.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name), ident))
+        for schema in ("raw", "stg", "mart", "rpt", "pipeline"):
+            admin.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            admin.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), ident))
+    parts = urlsplit(database_url)
+    url = urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.netloc.rpartition('@')[2]}"))
+    loader = PostgresLoader(url)
+    try:
+        items = extractor(lambda: iter([{"id": i} for i in range(4)]), name="items", primary_key="id",
+                          write_strategy="upsert")
+        # The first load into an empty table goes straight in by COPY; the second stages its batch.
+        assert run(Pipeline("shop", streams=[items]), loader).status == "success"
+        result = run(Pipeline("shop", streams=[items]), loader)
+        message = result.summary.error_message or ""
+        assert result.status == "failed"
+        assert "GRANT TEMPORARY ON DATABASE" in message and "Database roles and grants" in message, message
+    finally:
+        loader.close()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO PUBLIC").format(sql.Identifier(name)))
+            for schema in ("raw", "stg", "mart", "rpt", "pipeline"):
+                admin.execute(sql.SQL("ALTER SCHEMA {} OWNER TO postgres").format(sql.Identifier(schema)))
+            admin.execute(sql.SQL("REASSIGN OWNED BY {} TO postgres").format(ident))
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+            admin.execute(sql.SQL("DROP ROLE {}").format(ident))

@@ -113,6 +113,18 @@ def reconnect(url: str, *, autocommit: bool, within: float, what: str) -> psycop
             wait = min(wait * 2, 8.0)
 
 
+def privilege_hint(exc: BaseException) -> str:
+    """What to grant, for an error by which the database refused elt's role a privilege ("" otherwise)."""
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return ""
+    text = str(exc)
+    if "temporary tables" in text:
+        return (" elt's role needs TEMPORARY on the database (each batch is staged in a temporary table):"
+                " GRANT TEMPORARY ON DATABASE <database> TO <elt's role>; see README, 'Database roles and grants'")
+    return (" elt's role must own the schemas raw, stg, mart, rpt and pipeline (or be allowed to create them):"
+            " see README, 'Database roles and grants'")
+
+
 def widen_send_buffer(conn: psycopg.Connection[Any]) -> None:
     """Ask the OS for a 4 MB send buffer on the data connection (best effort; capped by net.core.wmem_max).
 

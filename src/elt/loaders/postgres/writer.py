@@ -21,7 +21,14 @@ from elt import secrets
 from elt.errors import ConfigError, LoadError
 from elt.limits import JsonLimits
 from elt.loaders.base import LoadResult, RawWriter, SchemaChange, StreamTarget, dead_letter_copy
-from elt.loaders.postgres.connection import connect, ensure_schema, lost, reconnect, widen_send_buffer
+from elt.loaders.postgres.connection import (
+    connect,
+    ensure_schema,
+    lost,
+    privilege_hint,
+    reconnect,
+    widen_send_buffer,
+)
 from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
@@ -307,7 +314,7 @@ class PostgresWriter(RawWriter):
                 return self._in_transaction(target, work)
             conn.rollback()
             raise LoadError(f"stream {target.stream!r}: raw.{target.table}: {secrets.redact(str(exc)).strip()};"
-                            " rolled back, nothing of it was written") from exc
+                            f" rolled back, nothing of it was written.{privilege_hint(exc)}") from exc
         except BaseException:
             if not lost(conn):
                 conn.rollback()

@@ -240,3 +240,30 @@ def test_supabase_api_roles_cannot_read_the_pipeline_schema(database_url: str, s
             conn.execute("SELECT count(*) FROM pipeline.execution_log")
         conn.execute("RESET ROLE")
         assert conn.execute("SELECT count(*) FROM pipeline.execution_log").fetchone() == (1,)
+
+
+def test_supabase_api_roles_cannot_truncate_the_pipeline_schema_even_when_granted_all(
+        database_url: str, supabase_roles: tuple[str, str]) -> None:
+    # Row-level security does not apply to TRUNCATE: migration 0013's trigger refuses it to the API roles.
+    from elt.loaders.postgres import PostgresLoader
+
+    loader = PostgresLoader(database_url)
+    try:
+        loader.store.migrate()
+    finally:
+        loader.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pipeline.execution_log (pipeline_name, status) VALUES ('shop', 'success')")
+        tables = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'pipeline' AND c.relkind IN ('r', 'p')")]
+        for role in supabase_roles:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA pipeline TO {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA pipeline TO {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            for table in tables:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="elt's bookkeeping"):
+                    conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier("pipeline", table)))
+            conn.execute("RESET ROLE")
+        assert conn.execute("SELECT count(*) FROM pipeline.execution_log").fetchone() == (1,)
+        conn.execute("TRUNCATE pipeline.alerts")  # an admin still may

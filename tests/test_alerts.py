@@ -62,3 +62,27 @@ def test_email_over_smtp(loader):
                                                      "RESOLVED elt stale data: shop.orders"]
     assert smtp.messages[0]["To"] == "ops@example.com"
     assert "newest row loaded 2026-11-24 10:00 UTC" in smtp.messages[0].get_payload()
+
+
+def test_a_stop_request_cuts_delivery_to_a_down_sink_short_and_the_next_check_sends_what_was_left(fake_api, loader):
+    # elt serve on SIGTERM: 12 problems x 3 attempts x growing waits held the stop for ~50 s.
+    import threading
+    import time
+
+    stop = threading.Event()
+    attempts = []
+
+    def down(request):
+        attempts.append(1)
+        stop.set()  # the stop request arrives while the first alert is being delivered
+        return Reply({"error": "down"}, status=503)
+
+    fake_api.route("/hook", down, method="POST")
+    problems = [Problem("missing_run", f"p{i}", "a run was due") for i in range(12)]
+    alerts = Alerts(Webhook(f"{fake_api.url}/hook"), retries=3, retry_wait=5.0, register=False)
+    started = time.monotonic()
+    assert notify(loader.store, problems, alerts, stop=stop) == []
+    assert time.monotonic() - started < 3 and len(attempts) == 1
+    fake_api.route("/ok", lambda r: {"ok": True}, method="POST")
+    healed = Alerts(Webhook(f"{fake_api.url}/ok"), register=False)
+    assert len(notify(loader.store, problems, healed)) == 12  # nothing was lost by stopping

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import smtplib
-import time
+import threading
 from collections.abc import Sequence
 from email.message import EmailMessage
 
@@ -122,8 +122,15 @@ on_clear(clear_alerts)
 
 
 def notify(store: BookkeepingStore, problems: Sequence[Problem], alerts: Alerts | None = None,
-           now: dt.datetime | None = None) -> list[tuple[str, str]]:
-    """Send what is new, due for a reminder, or resolved; returns ``(kind, key)`` for each alert sent."""
+           now: dt.datetime | None = None, stop: threading.Event | None = None) -> list[tuple[str, str]]:
+    """Send what is new, due for a reminder, or resolved; returns ``(kind, key)`` for each alert sent.
+
+    ``stop`` (set when ``elt serve`` is asked to stop) ends the sending between
+    two alerts and cuts a retry's wait short: a sink that is down would
+    otherwise hold the shutdown for retries x problems. What was not sent
+    stays open, and the next check sends it.
+    """
+    stop = stop or threading.Event()
     alerts = alerts or configured()
     now = now or dt.datetime.now(dt.UTC)
     project = f"[{alerts.project}] " if alerts.project else ""
@@ -131,6 +138,8 @@ def notify(store: BookkeepingStore, problems: Sequence[Problem], alerts: Alerts 
     open_rows = store.open_alerts()
     current = {p.key: p for p in problems}
     for key, problem in current.items():
+        if stop.is_set():
+            return sent
         row = open_rows.get(key)
         if row is None:
             row = store.open_alert(key, problem.check, problem.subject, problem.detail)
@@ -142,24 +151,26 @@ def notify(store: BookkeepingStore, problems: Sequence[Problem], alerts: Alerts 
             continue
         open_for = "" if kind == "problem" else f" (open since {row['first_seen']:%Y-%m-%d %H:%M} UTC)"
         subject = f"{project}elt {problem.check.replace('_', ' ')}: {problem.subject}"
-        if _deliver(alerts, ("REMINDER: " if kind == "reminder" else "") + subject, problem.detail + open_for):
+        if _deliver(alerts, ("REMINDER: " if kind == "reminder" else "") + subject, problem.detail + open_for, stop):
             store.alert_sent(row["id"], problem.detail)
             sent.append((kind, key))
     for key, row in open_rows.items():
         if key in current:
             continue
+        if stop.is_set():
+            return sent
         check, _, subject_name = key.partition(":")
         # Only a problem someone heard about needs a "resolved"; an undelivered one just closes.
         if row["last_sent"] is None or _deliver(
                 alerts, f"{project}RESOLVED elt {check.replace('_', ' ')}: {subject_name}",
-                f"resolved; it was: {row['detail']}"):
+                f"resolved; it was: {row['detail']}", stop):
             store.resolve_alert(row["id"])
             if row["last_sent"] is not None:
                 sent.append(("resolved", key))
     return sent
 
 
-def _deliver(alerts: Alerts, subject: str, text: str) -> bool:
+def _deliver(alerts: Alerts, subject: str, text: str, stop: threading.Event) -> bool:
     """Send to every sink; True when at least one real sink (or the log, if it is the only one) took it."""
     log = get_logger()
     delivered = False
@@ -172,6 +183,6 @@ def _deliver(alerts: Alerts, subject: str, text: str) -> bool:
             except Exception as exc:  # a broken sink must never stop the scheduler
                 log.warning("alert delivery failed", sink=sink.name, attempt=attempt, of=alerts.retries,
                             error=redact(f"{type(exc).__name__}: {exc}"))
-                if attempt < alerts.retries:
-                    time.sleep(alerts.retry_wait * attempt)
+                if attempt < alerts.retries and stop.wait(alerts.retry_wait * attempt):
+                    break  # stopping: the next start sends it
     return delivered

@@ -216,7 +216,7 @@ class Scheduler:
                 from elt.webhooks.status import webhook_problems
 
                 problems += webhook_problems(self.project_dir, registered_webhooks().values())
-                sent = notify(loader.store, problems, self.alerts)
+                sent = notify(loader.store, problems, self.alerts, stop=self._stopping)
             finally:
                 loader.close()
             self.log.info("health checked", problems=len(problems), alerts_sent=len(sent))

@@ -448,6 +448,7 @@ class Runner:
                     deferred_state.update(batch.state)
                     if batch.after_commit is not None:
                         after_commit.append(batch.after_commit)
+                figures.extracted += count  # read, whether or not its load succeeds
                 result = writer.load_batch(target, run.run_id, prepared, mark, changes, known_fields,
                                            state=None if atomic else batch.state,
                                            supersedes=None if atomic else batch.supersedes)
@@ -463,7 +464,6 @@ class Runner:
                 for reason in batch.incomplete:
                     log.warning("the read may have skipped records", reason=reason)
                 figures.add(result)
-                figures.extracted += count
                 figures.rejected += result.rejected
                 figures.watermark = tracker.committed
                 accepted += len(prepared.rows)

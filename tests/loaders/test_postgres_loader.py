@@ -103,6 +103,8 @@ def test_a_role_without_temporary_on_the_database_is_told_which_grant_to_add(dat
         message = result.summary.error_message or ""
         assert result.status == "failed"
         assert "GRANT TEMPORARY ON DATABASE" in message and "Database roles and grants" in message, message
+        figures = result.streams["items"]
+        assert (figures.extracted, figures.loaded) == (4, 0)  # read, not written: the figures say both
     finally:
         loader.close()
         with psycopg.connect(database_url, autocommit=True) as admin:

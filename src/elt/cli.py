@@ -236,6 +236,9 @@ def cdc_status_command(
     try:
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
             tables, oldest = cdc_status(conn)
+    except psycopg.errors.UndefinedTable:
+        raise EltError("change capture is not installed on this source (no elt_cdc schema): run"
+                       " `elt cdc install SOURCE schema.table` first") from None
     except psycopg.Error as exc:
         raise EltError(secrets.redact(f"reading elt_cdc on the source failed: {str(exc).strip()}")) from None
     table = Table(title="change capture", title_justify="left")

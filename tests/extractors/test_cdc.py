@@ -148,3 +148,9 @@ def test_a_watermark_kept_by_the_sequence_id_reader_is_not_taken_for_a_transacti
     assert again.status == "success" and again.streams["account_changes"].inserted == 1
     note = db.execute("SELECT value FROM pipeline.state WHERE key = 'cdc_cursor'").fetchone()
     assert note["value"] == "txid"
+
+
+def test_cdc_status_before_install_says_to_install(source_url, tmp_path):
+    shown = run_elt(["cdc", "status", source_url], cwd=tmp_path, database_url=None)
+    assert shown.returncode == 2
+    assert "not installed" in shown.stderr and "elt cdc install" in shown.stderr, shown.stderr

@@ -414,7 +414,7 @@ class Runner:
         def validated() -> Iterator[tuple[Batch, PreparedBatch, int]]:
             kind = target.cursor_kind
             for batch in extractor.extract(state):
-                prepared = prepare(extractor, batch.records, kind)
+                prepared = prepare(extractor, batch.records, kind, writer)
                 # What the extractor itself could not read describes a problem, not a record.
                 prepared.rejected += [Rejected(record, reason, kind="problem") for record, reason in batch.rejected]
                 kind = prepared.cursor_kind
@@ -608,7 +608,7 @@ class Runner:
                          key=lambda letter: (letter.created_at, letter.id), reverse=True)
         for start in range(0, len(records), 1000):
             chunk = records[start:start + 1000]
-            prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind)
+            prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind, loader.writer)
             tracker.learn(prepared.cursor_kind)
             target.cursor_kind = tracker.kind
             still_bad = {rejected.index for rejected in prepared.rejected}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from elt import Pipeline, extractor
@@ -348,3 +350,61 @@ def test_a_stream_atomic_read_that_fails_counts_nothing_loaded(loader, db, strat
     assert figures.extracted == 60 and (figures.loaded, figures.inserted, figures.updated) == (0, 0, 0)
     log = db.execute("SELECT rows_extracted, rows_loaded FROM pipeline.execution_log").fetchone()
     assert (log["rows_extracted"], log["rows_loaded"]) == (60, 0)
+
+
+def long_key(n: int = 80) -> str:
+    # Hex of hashes: it does not compress, so the index entry really is this long (a repeated
+    # character would be compressed in the index and fit).
+    return "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(n))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"write_strategy": "upsert"},
+        {"write_strategy": "append_dedup", "cursor": "updated_at"},
+        {"write_strategy": "replace"},
+    ],
+    ids=["upsert", "append_dedup", "replace"],
+)
+def test_a_key_too_long_for_the_index_dead_letters_that_record_and_the_rest_loads(loader, db, settings):
+    records = orders(5)
+    records[2]["id"] = long_key()  # 5,120 bytes: beyond the btree's 2,704 (the key index's entry too)
+    stream = list_stream(records, primary_key="id", max_bad_ratio=0.5, **settings)
+    result = run(Pipeline("shop", streams=[stream]), loader)
+
+    assert result.status == "partial" and result.exit_code == 3
+    assert (result.summary.rows_extracted, result.summary.rows_loaded, result.summary.rows_rejected) == (5, 4, 1)
+    assert [r["id"] for r in table_rows(db, "raw.shop_items", "id", "id")] == ["1", "2", "4", "5"]
+    [letter] = table_rows(db, "pipeline.dead_letter", "source_record, error_message")
+    assert letter["source_record"] == records[2]
+    message = letter["error_message"]
+    assert "stream 'items'" in message and "'id' 5,120 bytes" in message and "2,000 bytes" in message
+    assert "btree" in message and "hash" in message
+
+
+def test_a_long_key_is_counted_in_bytes_over_all_its_fields(loader, db):
+    # 550 two-byte characters in each of two fields: 1,100 characters but 2,200 bytes in all.
+    records = [{"a": "é" * 550, "b": "ü" * 550}, {"a": "é" * 500, "b": "ü" * 499}, {"a": "x", "b": "y"}]
+    stream = list_stream(records, primary_key=["a", "b"], write_strategy="upsert", max_bad_ratio=0.5)
+    result = run(Pipeline("shop", streams=[stream]), loader)
+
+    assert result.status == "partial" and result.summary.rows_loaded == 2
+    [letter] = table_rows(db, "pipeline.dead_letter", "error_message")
+    assert "'a' 1,100 bytes + 'b' 1,100 bytes" in letter["error_message"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"write_strategy": "append", "primary_key": "id"},
+     {"write_strategy": "delete_reload", "primary_key": "id", "partition_by": "day"}],
+    ids=["append-keyed", "delete_reload"],
+)
+def test_long_values_in_columns_without_an_index_load(loader, db, settings):
+    # append and delete_reload index only the record hash: a long key (or partition) is stored as it is.
+    records = orders(3)
+    records[1]["id"] = records[1]["day"] = long_key()
+    result = run(Pipeline("shop", streams=[list_stream(records, **settings)]), loader)
+
+    assert result.status == "success" and result.summary.rows_loaded == 3
+    assert long_key() in [r["id"] for r in table_rows(db, "raw.shop_items", "id")]

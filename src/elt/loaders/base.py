@@ -21,7 +21,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from elt.extractors.base import Extractor
 from elt.records import to_json
@@ -151,6 +151,14 @@ class DeadLetter:
 
 class RawWriter(ABC):
     """Writes one destination's raw tables."""
+
+    #: The most bytes (UTF-8, all key fields together) a record's primary key may take in a stream whose
+    #: strategy matches on the key (``keyed`` or ``latest_view``), where the destination indexes it; None:
+    #: no limit. Validation dead-letters a longer key (``validation.prepare``) so that one record, not its
+    #: whole batch, is what the destination cannot take.
+    max_key_bytes: ClassVar[int | None] = None
+    #: Why the limit is there, for the dead letter's reason (say what the destination cannot do).
+    max_key_bytes_why: ClassVar[str] = ""
 
     @abstractmethod
     def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:

@@ -160,6 +160,12 @@ class PostgresWriter(RawWriter):
 
     #: How long a connection lost during a load is tried again before the stream fails (seconds).
     reconnect_seconds: ClassVar[float] = 60.0
+    # A btree entry holds at most about 2,700 bytes (a third of an 8 kB page, less overhead); past it
+    # the INSERT fails and with it the whole batch, every run. Long values are compressed in the index
+    # first, so some longer keys fit, but whether one does depends on its content: 2,000 bytes before
+    # compression always fits, with room for the key index's _row_seq, and no sane identifier is longer.
+    max_key_bytes = 2000
+    max_key_bytes_why = "PostgreSQL's btree index on the key holds about 2,700 bytes per entry"
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -259,6 +259,41 @@ def test_errors_name_the_fix(tmp_path, database_url):
     assert "cannot connect to the database" in unreachable.stderr and "pw1234567" not in unreachable.stderr
 
 
+SINCE_PROJECT = '''
+from elt import Cursor, Pipeline, extractor
+
+@extractor(name="orders", primary_key="id", cursor="updated_at")
+def orders(since):
+    yield {"id": 1, "updated_at": "2026-01-31T08:00:00+00:00"}
+
+@extractor(name="counts", primary_key="id", cursor=Cursor("seq", kind="integer"))
+def counts(since):
+    yield {"id": 1, "seq": 7}
+
+Pipeline("a_shop", streams=[orders])
+Pipeline("b_stock", streams=[counts])
+'''
+
+
+def test_a_malformed_since_is_a_usage_error_before_any_run_starts(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", SINCE_PROJECT)
+    # Before any run: pipeline a_shop's cursor kind is not known yet, b_stock's is declared.
+    garbage = run_elt(["run", "--since", "garbage"], cwd=project, database_url=database_url)
+    assert garbage.returncode == 2, garbage.stderr
+    assert "--since 'garbage' for stream 'orders' (cursor 'updated_at')" in garbage.stderr
+    assert "ISO-8601 timestamp" in garbage.stderr
+    assert count(db, "pipeline.execution_log") == 0
+
+    assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 0
+    # Now a_shop's stored kind (timestamp) takes the date, but b_stock's integer cursor cannot: neither runs.
+    wrong = run_elt(["run", "--since", "2026-01-01"], cwd=project, database_url=database_url)
+    assert wrong.returncode == 2, wrong.stderr
+    assert "--since '2026-01-01' for stream 'counts' (cursor 'seq'): not a valid integer; give a whole number" \
+        in wrong.stderr
+    assert count(db, "pipeline.execution_log") == 2
+    assert run_elt(["run", "a_shop", "--since", "2026-01-01"], cwd=project, database_url=database_url).returncode == 0
+
+
 @pytest.mark.slow
 def test_demo_runs_on_the_embedded_default_and_a_second_run_changes_nothing(tmp_path, embedded_dir):
     # The real embedded default: no ELT_DATABASE_URL at all.

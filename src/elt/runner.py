@@ -294,6 +294,31 @@ class Runner:
 
     # --- a normal run ---------------------------------------------------------------
 
+    def check_since(self) -> None:
+        """Raise a ConfigError (a usage error) when a selected stream's cursor cannot take ``since``.
+
+        Called before any run starts (``elt run --since``), so a typo never opens a run
+        that can only fail. The cursor's kind is resolved as a run would (declared,
+        stored, the raw table's column), so this reads the destination.
+        """
+        if self.since is None or self.full_refresh:
+            return
+        streams = [self.pipeline.stream(n) for n in self.stream_names] or list(self.pipeline.streams)
+        try:
+            loader = self._open_loader()
+        except Exception:  # the destination is unreachable: the run says so, with its log row, as every run does
+            return
+        try:
+            loader.store.migrate()
+            for extractor in streams:
+                if extractor.cursor_field:
+                    target = StreamTarget(self.pipeline.name, extractor.name,
+                                          extractor.table_name(self.pipeline.name), extractor)
+                    self._stream_state(loader, extractor, target)  # the tracker refuses a bad `since`
+        finally:
+            if self._loader is None:
+                loader.close()
+
     def run(self) -> RunResult:
         streams = [self.pipeline.stream(n) for n in self.stream_names] or list(self.pipeline.streams)
         progress = self.progress or default_progress()

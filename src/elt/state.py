@@ -21,6 +21,13 @@ from elt.records import coerce_cursor, cursor_kind
 CURSOR_KINDS = ("timestamp", "integer", "number", "date", "text")
 
 
+def in_utc(value: Any) -> Any:
+    """A timestamp cursor value in UTC (the same instant); any other value as it is."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None and value.tzinfo is not dt.UTC:
+        return value.astimezone(dt.UTC)
+    return value
+
+
 #: What ``--since`` accepts for a cursor of each kind, for the usage error that refuses anything else.
 SINCE_FORMATS = {
     "timestamp": "an ISO-8601 timestamp (2026-01-31T08:00:00Z, '2026-01-31 08:00:00+02:00') or a date (2026-01-31)",
@@ -48,7 +55,7 @@ def since_value(stream: str, cursor: str, value: Any, kind: str | None) -> Any:
                 f" yet; give {SINCE_FORMATS['integer']}, {SINCE_FORMATS['timestamp']}, or declare"
                 f" Cursor({cursor!r}, kind='text') to backfill a text cursor")
     try:
-        return coerce_cursor(value, kind)
+        return in_utc(coerce_cursor(value, kind))
     except ValueError:
         raise ConfigError(f"{label}: not a valid {kind}; give {SINCE_FORMATS[kind]}") from None
 
@@ -86,6 +93,11 @@ class Watermark:
 
     value: Any
     kind: str
+
+    def __post_init__(self) -> None:
+        # README promises UTC: a source in another zone (a session at +02:00) gives the same instant
+        # with its offset, which would be stored, shown and handed to the extractor as it came.
+        object.__setattr__(self, "value", in_utc(self.value))
 
     @classmethod
     def of(cls, value: Any, kind: str | None = None) -> Watermark:

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from elt.extractors.base import Extractor
-from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
+from elt.records import (
+    MAX_READ_DEPTH,
+    CursorTypeError,
+    coerce_cursor,
+    cursor_kind,
+    key_text,
+    record_hash,
+    to_json,
+    too_deep,
+)
 from elt.state import FUTURE_TOLERANCE, beyond_the_clock, clock_ceiling
 
 if TYPE_CHECKING:
@@ -193,6 +202,13 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None,
             payload = to_json(clean)
         except TypeError as exc:
             rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}", index=index))
+            continue
+        if (depth := too_deep(payload)) is not None:
+            # A kept "problem": the part too deep to read is not in the dead letter's copy, so it is no record to replay.
+            rejected.append(Rejected(
+                received, f"record is nested too deeply: {depth:,} levels in the response, more than the {MAX_READ_DEPTH} levels"
+                " elt reads (its deepest part is left out of this dead letter); the rest of the page loaded. Ask the"
+                " source to send it flatter, then `elt dead-letter resolve` this letter", index=index, kind="problem"))
             continue
         if b"\\u0000" in payload:
             rejected.append(Rejected(

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -126,6 +127,14 @@ def cap_depth(content: bytes, limit: int = MAX_READ_DEPTH) -> bytes:
         return content
     pieces.append(content[last:])
     return b"".join(pieces)
+
+
+def loads_capped(content: str | bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
+    """``loads`` of JSON that was too deep for it (it raised RecursionError), with every value deeper
+    than ``MAX_READ_DEPTH`` cut out (:func:`cap_depth`): only the records holding one are then lost,
+    dead-lettered by validation, not the whole page or file."""
+    data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content
+    return loads(cap_depth(data))
 
 
 def too_deep(payload: bytes) -> int | None:

@@ -206,8 +206,8 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None,
         if (depth := too_deep(payload)) is not None:
             # A kept "problem": the part too deep to read is not in the dead letter's copy, so it is no record to replay.
             rejected.append(Rejected(
-                received, f"record is nested too deeply: {depth:,} levels in the response, more than the {MAX_READ_DEPTH} levels"
-                " elt reads (its deepest part is left out of this dead letter); the rest of the page loaded. Ask the"
+                received, f"record is nested too deeply: {depth:,} levels in what the source sent, more than the {MAX_READ_DEPTH}"
+                " levels elt reads (its deepest part is left out of this dead letter); the others loaded. Ask the"
                 " source to send it flatter, then `elt dead-letter resolve` this letter", index=index, kind="problem"))
             continue
         if b"\\u0000" in payload:

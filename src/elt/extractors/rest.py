@@ -63,7 +63,7 @@ from elt.extractors.retries import (
     retry_after,
 )
 from elt.logs import get_logger
-from elt.records import cap_depth, exact_float
+from elt.records import exact_float, loads_capped
 from elt.secrets import redact
 from elt.state import StreamState
 
@@ -88,13 +88,8 @@ def _decode(content: bytes) -> Any:
     """
     try:
         return _parse(content)
-    except RecursionError:
-        # Valid JSON deeper than the parsers go: read it with the deepest values cut out, so
-        # only the record holding one is dead-lettered (validation says why), not the page.
-        capped = cap_depth(content)
-        if capped is content:
-            raise
-        return _parse(capped)
+    except RecursionError:  # deeper than the parsers go: only the records too deep are lost
+        return loads_capped(content, _parse)
 
 
 def _parse(content: bytes) -> Any:

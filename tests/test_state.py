@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import re
 from typing import Any
 
 import pydantic
@@ -10,7 +12,7 @@ import pytest
 
 from elt import Batch, Cursor, Extractor, Pipeline, extractor
 from elt.errors import ConfigError
-from elt.state import StreamState, Watermark
+from elt.state import StreamState, Watermark, since_value
 from tests.helpers import list_stream, run
 
 
@@ -283,3 +285,24 @@ def test_a_timestamp_cursor_from_a_source_in_another_zone_is_kept_and_handed_bac
     # A watermark an earlier version stored with its offset is read as UTC too.
     old = Watermark.from_json({"kind": "timestamp", "value": "2026-01-31T10:00:00+02:00"})
     assert old is not None and old.to_json()["value"] == "2026-01-31T08:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "expected"),
+    [("1200", None, 1200), ("12.5", None, decimal.Decimal("12.5")), ("2026-01-31", None, dt.datetime(2026, 1, 31, tzinfo=dt.UTC)),
+     ("1200", "number", decimal.Decimal("1200")), ("abc", "text", "abc")],
+)
+def test_since_from_the_command_line_takes_the_cursors_kind(value, kind, expected):
+    # Text from the command line: a number before any run is a number, not text that sorts "9" after "10".
+    assert since_value("orders", "seq", value, kind) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [("garbage", None, "not a number, a date or an ISO-8601 timestamp"), ("NaN", None, "not a number"),
+     ("12.5", "integer", "not a valid integer; give a whole number (1200)"),
+     ("yesterday", "timestamp", "not a valid timestamp; give an ISO-8601 timestamp")],
+)
+def test_a_since_the_cursor_cannot_take_says_what_it_accepts(value, kind, message):
+    with pytest.raises(ConfigError, match=re.escape(f"--since {value!r} for stream 'orders' (cursor 'seq'): {message}")):
+        since_value("orders", "seq", value, kind)

@@ -38,6 +38,18 @@ SINCE_FORMATS = {
 }
 
 
+def _kind_of_since(value: Any) -> str:
+    # The command line gives text: "1200" is a number there, though a record's "1200" is text.
+    if isinstance(value, str):
+        try:
+            number = decimal.Decimal(value.strip())
+        except decimal.InvalidOperation:
+            return cursor_kind(value)
+        if number.is_finite():
+            return "integer" if number == number.to_integral_value() and "." not in value else "number"
+    return cursor_kind(value)
+
+
 def since_value(stream: str, cursor: str, value: Any, kind: str | None) -> Any:
     """``--since`` as a cursor value of the stream's ``kind`` (None: not known yet), or a ConfigError saying
     what the flag accepts.
@@ -48,7 +60,7 @@ def since_value(stream: str, cursor: str, value: Any, kind: str | None) -> Any:
     """
     label = f"--since {value!r} for stream {stream!r} (cursor {cursor!r})"
     if kind is None:
-        kind = cursor_kind(value)
+        kind = _kind_of_since(value)
         if kind == "text":
             raise ConfigError(
                 f"{label}: not a number, a date or an ISO-8601 timestamp, and the stream's cursor kind is not known"

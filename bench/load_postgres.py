@@ -221,10 +221,10 @@ def _prepared_chunks(rows: int, strategy: str, chunk_size: int, source: Any = No
     for record in (source if source is not None else orders(rows)):
         chunk.append(record)
         if len(chunk) == chunk_size:
-            yield prepare(stream, chunk, None, PostgresWriter.json_limits).rows
+            yield prepare(stream, chunk, None, PostgresWriter).rows
             chunk = []
     if chunk:
-        yield prepare(stream, chunk, None, PostgresWriter.json_limits).rows
+        yield prepare(stream, chunk, None, PostgresWriter).rows
 
 
 def _raw_table(name: str, strategy: str) -> Any:

@@ -243,6 +243,43 @@ def test_dead_letter_replay_from_the_command_line(tmp_path, database_url, db):
     assert db.execute("SELECT trigger FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()["trigger"] == "replay"
 
 
+def test_a_replay_that_rejects_records_again_exits_1_naming_how_many_and_why(tmp_path, database_url, db):
+    source = '''
+        import os
+        from typing import Literal
+        from pydantic import BaseModel
+        from elt import Pipeline, extractor
+
+        class Item(BaseModel):
+            id: int
+            price: float
+
+        class Fixed(BaseModel):  # the fix only covers "n/a"
+            id: int
+            price: float | Literal["n/a"]
+
+        @extractor(primary_key="id", contract=Fixed if os.environ.get("FIXED") else Item, max_bad_ratio=1)
+        def items():
+            yield from [{"id": 1, "price": 2}, {"id": 2, "price": "n/a"}, {"id": 3, "price": "x"},
+                        {"id": 4, "price": "free"}]
+
+        Pipeline("shop", streams=[items])
+    '''
+    project = write_project(tmp_path / "p", source)
+    assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 3
+    replay = run_elt(["dead-letter", "replay", "shop"], cwd=project, database_url=database_url, FIXED="1")
+    assert replay.returncode == 1, replay.stderr
+    assert "1 record(s) loaded and resolved" in replay.stdout and "2 still rejected" in replay.stdout
+    message = " ".join(replay.stderr.split())
+    assert "stream 'items': 2 of 3 replayed record(s) were rejected again" in message
+    assert "2 × contract Fixed rejected the record: price" in message
+    assert sorted(r["id"] for r in db.execute("SELECT id FROM raw.shop_items")) == ["1", "2"]
+    unresolved = db.execute("SELECT source_record FROM pipeline.dead_letter WHERE resolved_at IS NULL ORDER BY id")
+    assert [r["source_record"]["id"] for r in unresolved] == [3, 4]
+    log = db.execute("SELECT status, rows_loaded FROM pipeline.execution_log ORDER BY id DESC LIMIT 1").fetchone()
+    assert (log["status"], log["rows_loaded"]) == ("failed", 1)
+
+
 def test_errors_name_the_fix(tmp_path, database_url):
     missing = run_elt(["run"], cwd=tmp_path, database_url=database_url)
     assert missing.returncode == 2
@@ -257,6 +294,41 @@ def test_errors_name_the_fix(tmp_path, database_url):
     unreachable = run_elt(["status"], cwd=project, database_url="postgresql://elt:pw1234567@127.0.0.1:1/none")
     assert unreachable.returncode == 1  # a database that cannot be reached: failed, not a usage error
     assert "cannot connect to the database" in unreachable.stderr and "pw1234567" not in unreachable.stderr
+
+
+SINCE_PROJECT = '''
+from elt import Cursor, Pipeline, extractor
+
+@extractor(name="orders", primary_key="id", cursor="updated_at")
+def orders(since):
+    yield {"id": 1, "updated_at": "2026-01-31T08:00:00+00:00"}
+
+@extractor(name="counts", primary_key="id", cursor=Cursor("seq", kind="integer"))
+def counts(since):
+    yield {"id": 1, "seq": 7}
+
+Pipeline("a_shop", streams=[orders])
+Pipeline("b_stock", streams=[counts])
+'''
+
+
+def test_a_malformed_since_is_a_usage_error_before_any_run_starts(tmp_path, database_url, db):
+    project = write_project(tmp_path / "p", SINCE_PROJECT)
+    # Before any run: pipeline a_shop's cursor kind is not known yet, b_stock's is declared.
+    garbage = run_elt(["run", "--since", "garbage"], cwd=project, database_url=database_url)
+    assert garbage.returncode == 2, garbage.stderr
+    assert "--since 'garbage' for stream 'orders' (cursor 'updated_at')" in garbage.stderr
+    assert "ISO-8601 timestamp" in garbage.stderr
+    assert count(db, "pipeline.execution_log") == 0
+
+    assert run_elt(["run"], cwd=project, database_url=database_url).returncode == 0
+    # Now a_shop's stored kind (timestamp) takes the date, but b_stock's integer cursor cannot: neither runs.
+    wrong = run_elt(["run", "--since", "2026-01-01"], cwd=project, database_url=database_url)
+    assert wrong.returncode == 2, wrong.stderr
+    assert "--since '2026-01-01' for stream 'counts' (cursor 'seq'): not a valid integer; give a whole number" \
+        in wrong.stderr
+    assert count(db, "pipeline.execution_log") == 2
+    assert run_elt(["run", "a_shop", "--since", "2026-01-01"], cwd=project, database_url=database_url).returncode == 0
 
 
 @pytest.mark.slow

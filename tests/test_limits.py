@@ -45,7 +45,7 @@ def test_a_dead_letter_copy_fits_only_when_the_column_holds_it_unchanged():
 
 def test_validation_rejects_only_the_record_beyond_the_limits_naming_stream_record_and_field():
     stream = extractor(lambda: iter(()), name="events", primary_key="id")
-    batch = prepare(stream, [{"id": 1, "n": 1}, {"id": 2, "n": 10**30}], None, BIGQUERY)
+    batch = prepare(stream, [{"id": 1, "n": 1}, {"id": 2, "n": 10**30}], None, BigQueryWriter)
     assert len(batch.rows) == 1 and [r.index for r in batch.rejected] == [1]
     assert batch.rejected[0].reason.startswith("stream 'events', record id='2': field 'n' = 1000000000000000000000000000000")
-    assert len(prepare(stream, [{"id": 2, "n": 10**30}], None, POSTGRES).rows) == 1
+    assert len(prepare(stream, [{"id": 2, "n": 10**30}], None, PostgresWriter).rows) == 1

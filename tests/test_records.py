@@ -6,7 +6,7 @@ import decimal
 import json
 
 from elt import Pipeline, extractor
-from elt.records import to_json
+from elt.records import cap_depth, to_json, too_deep
 from tests.helpers import run
 
 
@@ -50,3 +50,15 @@ def test_a_record_with_a_huge_integer_and_a_long_fraction_keeps_both_exactly():
     assert json.loads(stored, parse_float=decimal.Decimal) == json.loads(body, parse_float=decimal.Decimal)
     # A string cannot pose as a number: only the process's own mark is replaced.
     assert json.loads(to_json({"big": 2**70, "s": "\x00elt-exact-0:1"}))["s"] == "\x00elt-exact-0:1"
+
+
+def test_cap_depth_cuts_only_values_deeper_than_the_limit_and_reads_strings_as_strings():
+    # Brackets and escaped quotes inside strings are text, not nesting.
+    body = b'{"s": "\\"[[[[", "a": [[1, [2, [3]]]], "b": [[[]]]}'
+    assert cap_depth(body, limit=5) is body
+    capped = json.loads(cap_depth(body, limit=3))
+    assert capped["s"] == '"[[[['
+    # Values starting at depth 4 are cut, each marked with the depth it reached.
+    assert capped["a"][0][0] == 1 and capped["a"][0][1].startswith("\x00elt-too-deep-")
+    assert capped["a"][0][1].endswith(":5") and capped["b"][0][0].endswith(":4")
+    assert too_deep(to_json(capped["a"])) == 5 and too_deep(to_json(capped["s"])) is None

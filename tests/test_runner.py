@@ -181,7 +181,9 @@ def test_replay_loads_dead_letters_after_the_contract_is_loosened(loader, db):
 
     result = Runner(pipeline, loader=loader, progress=LogProgress()).replay(resolved_by="alice")
     assert result.streams["items"].loaded == 1  # "12,50" passes now; None still fails
-    assert result.status == "partial"
+    # A record asked for by replay and rejected again fails the replay (exit 1); the other stays loaded.
+    assert result.status == "failed" and result.exit_code == 1
+    assert "1 of 2 replayed record(s) were rejected again" in result.summary.error_message
     letters = table_rows(db, "pipeline.dead_letter", "source_record->>'id' AS id, resolved_at, resolved_by", "id")
     assert letters[0]["id"] == "2" and letters[0]["resolved_at"] and letters[0]["resolved_by"].startswith("alice")
     assert letters[1]["id"] == "3" and letters[1]["resolved_at"] is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import re
 from typing import Any
 
 import pydantic
@@ -10,7 +12,7 @@ import pytest
 
 from elt import Batch, Cursor, Extractor, Pipeline, extractor
 from elt.errors import ConfigError
-from elt.state import StreamState
+from elt.state import StreamState, Watermark, since_value
 from tests.helpers import list_stream, run
 
 
@@ -257,3 +259,50 @@ def test_a_replace_read_with_rejected_records_keeps_the_table_unless_partial_loa
     stream.max_bad_ratio = 0.5  # partial loads accepted: the good record is swapped in
     assert run(pipeline, loader).status == "partial"
     assert [r["p"]["id"] for r in db.execute("SELECT _raw_payload AS p FROM raw.shop_items")] == [2]
+
+
+def test_a_timestamp_cursor_from_a_source_in_another_zone_is_kept_and_handed_back_in_utc(loader, db):
+    seen: list[Any] = []
+
+    class Berlin(Extractor):
+        name = "orders"
+        primary_key = "id"
+        cursor = "at"
+
+        def records(self, state: StreamState) -> Any:
+            seen.append(state.since)
+            # The same instants a session at +02:00 (or an API answering in local time) gives.
+            yield from [{"id": 1, "at": "2026-01-31T09:00:00+02:00"}, {"id": 2, "at": "2026-01-31T10:00:00+02:00"}]
+
+    pipeline = Pipeline("shop", streams=[Berlin()])
+    run(pipeline, loader)
+    assert state_value(db) == {"kind": "timestamp", "value": "2026-01-31T08:00:00+00:00"}
+    run(pipeline, loader)
+    run(pipeline, loader, since="2026-01-31T06:30:00+02:00")  # a backfill given in local time
+    assert seen[0] is None
+    assert [(s.isoformat(), s.tzinfo) for s in seen[1:]] == [
+        ("2026-01-31T08:00:00+00:00", dt.UTC), ("2026-01-31T04:30:00+00:00", dt.UTC)]
+    # A watermark an earlier version stored with its offset is read as UTC too.
+    old = Watermark.from_json({"kind": "timestamp", "value": "2026-01-31T10:00:00+02:00"})
+    assert old is not None and old.to_json()["value"] == "2026-01-31T08:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "expected"),
+    [("1200", None, 1200), ("12.5", None, decimal.Decimal("12.5")), ("2026-01-31", None, dt.datetime(2026, 1, 31, tzinfo=dt.UTC)),
+     ("1200", "number", decimal.Decimal("1200")), ("abc", "text", "abc")],
+)
+def test_since_from_the_command_line_takes_the_cursors_kind(value, kind, expected):
+    # Text from the command line: a number before any run is a number, not text that sorts "9" after "10".
+    assert since_value("orders", "seq", value, kind) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [("garbage", None, "not a number, a date or an ISO-8601 timestamp"), ("NaN", None, "not a number"),
+     ("12.5", "integer", "not a valid integer; give a whole number (1200)"),
+     ("yesterday", "timestamp", "not a valid timestamp; give an ISO-8601 timestamp")],
+)
+def test_a_since_the_cursor_cannot_take_says_what_it_accepts(value, kind, message):
+    with pytest.raises(ConfigError, match=re.escape(f"--since {value!r} for stream 'orders' (cursor 'seq'): {message}")):
+        since_value("orders", "seq", value, kind)

@@ -118,10 +118,13 @@ def run(
         out.print("no pipelines to run: this project's webhook sources are received by `elt serve` (or `elt webhooks`)")
     if stream and len(chosen) != 1:
         raise EltError("--stream needs exactly one pipeline: elt run PIPELINE --stream NAME")
+    runners = [Runner(pipeline, project_dir=project_dir, streams=stream or None, full_refresh=full_refresh,
+                      since=since, trigger=trigger) for pipeline in chosen]
+    for runner in runners:  # a --since no stream can take is a usage error, before any run starts
+        runner.check_since()
     codes: list[int] = []
-    for pipeline in chosen:
-        result = Runner(pipeline, project_dir=project_dir, streams=stream or None, full_refresh=full_refresh,
-                        since=since, trigger=trigger).run()
+    for runner in runners:
+        result = runner.run()
         _print_run(result)
         codes.append(result.exit_code)
     raise typer.Exit(worst_exit_code(codes))

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -89,6 +90,57 @@ def exact_float(text: str) -> float | ExactNumber:
     if math.isfinite(value) and decimal.Decimal(repr(value)) == decimal.Decimal(text):
         return value
     return ExactNumber(text)
+
+
+#: How deep a JSON body is read when it is deeper than the parsers go (orjson stops at 1,024 levels,
+#: the standard library at Python's recursion limit). Each value that starts deeper is replaced
+#: by a marker, so the rest of the page is read and only its record is dead-lettered. Well inside
+#: the depth elt writes records at (about 450 levels), so the dead letter keeps the rest of the record.
+MAX_READ_DEPTH = 256
+_DEEP_TOKEN = uuid.uuid4().hex
+_DEEP_MARKED = re.compile(rb"\\u0000elt-too-deep-" + _DEEP_TOKEN.encode() + rb":(\d+)")
+# A JSON string (escapes included) or a bracket: all that depth depends on.
+_JSON_NESTING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def cap_depth(content: bytes, limit: int = MAX_READ_DEPTH) -> bytes:
+    """``content`` (JSON) with every value that starts deeper than ``limit`` replaced by a marker string
+    holding the depth it reached (see :func:`too_deep`); ``content`` itself when none does."""
+    pieces: list[bytes] = []
+    depth = deepest = last = 0
+    start = -1
+    for token in _JSON_NESTING.finditer(content):
+        char = token.group()
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                if start < 0:
+                    start = token.start()
+                deepest = max(deepest, depth)
+        elif char in (b"]", b"}"):
+            if start >= 0 and depth == limit + 1:
+                marker = f'"\\u0000elt-too-deep-{_DEEP_TOKEN}:{deepest}"'.encode()
+                pieces += [content[last:start], marker]
+                last, start, deepest = token.end(), -1, 0
+            depth -= 1
+    if not pieces:
+        return content
+    pieces.append(content[last:])
+    return b"".join(pieces)
+
+
+def loads_capped(content: str | bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
+    """``loads`` of JSON that was too deep for it (it raised RecursionError), with every value deeper
+    than ``MAX_READ_DEPTH`` cut out (:func:`cap_depth`): only the records holding one are then lost,
+    dead-lettered by validation, not the whole page or file."""
+    data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content
+    return loads(cap_depth(data))
+
+
+def too_deep(payload: bytes) -> int | None:
+    """The depth a source's value reached where :func:`cap_depth` cut it from this record's JSON, or None."""
+    found = _DEEP_MARKED.search(payload)
+    return int(found.group(1)) if found else None
 
 
 # The standard library cannot write a number from its digits: an ExactNumber goes out as a

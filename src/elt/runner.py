@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,6 +139,9 @@ class _Run:
         self.streams: dict[str, StreamFigures] = {}
         self.failures: dict[str, dict[str, Any]] = {}
         self.over_ratio: list[str] = []
+        #: Per stream: why a replay rejected records again. They were asked for by name, so no
+        #: ratio allows it: the replay fails (the others stay loaded).
+        self.rejected_again: list[str] = []
         #: Per stream: why its read may have skipped records, or what a replay left unloaded.
         self.incomplete: dict[str, list[str]] = {}
         #: Set when another run held the lock: the message logged for the skip.
@@ -173,7 +177,7 @@ class _Run:
 
     def close(self) -> RunSummary:
         model_failures = self.transforms.failures if self.transforms else {}
-        if self.failures or self.over_ratio:
+        if self.failures or self.over_ratio or self.rejected_again:
             status = "failed"
         elif model_failures and not self.streams and len(model_failures) == len(self.transforms.models):  # type: ignore[union-attr]
             status = "failed"  # a transform-only run that built nothing
@@ -187,6 +191,7 @@ class _Run:
         messages = [f["error"] if f["error"].startswith(f"stream {name!r}") else f"stream {name!r}: {f['error']}"
                     for name, f in self.failures.items()]
         messages += self.over_ratio
+        messages += self.rejected_again
         messages += [f"stream {name!r}: {reason}" for name, reasons in self.incomplete.items() for reason in reasons]
         messages += [f"model {relation}: {error}" for relation, error in model_failures.items()]
         if status == "partial" and summary.rows_rejected:
@@ -293,6 +298,31 @@ class Runner:
                 loader.close()
 
     # --- a normal run ---------------------------------------------------------------
+
+    def check_since(self) -> None:
+        """Raise a ConfigError (a usage error) when a selected stream's cursor cannot take ``since``.
+
+        Called before any run starts (``elt run --since``), so a typo never opens a run
+        that can only fail. The cursor's kind is resolved as a run would (declared,
+        stored, the raw table's column), so this reads the destination.
+        """
+        if self.since is None or self.full_refresh:
+            return
+        streams = [self.pipeline.stream(n) for n in self.stream_names] or list(self.pipeline.streams)
+        try:
+            loader = self._open_loader()
+        except Exception:  # the destination is unreachable: the run says so, with its log row, as every run does
+            return
+        try:
+            loader.store.migrate()
+            for extractor in streams:
+                if extractor.cursor_field:
+                    target = StreamTarget(self.pipeline.name, extractor.name,
+                                          extractor.table_name(self.pipeline.name), extractor)
+                    self._stream_state(loader, extractor, target)  # the tracker refuses a bad `since`
+        finally:
+            if self._loader is None:
+                loader.close()
 
     def run(self) -> RunResult:
         streams = [self.pipeline.stream(n) for n in self.stream_names] or list(self.pipeline.streams)
@@ -414,7 +444,7 @@ class Runner:
         def validated() -> Iterator[tuple[Batch, PreparedBatch, int]]:
             kind = target.cursor_kind
             for batch in extractor.extract(state):
-                prepared = prepare(extractor, batch.records, kind, writer.json_limits)
+                prepared = prepare(extractor, batch.records, kind, writer)
                 # What the extractor itself could not read describes a problem, not a record.
                 prepared.rejected += [Rejected(record, reason, kind="problem") for record, reason in batch.rejected]
                 kind = prepared.cursor_kind
@@ -606,9 +636,10 @@ class Runner:
         # written and the older ones then meet a stored version they cannot prove older than.
         records = sorted((letter for letter in letters if letter.kind == "record"),
                          key=lambda letter: (letter.created_at, letter.id), reverse=True)
+        reasons: Counter[str] = Counter()
         for start in range(0, len(records), 1000):
             chunk = records[start:start + 1000]
-            prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind, loader.writer.json_limits)
+            prepared = prepare(extractor, [letter.record for letter in chunk], tracker.kind, loader.writer)
             tracker.learn(prepared.cursor_kind)
             target.cursor_kind = tracker.kind
             still_bad = {rejected.index for rejected in prepared.rejected}
@@ -616,6 +647,7 @@ class Runner:
             resolved = {letter.id: str(row[-1]) for letter, row in zip(accepted, prepared.rows, strict=True)}
             # Records still bad stay in dead_letter as they are (no second copy).
             figures.rejected += len(still_bad)
+            reasons.update(rejected.reason for rejected in prepared.rejected)
             prepared.rejected = []
             changes, known_fields = diff_fields(known_fields, prepared.fields)
             result = loader.writer.replay_batch(target, run.run_id, prepared, changes, known_fields,
@@ -625,3 +657,10 @@ class Runner:
             superseded = sum(1 for h in resolved.values() if h not in result.written_hashes)
             if superseded:
                 figures.superseded = (figures.superseded or 0) + superseded
+        if reasons:
+            why = "; ".join(f"{n} × {reason[:300]}" for reason, n in reasons.most_common(3))
+            more = f" (and {len(reasons) - 3} other reason(s))" if len(reasons) > 3 else ""
+            run.rejected_again.append(
+                f"stream {extractor.name!r}: {reasons.total()} of {len(records)} replayed record(s) were rejected again"
+                f" and stay unresolved in pipeline.dead_letter: {why}{more}. Fix the code or the contract and replay"
+                " them again, or `elt dead-letter resolve` them")

@@ -21,6 +21,57 @@ from elt.records import coerce_cursor, cursor_kind
 CURSOR_KINDS = ("timestamp", "integer", "number", "date", "text")
 
 
+def in_utc(value: Any) -> Any:
+    """A timestamp cursor value in UTC (the same instant); any other value as it is."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None and value.tzinfo is not dt.UTC:
+        return value.astimezone(dt.UTC)
+    return value
+
+
+#: What ``--since`` accepts for a cursor of each kind, for the usage error that refuses anything else.
+SINCE_FORMATS = {
+    "timestamp": "an ISO-8601 timestamp (2026-01-31T08:00:00Z, '2026-01-31 08:00:00+02:00') or a date (2026-01-31)",
+    "date": "a date (2026-01-31)",
+    "integer": "a whole number (1200)",
+    "number": "a number (12.5)",
+    "text": "any text",
+}
+
+
+def _kind_of_since(value: Any) -> str:
+    # The command line gives text: "1200" is a number there, though a record's "1200" is text.
+    if isinstance(value, str):
+        try:
+            number = decimal.Decimal(value.strip())
+        except decimal.InvalidOperation:
+            return cursor_kind(value)
+        if number.is_finite():
+            return "integer" if number == number.to_integral_value() and "." not in value else "number"
+    return cursor_kind(value)
+
+
+def since_value(stream: str, cursor: str, value: Any, kind: str | None) -> Any:
+    """``--since`` as a cursor value of the stream's ``kind`` (None: not known yet), or a ConfigError saying
+    what the flag accepts.
+
+    A stream whose kind is not known yet (no run stored it, none declared) takes a
+    number, a date or a timestamp: text there is far likelier a typo than a text
+    cursor, and read as text it would be compared with the first values as text.
+    """
+    label = f"--since {value!r} for stream {stream!r} (cursor {cursor!r})"
+    if kind is None:
+        kind = _kind_of_since(value)
+        if kind == "text":
+            raise ConfigError(
+                f"{label}: not a number, a date or an ISO-8601 timestamp, and the stream's cursor kind is not known"
+                f" yet; give {SINCE_FORMATS['integer']}, {SINCE_FORMATS['timestamp']}, or declare"
+                f" Cursor({cursor!r}, kind='text') to backfill a text cursor")
+    try:
+        return in_utc(coerce_cursor(value, kind))
+    except ValueError:
+        raise ConfigError(f"{label}: not a valid {kind}; give {SINCE_FORMATS[kind]}") from None
+
+
 def check_lookback(stream: str, kind: str, lookback: Any) -> None:
     """Refuse a lookback that cannot apply to a cursor of ``kind`` (it would be ignored silently)."""
     if not lookback:
@@ -54,6 +105,11 @@ class Watermark:
 
     value: Any
     kind: str
+
+    def __post_init__(self) -> None:
+        # README promises UTC: a source in another zone (a session at +02:00) gives the same instant
+        # with its offset, which would be stored, shown and handed to the extractor as it came.
+        object.__setattr__(self, "value", in_utc(self.value))
 
     @classmethod
     def of(cls, value: Any, kind: str | None = None) -> Watermark:
@@ -186,11 +242,7 @@ class WatermarkTracker:
         if not self.cursor or full_refresh:
             return None
         if override is not None:
-            kind = self.kind or cursor_kind(override)
-            try:
-                return coerce_cursor(override, kind)
-            except ValueError as exc:
-                raise ConfigError(f"stream {self.stream!r}: --since {override!r}: {exc}") from None
+            return since_value(self.stream, self.cursor, override, self.kind)
         if self.committed is not None:
             return self.committed.minus(self.lookback)
         return None

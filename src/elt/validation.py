@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from elt.extractors.base import Extractor
-from elt.limits import JsonLimits
-from elt.records import CursorTypeError, coerce_cursor, cursor_kind, key_text, record_hash, to_json
+from elt.records import (
+    MAX_READ_DEPTH,
+    CursorTypeError,
+    coerce_cursor,
+    cursor_kind,
+    key_text,
+    record_hash,
+    to_json,
+    too_deep,
+)
 from elt.state import FUTURE_TOLERANCE, beyond_the_clock, clock_ceiling
+
+if TYPE_CHECKING:
+    from elt.loaders.base import RawWriter
 
 
 @dataclass
@@ -63,13 +74,28 @@ def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def prepare(extractor: Extractor, records: list[Any], kind: str | None, limits: JsonLimits) -> PreparedBatch:
+def _key_too_long(extractor: Extractor, key_values: list[str], limit: int, why: str) -> str | None:
+    """Why a key is too long for the destination to index (see ``RawWriter.max_key_bytes``), or None."""
+    if sum(map(len, key_values)) * 4 <= limit:  # at most 4 bytes a character: most keys stop here
+        return None
+    # Bytes, not characters (what the index holds); a lone surrogate is rejected later, as text PostgreSQL can't hold.
+    sizes = [len(value.encode("utf-8", "surrogatepass")) for value in key_values]
+    if sum(sizes) <= limit:
+        return None
+    parts = " + ".join(f"{name!r} {size:,} bytes" for name, size in zip(extractor.key_fields, sizes, strict=True))
+    return (f"stream {extractor.name!r}: primary key {parts} is longer than the {limit:,} bytes a key may take here"
+            f" ({why}); key the stream on something shorter, e.g. a hash of the field (add it in transform_record"
+            " and name it as the primary_key), and replay this record")
+
+
+def prepare(extractor: Extractor, records: list[Any], kind: str | None,
+            destination: RawWriter | type[RawWriter]) -> PreparedBatch:
     """Validate and serialise ``records`` for ``extractor``'s stream.
 
     ``kind`` is the cursor's known kind (from stored state), or ``None`` to
-    infer it from the first cursor value seen. ``limits`` is what the
-    destination's JSON column holds (``RawWriter.json_limits``); a record
-    beyond it is rejected, naming the field.
+    infer it from the first cursor value seen. ``destination`` is the raw writer
+    the rows are for (or its class): what it declares it cannot store (``json_limits``,
+    ``max_key_bytes``) is rejected here, per record, naming the field.
     """
     keys = extractor.key_fields
     cursor = extractor.cursor_field
@@ -80,6 +106,11 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None, limits: 
     source_fields = tuple(extractor.source_fields)
     # Built here, in the reading thread, rather than by the loader while the server waits.
     keyed = bool(keys) and strategy.keyed
+    # Only a key the destination indexes (to match versions on it) is limited in length.
+    key_limit, key_limit_why = None, ""
+    if keys and (strategy.keyed or strategy.latest_view):
+        key_limit, key_limit_why = destination.max_key_bytes, destination.max_key_bytes_why
+    limits = destination.json_limits
     seen_keys: set[tuple[str, ...]] = set()
 
     rows: list[tuple[str | None, ...]] = []
@@ -133,6 +164,9 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None, limits: 
         if missing is not None:
             rejected.append(Rejected(received, f"primary key field {missing!r} is missing or empty", index=index))
             continue
+        if key_limit is not None and (too_long := _key_too_long(extractor, key_values, key_limit, key_limit_why)):
+            rejected.append(Rejected(received, too_long, index=index))
+            continue
 
         cursor_text = None
         typed: Any = None
@@ -170,6 +204,13 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None, limits: 
             payload = to_json(clean)
         except TypeError as exc:
             rejected.append(Rejected(repr(received), f"record cannot be stored as JSON: {exc}", index=index))
+            continue
+        if (depth := too_deep(payload)) is not None:
+            # A kept "problem": the part too deep to read is not in the dead letter's copy, so it is no record to replay.
+            rejected.append(Rejected(
+                received, f"record is nested too deeply: {depth:,} levels in what the source sent, more than the {MAX_READ_DEPTH}"
+                " levels elt reads (its deepest part is left out of this dead letter); the others loaded. Ask the"
+                " source to send it flatter, then `elt dead-letter resolve` this letter", index=index, kind="problem"))
             continue
         problem = limits.problem(clean, payload)
         if problem is not None:

@@ -449,3 +449,20 @@ def test_whole_files_a_file_failing_part_way_leaves_no_rows(tmp_path, loader, db
     fixed = run(pipeline(drop, batch_size=100, whole_files=True, encoding="latin-1"), loader)
     assert fixed.status == "success" and fixed.streams["rows"].extracted == 500  # from the top
     assert len(payloads(db)) == 750
+
+
+@pytest.mark.parametrize("name", ["events.ndjson", "events.json"])
+def test_a_record_nested_thousands_of_levels_deep_is_dead_lettered_and_the_rest_of_the_file_loads(
+        tmp_path, loader, db, name):
+    # The standard library's parser stops near 1,000 levels (RecursionError): the file failed the stream.
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    records = ['{"id": 1}', '{"id": 2, "deep": ' + "[" * 5000 + "]" * 5000 + "}", '{"id": 3}']
+    text = "".join(r + "\n" for r in records) if name.endswith("ndjson") else "[" + ", ".join(records) + "]"
+    (drop / name).write_text(text, encoding="utf-8")
+    result = run(pipeline(drop, max_bad_ratio=0.5), loader)
+
+    assert result.status == "partial", result.summary.error_message
+    assert [r["p"]["id"] for r in payloads(db)] == [1, 3]
+    (letter,) = dead_letters(db)
+    assert "record is nested too deeply" in letter["e"] and name in letter["e"]

@@ -481,3 +481,34 @@ def test_numbers_a_double_cannot_hold_are_stored_digit_for_digit(fake_api, loade
     # Numbers a double holds stay what the fast path writes, so a page's path never changes a hash.
     assert stored[2] == {"id": 23, "p": decimal.Decimal("19.99"), "q": decimal.Decimal("0.1"),
                          "r": decimal.Decimal("0.0025")}
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["orjson", "long-number"])
+def test_a_record_nested_5000_levels_deep_is_dead_lettered_and_the_rest_of_the_page_loads(fake_api, loader, db, big):
+    # Found by trying the edge: both JSON parsers stop near 1,000 levels and the page failed as
+    # "not valid JSON" (retried, then the stream failed) for one record. A 20-digit number sends
+    # the body down the standard library's path instead of orjson's.
+    deep = b"[" * 5000 + b"]" * 5000
+    number = b"18446744073709551617" if big else b"3"
+    body = (b'{"data": [{"id": 1, "n": ' + number + b'}, {"id": 2, "deep": {"a": ' + deep + b'}},'
+            b' {"id": 3, "name": "[{\\"not\\": \\"nesting\\"}]"}]}')
+    fake_api.route("/items", lambda request: Reply(body=body))
+
+    class Items(RestExtractor):
+        name = "items"
+        path = "/items"
+        records_path = "data"
+        primary_key = "id"
+        max_bad_ratio = 0.5
+
+    result = run(Pipeline("shop", streams=[Items(base_url=fake_api.url)]), loader)
+    assert result.status == "partial", result.summary.error_message
+    assert (result.summary.rows_loaded, result.summary.rows_rejected) == (2, 1)
+    assert len(fake_api.requests) == 1  # not retried as a broken body
+    stored = db.execute("SELECT _raw_payload AS p FROM raw.shop_items ORDER BY id").fetchall()
+    assert [r["p"] for r in stored] == [{"id": 1, "n": int(number)}, {"id": 3, "name": '[{"not": "nesting"}]'}]
+    (letter,) = db.execute("SELECT error_message, kind, source_record->>'id' AS id FROM pipeline.dead_letter")
+    assert letter["id"] == "2" and letter["kind"] == "problem"
+    # The response: object, data, record, "deep" and the 5,000 lists.
+    message = letter["error_message"]
+    assert "nested too deeply: 5,004 levels in what the source sent, more than the 256 levels elt reads" in message

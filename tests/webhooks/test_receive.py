@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,20 @@ def test_an_unset_signing_secret_stops_the_server_at_start_naming_the_variable(t
     source = WebhookSource("unset", "/u", secret=from_env("UNSET_HOOK_SECRET"), signature="github")
     with pytest.raises(MissingSecretError, match="UNSET_HOOK_SECRET"):
         WebhookServer(tmp_path, [source], database_url=database_url)
+
+
+def test_an_event_id_too_long_for_an_index_is_stored_under_a_hash_of_it(served: Any, database_url: str) -> None:
+    # An id past a btree entry's limit (5,120 bytes that do not compress) could never be stored:
+    # the server took the database for down, spooled it, and every event after it waited behind it.
+    base, sources, _ = served
+    source = sources["stripe"]
+    long_id = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(80))
+    body = orjson.dumps({"id": long_id, "amount": 5})
+    answers = [httpx.post(f"{base}/hooks/stripe", content=body, headers=signed(source, body)) for _ in range(2)]
+    after = orjson.dumps({"id": "evt_after", "amount": 6})
+    answers.append(httpx.post(f"{base}/hooks/stripe", content=after, headers=signed(source, after)))
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "stored"), (200, "duplicate"), (200, "stored")]
+    rows = _rows(database_url, "stripe_events")
+    assert [r["_raw_payload"]["id"] for r in rows] == [long_id, "evt_after"]  # the payload keeps the id as sent
+    assert rows[0]["event_id"].startswith("sha256-of-id:") and len(rows[0]["event_id"]) < 100
+    assert answers[0].json()["event_id"] == rows[0]["event_id"]

@@ -67,6 +67,7 @@ from elt.errors import ConfigError
 from elt.extractors.base import Batch, Extractor, WriteStrategy
 from elt.extractors.paginators import dig
 from elt.logs import get_logger
+from elt.records import loads_capped
 from elt.state import StreamState
 
 FORMATS = ("csv", "tsv", "json", "ndjson")
@@ -477,7 +478,10 @@ class FileExtractor(Extractor):
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    try:
+                        record = json.loads(line)
+                    except RecursionError:  # deeper than the parser goes: only that record is lost
+                        record = loads_capped(line)
                 except json.JSONDecodeError as exc:
                     bad += 1
                     yield _Row(number, raw=line[:500], reason=f"not valid JSON: {exc.msg} at column {exc.colno}")
@@ -499,7 +503,10 @@ class FileExtractor(Extractor):
         if not content.strip():
             raise FileProblem("the file is empty", 1)
         try:
-            body = json.loads(content)
+            try:
+                body = json.loads(content)
+            except RecursionError:  # deeper than the parser goes: only the records too deep are lost
+                body = loads_capped(content)
         except json.JSONDecodeError as exc:
             raise FileProblem(f"not valid JSON: {exc.msg}", exc.lineno) from None
         try:

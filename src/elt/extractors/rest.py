@@ -63,7 +63,7 @@ from elt.extractors.retries import (
     retry_after,
 )
 from elt.logs import get_logger
-from elt.records import exact_float
+from elt.records import exact_float, loads_capped
 from elt.secrets import redact
 from elt.state import StreamState
 
@@ -86,11 +86,19 @@ def _decode(content: bytes) -> Any:
     an ``ExactNumber`` (written back digit for digit); a record that still cannot
     be stored (a lone surrogate) is then dead-lettered, not the whole page.
     """
+    try:
+        return _parse(content)
+    except RecursionError:  # deeper than the parsers go: only the records too deep are lost
+        return loads_capped(content, _parse)
+
+
+def _parse(content: bytes) -> Any:
     if _LONG_NUMBER.search(content) or _LONG_FRACTION.search(content):
         return json.loads(content, parse_float=exact_float)
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
+        # Also a body deeper than orjson reads: the standard library raises RecursionError for it.
         return json.loads(content, parse_float=exact_float)
 
 

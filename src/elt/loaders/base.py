@@ -157,6 +157,13 @@ class RawWriter(ABC):
     #: What the raw payload column (and the dead letters' record column) holds exactly; validation
     #: dead-letters a record beyond it rather than let the destination round or refuse it.
     json_limits: ClassVar[JsonLimits] = JsonLimits()
+    #: The most bytes (UTF-8, all key fields together) a record's primary key may take in a stream whose
+    #: strategy matches on the key (``keyed`` or ``latest_view``), where the destination indexes it; None:
+    #: no limit. Validation dead-letters a longer key (``validation.prepare``) so that one record, not its
+    #: whole batch, is what the destination cannot take.
+    max_key_bytes: ClassVar[int | None] = None
+    #: Why the limit is there, for the dead letter's reason (say what the destination cannot do).
+    max_key_bytes_why: ClassVar[str] = ""
 
     @abstractmethod
     def table_cursor_kind(self, table: str, cursor: str | None) -> str | None:

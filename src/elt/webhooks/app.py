@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from elt.loaders.postgres.webhooks import StoredEvent
+from elt.loaders.postgres.webhooks import PgWebhookStore, StoredEvent
 from elt.logs import get_logger
 from elt.webhooks.ingest import Ingestor
 from elt.webhooks.source import WebhookSource
@@ -121,7 +121,7 @@ class Receiver:
         digest = hashlib.sha256(body).hexdigest()
         event = StoredEvent(
             source=source.name, table=source.table,
-            event_id=source.event_id_of(payload, headers) or f"sha256:{digest}",
+            event_id=PgWebhookStore.stored_id(source.event_id_of(payload, headers) or f"sha256:{digest}"),
             body=text, headers={k: headers[k] for k in self.kept if k in headers},
             received_at=dt.datetime.now(dt.UTC), body_hash=digest,
         )

@@ -9,9 +9,10 @@ transaction.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import psycopg
@@ -19,6 +20,7 @@ from psycopg import sql
 
 from elt.loaders.postgres.connection import ensure_schema
 from elt.loaders.postgres.raw import KEY_TEXT, short_identifier
+from elt.loaders.postgres.writer import PostgresWriter
 
 
 @dataclass
@@ -36,6 +38,19 @@ class StoredEvent:
 
 class PgWebhookStore:
     """Writes events of webhook sources into ``raw.<source>_<entity>`` over one connection."""
+
+    #: The event id leads the raw table's primary key, so it has the key's limit (see PostgresWriter).
+    max_event_id_bytes: ClassVar[int | None] = PostgresWriter.max_key_bytes
+
+    @classmethod
+    def stored_id(cls, event_id: str) -> str:
+        """The id an event is stored and deduplicated under: as sent, or a hash of it when longer than
+        :attr:`max_event_id_bytes` (such an event could never be stored, and the events after it would
+        wait behind it in the spool); the payload keeps the id as sent."""
+        data = event_id.encode("utf-8", "surrogatepass")
+        if cls.max_event_id_bytes is None or len(data) <= cls.max_event_id_bytes:
+            return event_id
+        return "sha256-of-id:" + hashlib.sha256(data).hexdigest()
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -188,6 +188,12 @@ class PostgresWriter(RawWriter):
     #: How long a connection lost during a load is tried again before the stream fails (seconds).
     reconnect_seconds: ClassVar[float] = 60.0
     json_limits: ClassVar[JsonLimits] = Jsonb()
+    # A btree entry holds at most about 2,700 bytes (a third of an 8 kB page, less overhead); past it
+    # the INSERT fails and with it the whole batch, every run. Long values are compressed in the index
+    # first, so some longer keys fit, but whether one does depends on its content: 2,000 bytes before
+    # compression always fits, with room for the key index's _row_seq, and no sane identifier is longer.
+    max_key_bytes = 2000
+    max_key_bytes_why = "PostgreSQL's btree index on the key holds about 2,700 bytes per entry"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -578,10 +584,15 @@ class PostgresWriter(RawWriter):
             cur.execute(sql.SQL("CREATE TEMP TABLE elt_source_keys ({}) ON COMMIT DROP").format(
                 sql.SQL(", ").join(sql.SQL("{} text").format(s) for s in staged)))
             seen = 0
+            fits_an_index = True
+            limit = self.max_key_bytes or 0
             with cur.copy(sql.SQL("COPY elt_source_keys FROM STDIN")) as copy:
                 for page in source_keys:
                     for key in page:
-                        copy.write_row([key_text(v) for v in key])
+                        texts = [key_text(v) for v in key]
+                        if sum(map(len, texts)) * 4 > limit and fits_an_index:  # at most 4 bytes a character
+                            fits_an_index = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) <= limit
+                        copy.write_row(texts)
                     seen += len(page)
             stored = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()
             if seen == 0 and stored and stored[0]:
@@ -590,7 +601,10 @@ class PostgresWriter(RawWriter):
                     f"stream {target.stream!r}: the source returned no keys at all; not marking all {stored[0]}"
                     f" rows of raw.{target.table} deleted. Check the stream's table/query and the source's grants"
                 )
-            cur.execute(sql.SQL("CREATE INDEX ON elt_source_keys ({})").format(sql.SQL(", ").join(staged)))
+            if fits_an_index:
+                # A key past a btree entry's limit would fail the index, and the reconcile with it, every
+                # time (an append stream stores such keys): without the index the anti-joins are hashed.
+                cur.execute(sql.SQL("CREATE INDEX ON elt_source_keys ({})").format(sql.SQL(", ").join(staged)))
             cur.execute("ANALYZE elt_source_keys")
             # Every stored version of a vanished key is marked, so the current-state view shows it too.
             deleted = cur.execute(sql.SQL(

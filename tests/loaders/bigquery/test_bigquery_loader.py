@@ -151,7 +151,7 @@ def test_numbers_bigquery_json_cannot_hold_are_dead_lettered_alone_and_kept_exac
 
     # Replay re-checks them with the same rule: still rejected, nothing rounded into raw, letters kept.
     replay = Runner(pipeline, loader=bq_loader).replay()
-    assert replay.status == "partial" and replay.streams["items"].rejected == 3
+    assert replay.status == "failed" and replay.streams["items"].rejected == 3  # rejected again: exit 1
     assert len(bq("SELECT 1 AS x FROM {raw}.shop_items")) == 2
     assert sorted(r["id"] for r in bq_loader.store.dead_letters("shop")) == sorted(letters)
 

@@ -72,7 +72,21 @@ def machine() -> dict[str, str]:
         "OS": platform.platform(),
         "Python": platform.python_version(),
         "PostgreSQL": postgres_version(),
+        "commit": commit(),
+        "load average at the start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def commit() -> str:
+    """The code the figures are of: the checkout's commit, marked when it has changes not committed."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return (head or "unknown") + (" (with changes not committed)" if dirty else "")
 
 
 def run_suite(full: bool, extra: list[str], results: Path) -> tuple[int, str, float]:

@@ -265,3 +265,23 @@ def test_bigquery_out_of_reach_fails_within_the_reach_window_naming_where(monkey
         with pytest.raises(LoadError, match=f"cannot reach BigQuery at http://127.0.0.1:{port}"):
             call()
         assert time.monotonic() - started < 30
+
+
+def test_an_incremental_stream_records_each_schema_change_once_and_keeps_its_known_fields(bq_loader, bq):
+    # One batch writes state twice (the known fields, then the watermark): both must land, so the
+    # second run knows the fields and records only what changed.
+    from elt import Cursor
+
+    records = [{"id": 1, "u": 1, "x": 1}]
+    stream = list_stream(records, primary_key="id", cursor=Cursor("u", kind="integer"), write_strategy="upsert")
+    pipeline = Pipeline("shop", streams=[stream])
+    assert run(pipeline, bq_loader).status == "success"
+    records[:] = [{"id": 2, "u": 2, "x": "s"}]
+    assert run(pipeline, bq_loader).status == "success"
+
+    state = {r["key"] for r in bq("SELECT key FROM {pipeline}.state WHERE pipeline_name = 'shop'")}
+    assert {"schema", "watermark"} <= state
+    changes = bq("SELECT field_name, change FROM {pipeline}.schema_changes WHERE pipeline_name = 'shop'"
+                 " ORDER BY id")
+    assert [(r["field_name"], r["change"]) for r in changes if r["change"] != "initial"] == [("x", "type_changed")]
+    assert len([r for r in changes if r["change"] == "initial"]) == 3  # id, u, x: once, on the first run

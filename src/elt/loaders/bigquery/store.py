@@ -126,13 +126,18 @@ class Bookkeeping:
         """Upsert state values (DELETE + INSERT: the transaction makes it one change)."""
         if not values:
             return []
-        params.update(st_pl=pipeline, st_st=stream, st_keys=list(values), st_values=[_json(v) for v in values.values()],
-                      st_run=run_id)
+        # Parameters are shared by the whole script, and one batch writes state more than once (the
+        # schema's known fields, then the watermark): each call names its own, or the last one wins twice.
+        n = sum(1 for name in params if name.startswith("st") and name.endswith("_keys"))
+        p = f"st{n}"
+        params.update({f"{p}_pl": pipeline, f"{p}_st": stream, f"{p}_keys": list(values),
+                       f"{p}_values": [_json(v) for v in values.values()], f"{p}_run": run_id})
         return [
-            f"DELETE FROM {self.ds}.state WHERE pipeline_name = @st_pl AND stream_name = @st_st AND key IN UNNEST(@st_keys)",
+            f"DELETE FROM {self.ds}.state WHERE pipeline_name = @{p}_pl AND stream_name = @{p}_st"
+            f" AND key IN UNNEST(@{p}_keys)",
             f"INSERT INTO {self.ds}.state (pipeline_name, stream_name, key, value, updated_at, updated_by_run)"
-            f" SELECT @st_pl, @st_st, k, PARSE_JSON(@st_values[OFFSET(i)]), CURRENT_TIMESTAMP(), @st_run"
-            f" FROM UNNEST(@st_keys) AS k WITH OFFSET i",
+            f" SELECT @{p}_pl, @{p}_st, k, PARSE_JSON(@{p}_values[OFFSET(i)]), CURRENT_TIMESTAMP(), @{p}_run"
+            f" FROM UNNEST(@{p}_keys) AS k WITH OFFSET i",
         ]
 
     def schema_changes(self, params: dict[str, Any], pipeline: str, stream: str, table: str, run_id: int,

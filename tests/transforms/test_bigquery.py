@@ -259,3 +259,27 @@ def test_an_unreadable_model_names_the_column_whose_cast_fails(warehouse, tmp_pa
     assert "column 'amount' cannot be read" in (result.error or ""), result.error
     assert "n/a" in result.error and "Cast it differently" in result.error
     assert wh._existing("stg.amounts") is None and wh._existing("stg.amounts__elt_new") is None
+
+
+# Expressions whose BigQuery translation once gave other answers than PostgreSQL (a trial found the
+# week's start): each is run on both, and the answers compared.
+SAME_ANSWER = {
+    "week starts on Monday": "date_trunc('week', TIMESTAMPTZ '2026-12-02 10:00:00+00')",
+    "week of a Sunday": "date_trunc('week', TIMESTAMPTZ '2026-11-29 23:00:00+00')",
+    "month": "date_trunc('month', TIMESTAMPTZ '2026-12-02 10:00:00+00')",
+    "isodow of a Sunday": "extract(isodow FROM TIMESTAMPTZ '2026-11-29 10:00:00+00')",
+    "dow of a Sunday": "extract(dow FROM TIMESTAMPTZ '2026-11-29 10:00:00+00')",
+    "iso week": "extract(week FROM TIMESTAMPTZ '2027-01-01 10:00:00+00')",
+}
+
+
+@pytest.mark.parametrize("expression", SAME_ANSWER.values(), ids=SAME_ANSWER.keys())
+def test_a_translated_expression_gives_postgresql_s_answer(warehouse, db, expression):
+    from elt.transforms.dialects import transpile
+
+    expected = db.execute(f"SELECT {expression} AS v").fetchone()["v"]
+    [got] = rows(warehouse, transpile(f"SELECT {expression} AS v", "bigquery"))
+    if isinstance(expected, dt.datetime):
+        assert got["v"] == expected, transpile(f"SELECT {expression} AS v", "bigquery")
+    else:
+        assert decimal.Decimal(str(got["v"])) == decimal.Decimal(str(expected))

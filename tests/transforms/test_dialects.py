@@ -77,6 +77,10 @@ CASES = {
         "SELECT extract(isodow FROM created_at) AS weekday FROM stg.o",
         "SELECT (MOD(EXTRACT(DAYOFWEEK FROM created_at) + 5, 7) + 1) AS weekday FROM stg.o",
     ),
+    "date_trunc('week') starts on Monday, as in PostgreSQL": (
+        "SELECT date_trunc('week', created_at) AS w, date_trunc('month', created_at) AS m FROM stg.o",
+        "SELECT TIMESTAMP_TRUNC(created_at, WEEK(MONDAY)) AS w, TIMESTAMP_TRUNC(created_at, MONTH) AS m FROM stg.o",
+    ),
     "extract(dow), doy, week": (
         "SELECT extract(dow FROM a), extract(doy FROM a), extract(week FROM a) FROM t",
         "SELECT (EXTRACT(DAYOFWEEK FROM a) - 1), EXTRACT(DAYOFYEAR FROM a), EXTRACT(ISOWEEK FROM a) FROM t",

@@ -212,6 +212,22 @@ class ExtractPart(Construct):
         raise Refused(f"part {part.lower()} has no BigQuery equivalent")
 
 
+class TruncWeek(Construct):
+    """``date_trunc('week', x)``: PostgreSQL's week starts on Monday, BigQuery's WEEK on Sunday: ``WEEK(MONDAY)``."""
+
+    name = "date_trunc('week', ...)"
+    kinds = (exp.TimestampTrunc, exp.DateTrunc)
+
+    def matches(self, node: exp.Expression) -> bool:
+        unit = node.args.get("unit")
+        return isinstance(node, self.kinds) and isinstance(unit, exp.Var) and unit.name.upper() == "WEEK"
+
+    def rewrite(self, node: exp.Expression) -> exp.Expression:
+        node = node.copy()
+        node.set("unit", exp.WeekStart(this=exp.Var(this="MONDAY")))
+        return node
+
+
 def _patterns(node: exp.Expression) -> list[exp.Expression] | None:
     target = node.expression
     inner = target.this if isinstance(target, (exp.Any, exp.All)) else None
@@ -278,7 +294,7 @@ class NumericScale(Construct):
 
 #: The constructs sqlglot's BigQuery output gets wrong, each rewritten or refused.
 BIGQUERY_CONSTRUCTS: tuple[Construct, ...] = (JsonContains(), JsonHasKey(), JsonPath(), GenerateSeries(),
-                                              ExtractPart(), LikeAny(), ToChar(), NumericScale())
+                                              ExtractPart(), TruncWeek(), LikeAny(), ToChar(), NumericScale())
 
 #: Names that must not survive into BigQuery SQL (a construct no rule caught).
 _POSTGRES_ONLY = re.compile(r"\b(JSONB_\w+|TO_CHAR|GENERATE_SERIES|ISODOW|EPOCH|ARRAY_CONTAINS_ALL)\b|@>|<@|\?\|", re.I)

@@ -515,6 +515,9 @@ class Runner:
             final = tracker.final(complete)
             writer.finish_stream(target, run.run_id, final, complete, deferred_state)
             applied = True
+            if atomic and not complete:
+                # The shadow was dropped, not swapped in: nothing of the read reached the table.
+                figures.loaded = figures.inserted = figures.updated = figures.unchanged = figures.collapsed = 0
         finally:
             if not applied and atomic:
                 # Nothing of the read reached the table: its figures say so (what was read stays counted).

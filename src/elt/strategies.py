@@ -204,6 +204,8 @@ class DeleteReload(WriteStrategy):
     needs_partition = True
     _replaces = "(every partition the read touches)"
     kept_when_incomplete = "; the partitions it read were not replaced"
+    # A partition swapped in without its rejected records would drop their stored versions.
+    applies_with_rejects = False
     replay_rule = ("adds the record to its partition, unless a newer version of its key is stored (streams with a"
                    " primary_key); nothing else is deleted")
 

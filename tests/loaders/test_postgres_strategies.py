@@ -476,3 +476,28 @@ def test_reconcile_with_a_source_key_too_long_for_an_index_still_marks_the_vanis
     assert result.streams["items"].deleted == 1
     gone = db.execute("SELECT id FROM raw.shop_items WHERE _deleted_at IS NOT NULL").fetchall()
     assert [r["id"] for r in gone] == ["b"]
+
+
+@pytest.mark.parametrize("strategy", ["replace", "delete_reload"])
+def test_a_stream_atomic_read_kept_out_for_its_rejects_counts_nothing_loaded(loader, db, strategy):
+    # Found by a new-user trial (BigQuery, same runner): a replace read with a rejected record kept the
+    # table as it was, yet said "loaded 1".
+    import pydantic
+
+    class Item(pydantic.BaseModel):
+        id: int
+        amount: float
+
+    records = [{"id": 1, "amount": 1, "day": "d1"}, {"id": 2, "amount": 2, "day": "d1"}]
+    settings = {"partition_by": "day"} if strategy == "delete_reload" else {}
+    stream = list_stream(records, primary_key="id", write_strategy=strategy, contract=Item, **settings)
+    pipeline = Pipeline("shop", streams=[stream])
+    assert run(pipeline, loader).status == "success"
+    records[:] = [{"id": 1, "amount": 10, "day": "d1"}, {"id": 2, "amount": "lots", "day": "d1"}]
+    result = run(pipeline, loader)
+    assert result.status in ("partial", "failed")
+    figures = result.streams["items"]
+    assert (figures.loaded, figures.inserted, figures.updated) == (0, 0, 0), figures
+    assert result.summary.rows_loaded == 0
+    amounts = sorted(r["_raw_payload"]["amount"] for r in table_rows(db, "raw.shop_items", "_raw_payload"))
+    assert amounts == [1, 2]  # the table as it was

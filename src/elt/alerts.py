@@ -170,8 +170,9 @@ def notify(store: BookkeepingStore, problems: Sequence[Problem], alerts: Alerts 
     return sent
 
 
-def _deliver(alerts: Alerts, subject: str, text: str, stop: threading.Event) -> bool:
+def _deliver(alerts: Alerts, subject: str, text: str, stop: threading.Event | None = None) -> bool:
     """Send to every sink; True when at least one real sink (or the log, if it is the only one) took it."""
+    stop = stop or threading.Event()
     log = get_logger()
     delivered = False
     for sink in alerts.sinks:

@@ -183,6 +183,7 @@ def test_a_division_of_integers_keeps_postgres_truncation():
 @pytest.mark.parametrize("division", [
     "x::numeric / 2", "7.0 / 2", "avg(u) / 2", "count(*) * 1.0 / count(*)", "x::float8 / y", "round(x) / 2",
     "extract(year FROM d) / 2", "sum(u::bigint) / 2",  # sum(bigint) and extract() are numeric in PostgreSQL
+    "10000000000000000000 / 3",  # beyond bigint, a literal is numeric
 ])
 def test_a_division_with_a_real_side_stays_a_real_division(division):
     out = transpile(f"SELECT {division} AS v FROM t", "bigquery")

@@ -311,8 +311,9 @@ def _number_kind(node: exp.Expression) -> str | None:
     if isinstance(node, exp.Literal):
         if node.is_string:
             return None
-        if node.is_int:
-            return "int" if abs(int(node.this)) < 2**31 else "bigint"
+        if node.is_int:  # PostgreSQL types an integer literal by its size: int4, int8, then numeric
+            size = abs(int(node.this))
+            return "int" if size < 2**31 else "bigint" if size < 2**63 else "numeric"
         return "numeric"
     if isinstance(node, (exp.Cast, exp.TryCast)):
         kind = node.to.this

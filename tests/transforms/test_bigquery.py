@@ -268,6 +268,7 @@ DIVISIONS = {
     "div(7, 2)": 3, "coalesce(min(u::int), 0) / 2": 0, "sum(u::int)::numeric / count(*)": 3.2, "7.0 / 2": 3.5,
     "avg(u::int) / 2": 1.6, "count(*) * 1.0 / 2": 2.5, "sum(u::bigint) / 3": 16 / 3, "7 / 2 / 2.0": 1.5,
     "3000000000 / 7": 428571428, "extract(year FROM DATE '2023-06-01') / 2": 1011.5, "count(*) / -2": -2,
+    "count(*) FILTER (WHERE u::int > 2) / nullif(count(*), 0)": 0, "sum(u::int) / nullif(3, 0)": 5,
 }
 
 

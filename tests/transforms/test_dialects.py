@@ -178,6 +178,10 @@ def test_a_division_of_integers_keeps_postgres_truncation():
     # PostgreSQL: 7 / 2 = 3 and count(*) / 2 is an integer; BigQuery's / gives 3.5: DIV(a, b) truncates alike.
     out = transpile("SELECT sum(u::int) / count(*) AS a, 7 / 2 AS b, (7 / 2) / 2 AS c FROM stg.items", "bigquery")
     assert out == "SELECT DIV(SUM(CAST(u AS INT64)), COUNT(*)) AS a, DIV(7, 2) AS b, DIV((DIV(7, 2)), 2) AS c FROM stg.items"
+    out = transpile("SELECT row_number() OVER (ORDER BY x) / 2 AS r,"
+                    " sum(n::int) OVER () / nullif(count(*) OVER (), 0) AS s FROM t", "bigquery")
+    assert out == ("SELECT DIV(ROW_NUMBER() OVER (ORDER BY x NULLS LAST), 2) AS r,"
+                   " DIV(SUM(CAST(n AS INT64)) OVER (), NULLIF(COUNT(*) OVER (), 0)) AS s FROM t")
 
 
 @pytest.mark.parametrize("division", [

@@ -319,7 +319,7 @@ def _number_kind(node: exp.Expression) -> str | None:
         kind = node.to.this
         return ("int" if kind in _INT2_INT4 else "bigint" if kind in _INT8 else "numeric" if kind in _NUMERIC
                 else "float" if kind in _FLOAT else None)
-    if isinstance(node, exp.Window):
+    if isinstance(node, (exp.Window, exp.Filter, exp.Nullif)):  # over (...), filter (where ...), nullif(x, 0): x's type
         return _number_kind(node.this)
     if isinstance(node, _RANKS):
         return "bigint"

@@ -24,6 +24,7 @@ from elt.loaders.bigquery import BigQueryConnection, BigQuerySettings
 from elt.loaders.bigquery.store import BigQueryStore
 from elt.loaders.bigquery.warehouse import BigQueryWarehouse, bigquery_warehouse, string
 from elt.transforms import Builder
+from elt.transforms.dialects import transpile
 from elt.transforms.graph import Graph
 from elt.transforms.incremental import overdue
 from elt.transforms.models import discover
@@ -283,3 +284,39 @@ def test_a_translated_expression_gives_postgresql_s_answer(warehouse, db, expres
         assert got["v"] == expected, transpile(f"SELECT {expression} AS v", "bigquery")
     else:
         assert decimal.Decimal(str(got["v"])) == decimal.Decimal(str(expected))
+
+
+# PostgreSQL's figure for each division over u = 1, 2, 4, 4, 5 (sum 16, count 5).
+DIVISIONS = {
+    "sum(u::int) / count(*)": 3, "7 / 2": 3, "-7 / 2": -3, "(max(u::int) + 2) / 2": 3, "7 / 2 / 2": 1,
+    "div(7, 2)": 3, "coalesce(min(u::int), 0) / 2": 0, "sum(u::int)::numeric / count(*)": 3.2, "7.0 / 2": 3.5,
+    "avg(u::int) / 2": 1.6, "count(*) * 1.0 / 2": 2.5, "sum(u::bigint) / 3": 16 / 3, "7 / 2 / 2.0": 1.5,
+    "3000000000 / 7": 428571428, "extract(year FROM DATE '2023-06-01') / 2": 1011.5, "count(*) / -2": -2,
+    "count(*) FILTER (WHERE u::int > 2) / nullif(count(*), 0)": 0, "sum(u::int) / nullif(3, 0)": 5,
+}
+
+
+def test_divisions_give_postgres_figures_on_bigquery(warehouse, db):
+    # Before: BigQuery's / returned 3.2 for sum(u::int) / count(*) and 3.5 for 7 / 2, where PostgreSQL says 3.
+    columns = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(DIVISIONS))
+    sql = (f"WITH items AS (SELECT 1 AS u UNION ALL SELECT 2 UNION ALL SELECT 4 UNION ALL SELECT 4 UNION ALL SELECT 5)"
+           f" SELECT {columns} FROM items")
+    postgres = db.execute(sql).fetchone()
+    bigquery = rows(warehouse, transpile(sql, "bigquery"))[0]
+    for i, (expr, expected) in enumerate(DIVISIONS.items()):
+        assert float(postgres[f"c{i}"]) == pytest.approx(expected), expr
+        assert float(bigquery[f"c{i}"]) == pytest.approx(expected), (expr, bigquery[f"c{i}"])
+
+
+def test_a_model_dividing_values_of_unknown_types_fails_naming_the_model(warehouse, tmp_path):
+    wh = warehouse
+    create_raw(wh, "shop_orders", "id")
+    load_raw(wh, "shop_orders", make_orders(3))
+    project = write_models(tmp_path / "p", {
+        "stg/items.sql": "SELECT id, (_raw_payload->>'amount')::numeric AS u FROM raw.shop_orders\n",
+        "mart/avg.sql": "SELECT sum(u) / count(*) AS avg_int, 7 / 2 AS seven_halves FROM stg.items\n",
+    })
+    result = build(wh, project).models["mart.avg"]
+    assert result.status == "failed"
+    assert (result.error or "").startswith("sql/mart/avg.sql: `SUM(u) / COUNT(*)` divides values whose types"), result.error
+    assert wh._existing("mart.avg") is None

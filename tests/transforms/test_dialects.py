@@ -176,3 +176,33 @@ def test_every_translation_parses_as_bigquery():
 
     for postgres, _ in CASES.values():
         sqlglot.parse_one(transpile(postgres, "bigquery"), read="bigquery")
+
+
+def test_a_division_of_integers_keeps_postgres_truncation():
+    # PostgreSQL: 7 / 2 = 3 and count(*) / 2 is an integer; BigQuery's / gives 3.5: DIV(a, b) truncates alike.
+    out = transpile("SELECT sum(u::int) / count(*) AS a, 7 / 2 AS b, (7 / 2) / 2 AS c FROM stg.items", "bigquery")
+    assert out == "SELECT DIV(SUM(CAST(u AS INT64)), COUNT(*)) AS a, DIV(7, 2) AS b, DIV((DIV(7, 2)), 2) AS c FROM stg.items"
+    out = transpile("SELECT row_number() OVER (ORDER BY x) / 2 AS r,"
+                    " sum(n::int) OVER () / nullif(count(*) OVER (), 0) AS s FROM t", "bigquery")
+    assert out == ("SELECT DIV(ROW_NUMBER() OVER (ORDER BY x NULLS LAST), 2) AS r,"
+                   " DIV(SUM(CAST(n AS INT64)) OVER (), NULLIF(COUNT(*) OVER (), 0)) AS s FROM t")
+
+
+@pytest.mark.parametrize("division", [
+    "x::numeric / 2", "7.0 / 2", "avg(u) / 2", "count(*) * 1.0 / count(*)", "x::float8 / y", "round(x) / 2",
+    "extract(year FROM d) / 2", "sum(u::bigint) / 2",  # sum(bigint) and extract() are numeric in PostgreSQL
+    "10000000000000000000 / 3",  # beyond bigint, a literal is numeric
+])
+def test_a_division_with_a_real_side_stays_a_real_division(division):
+    out = transpile(f"SELECT {division} AS v FROM t", "bigquery")
+    assert " / " in out and "DIV(" not in out
+
+
+@pytest.mark.parametrize("division", ["sum(u) / count(*)", "amount / 100", "(SELECT count(*) FROM t) / 2", "a / b"])
+def test_a_division_whose_types_cannot_be_told_is_refused(division):
+    with pytest.raises(ConfigError) as error:
+        transpile(f"SELECT {division} AS v FROM stg.items", "bigquery", where="sql/mart/avg.sql")
+    message = str(error.value)
+    assert message.startswith("sql/mart/avg.sql: `")
+    assert "cannot be told from the SQL" in message
+    assert "x::numeric / y" in message and "div(x, y)" in message

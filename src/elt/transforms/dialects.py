@@ -292,6 +292,92 @@ class NumericScale(Construct):
         return exp.Anonymous(this="ROUND", expressions=[cast, exp.Literal.number(scale)])
 
 
+# Division. PostgreSQL's `/` between two integers truncates toward zero (7 / 2 = 3); BigQuery's `/`
+# always returns FLOAT64 (3.5). sqlglot keeps `/` unless it knows both operand types, and its type
+# annotation follows other dialects where PostgreSQL differs (sum(bigint) is numeric, extract() is
+# numeric, date - date is integer), so the operand types are told here, from PostgreSQL's rules, and
+# only where the SQL itself shows them. Where it does not (a column, a function we do not know), the
+# model is refused: guessing either way would give a silently wrong figure for some models, and a
+# cast or div() in the model states the intent for both databases.
+_INT2_INT4 = {exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT}
+_INT8 = {exp.DataType.Type.BIGINT}
+_NUMERIC = {exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL, exp.DataType.Type.MONEY}
+_FLOAT = {exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE}
+#: Functions whose PostgreSQL result is never an integer, whatever their argument.
+_FRACTIONAL_FUNCTIONS = (exp.Avg, exp.Round, exp.Ceil, exp.Floor, exp.Trunc, exp.Sqrt, exp.Pow, exp.Exp, exp.Ln,
+                         exp.Log, exp.Extract, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance,
+                         exp.VariancePop, exp.PercentileCont)
+_RANKS = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Ntile, exp.Count)
+_ORDER = ("int", "bigint", "numeric", "float")
+
+
+def _widest(kinds: list[str | None]) -> str | None:
+    if not kinds or None in kinds:
+        # One real operand makes the result real, whatever the unknown one is.
+        known = [k for k in kinds if k in ("numeric", "float")]
+        return "numeric" if known else None
+    return max(kinds, key=lambda k: _ORDER.index(k or "int"))
+
+
+def _number_kind(node: exp.Expression) -> str | None:
+    """PostgreSQL's type of a numeric expression, as far as the SQL shows it: ``int`` (int2/int4),
+    ``bigint``, ``numeric``, ``float``, or None when it cannot be told (a column, an unknown function)."""
+    if isinstance(node, (exp.Paren, exp.Neg)):
+        return _number_kind(node.this)
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return None
+        if node.is_int:  # PostgreSQL types an integer literal by its size: int4, int8, then numeric
+            size = abs(int(node.this))
+            return "int" if size < 2**31 else "bigint" if size < 2**63 else "numeric"
+        return "numeric"
+    if isinstance(node, (exp.Cast, exp.TryCast)):
+        kind = node.to.this
+        return ("int" if kind in _INT2_INT4 else "bigint" if kind in _INT8 else "numeric" if kind in _NUMERIC
+                else "float" if kind in _FLOAT else None)
+    if isinstance(node, (exp.Window, exp.Filter, exp.Nullif)):  # over (...), filter (where ...), nullif(x, 0): x's type
+        return _number_kind(node.this)
+    if isinstance(node, _RANKS):
+        return "bigint"
+    if isinstance(node, exp.Length):
+        return "int"
+    if isinstance(node, _FRACTIONAL_FUNCTIONS):
+        return "numeric"
+    if isinstance(node, exp.Sum):  # sum(int) is bigint, sum(bigint) numeric
+        inner = _number_kind(node.this)
+        return {"int": "bigint", "bigint": "numeric"}.get(inner or "", inner)
+    if isinstance(node, (exp.Max, exp.Min, exp.Abs)):
+        return _number_kind(node.this)
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Mod)):
+        if isinstance(node.this, exp.Interval) or isinstance(node.expression, exp.Interval):
+            return None
+        return _widest([_number_kind(node.this), _number_kind(node.expression)])
+    if isinstance(node, (exp.Div, exp.IntDiv)):
+        return _widest([_number_kind(node.this), _number_kind(node.expression)])
+    if isinstance(node, (exp.Coalesce, exp.Greatest, exp.Least)):
+        return _widest([_number_kind(e) for e in [node.this, *node.expressions]])
+    if isinstance(node, exp.Case):
+        branches = [i.args["true"] for i in node.args.get("ifs", [])] + [node.args.get("default")]
+        return _widest([_number_kind(b) for b in branches if b is not None and not isinstance(b, exp.Null)])
+    return None
+
+
+def _bigquery_division(node: exp.Div, where: str) -> exp.Expression:
+    """``a / b`` as PostgreSQL means it: ``DIV(a, b)`` for two integers (both truncate toward zero and are
+    exact, where sqlglot's own CAST(TRUNC(a / b)) goes through FLOAT64), ``/`` when one side is real."""
+    kinds = {_number_kind(node.this), _number_kind(node.expression)}
+    if kinds & {"numeric", "float"}:
+        return node
+    if None not in kinds:
+        return exp.IntDiv(this=node.this.copy(), expression=node.expression.copy())
+    text = node.sql(dialect="postgres")
+    raise ConfigError(
+        f"{where}: `{text}` divides values whose types cannot be told from the SQL; PostgreSQL divides two"
+        " integers without the remainder (7 / 2 = 3) and BigQuery's / never does (3.5), so the figure could"
+        " differ. Cast one side to numeric for a real division (x::numeric / y) or write div(x, y) for"
+        " integer division")
+
+
 #: The constructs sqlglot's BigQuery output gets wrong, each rewritten or refused.
 BIGQUERY_CONSTRUCTS: tuple[Construct, ...] = (JsonContains(), JsonHasKey(), JsonPath(), GenerateSeries(),
                                               ExtractPart(), TruncWeek(), LikeAny(), ToChar(), NumericScale())
@@ -313,7 +399,14 @@ def transpile(sql: str, dialect: str, *, where: str = "model", pretty: bool = Fa
         raise ConfigError(f"{where}: a model is one SELECT statement, found {len(statements)}")
     tree = statements[0]
     if dialect == "bigquery":
-        tree = tree.transform(lambda node: _bigquery_rule(node, where), copy=True)
+        # Divisions first: the rules below write divisions of their own, meant as BigQuery's `/`.
+        tree = tree.copy()
+        # Innermost first, so that an outer division sees the DIV an inner one became.
+        for division in reversed(list(tree.find_all(exp.Div))):
+            replacement = _bigquery_division(division, where)
+            if replacement is not division:
+                division.replace(replacement)
+        tree = tree.transform(lambda node: _bigquery_rule(node, where), copy=False)
     try:
         out = tree.sql(dialect=dialect, pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.SqlglotError as exc:

@@ -4,7 +4,8 @@ Every query elt sends passes ``BigQueryConnection.query``, so the
 ``maximum_bytes_billed`` guard is set on all of them and the bytes each one
 processed are summed for the run's log row. Credentials come from the client
 library's own lookup (``GOOGLE_APPLICATION_CREDENTIALS`` or the environment's
-default credentials) and are never read, logged or stored by elt.
+default credentials) and are never logged or stored by elt; a key file the library refuses is
+opened only to name what is wrong with it (see ``_key_file_problem``), never quoted.
 
 ``endpoint`` points the stock client at another address with anonymous
 credentials: the tests' local emulator on 127.0.0.1.
@@ -12,7 +13,9 @@ credentials: the tests' local emulator on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +66,18 @@ class BigQuerySettings:
         values.update(given)
         return cls(project=project, **values)
 
+    def __post_init__(self) -> None:
+        # Checked here, before any request: BigQuery's answer to a bad dataset id is a 400 inside a
+        # traceback, raised only once the first dataset is created.
+        longest = max(len(layer) for layer in LAYERS)
+        if not re.fullmatch(r"[A-Za-z0-9_]*", self.dataset_prefix) or len(self.dataset_prefix) + longest > 1024:
+            shown = (repr(self.dataset_prefix) if len(self.dataset_prefix) <= 60
+                     else f"{self.dataset_prefix[:40]!r}... ({len(self.dataset_prefix)} characters)")
+            raise ConfigError(
+                f"ELT_BIGQUERY_DATASET_PREFIX (or BigQuery(dataset_prefix=...)) = {shown} cannot start"
+                " a BigQuery dataset id: use letters, digits and underscores only (my_prefix_),"
+                f" at most {1024 - longest} characters")
+
     def dataset(self, layer: str) -> str:
         """The dataset of a layer (``raw``, ``stg``, ``mart``, ``rpt``, ``pipeline``)."""
         return f"{self.dataset_prefix}{layer}"
@@ -108,7 +123,12 @@ class BigQueryConnection:
 
                 kwargs["credentials"] = AnonymousCredentials()
                 kwargs["client_options"] = ClientOptions(api_endpoint=self.settings.endpoint)
-            self._client = bigquery.Client(**kwargs)
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                self._client = bigquery.Client(**kwargs)
+            except DefaultCredentialsError as exc:
+                raise _credentials_error(exc) from None
         return self._client
 
     #: How long an API call keeps being retried when BigQuery cannot be reached (the client's
@@ -228,6 +248,50 @@ class BigQueryConnection:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _credentials_error(exc: Exception) -> ConfigError:
+    """One line saying why google-auth found no usable credentials and how to give some.
+
+    google-auth's own message can quote the key file's fields; ours is built from what we check
+    here, so nothing of the key reaches the terminal or the logs."""
+    path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+    if not path:
+        return ConfigError(
+            "BigQuery found no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service account"
+            " key file, or run `gcloud auth application-default login`"
+            " (or set ELT_BIGQUERY_ENDPOINT to use an emulator, which needs none)")
+    return ConfigError(
+        f"GOOGLE_APPLICATION_CREDENTIALS={path}: {_key_file_problem(path, exc)}; point it at a service account key"
+        " file (JSON, from the Google Cloud console), or unset it to use `gcloud auth application-default login`")
+
+
+def _key_file_problem(path: str, exc: Exception) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "is a directory, not a key file"
+    except (OSError, UnicodeError) as err:
+        return f"cannot be read ({type(err).__name__})"
+    try:
+        info = json.loads(text)
+    except ValueError as err:
+        return f"is not valid JSON (line {getattr(err, 'lineno', '?')})"
+    if not isinstance(info, dict):
+        return "is not a JSON object"
+    kind = info.get("type")
+    if not kind:
+        return "has no 'type' field: not a credentials file"
+    if kind == "service_account":
+        missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
+        if missing:
+            return f"a service account key missing {', '.join(missing)}"
+        return "a service account key whose private_key cannot be read (a truncated or edited file?)"
+    # The name of google-auth's complaint only: its text may quote the file.
+    return f"a {kind!s:.40} credentials file google-auth cannot use ({type(exc.__cause__ or exc).__name__})"
 
 
 def _over_byte_limit(exc: Exception) -> bool:

@@ -440,20 +440,22 @@ def test_a_run_killed_mid_stream_then_re_run_ends_with_exactly_the_servers_recor
     assert statuses == ["failed", "success"]
 
 
+class BodyItems(RestExtractor):
+    """``/items`` with its records at ``data``: the stream the body tests below serve odd bodies to."""
+
+    name = "items"
+    path = "/items"
+    records_path = "data"
+    primary_key = "id"
+
+
 def test_a_body_with_huge_integers_nan_and_a_lone_surrogate_loses_no_digit_and_no_page(fake_api, loader, db):
     # Found by the reliability suite: orjson read 2**64 + 1 as a float (digits lost) and refused
     # the whole page for a NaN or a lone surrogate escape (what a Python API's json.dumps sends).
     body = b'{"data": [{"id": 1, "big": 18446744073709551617, "score": NaN}, {"id": 2, "name": "x\\ud800"}]}'
     fake_api.route("/items", lambda request: Reply(body=body))
 
-    class Items(RestExtractor):
-        name = "items"
-        path = "/items"
-        records_path = "data"
-        primary_key = "id"
-        max_bad_ratio = 1.0
-
-    result = run(Pipeline("shop", streams=[Items(base_url=fake_api.url)]), loader)
+    result = run(Pipeline("shop", streams=[BodyItems(base_url=fake_api.url, max_bad_ratio=1.0)]), loader)
     assert result.status == "partial" and result.summary.rows_rejected == 1  # the surrogate: PostgreSQL cannot hold it
     (payload,) = db.execute("SELECT _raw_payload::text AS p FROM raw.shop_items").fetchall()
     assert '"big": 18446744073709551617' in payload["p"] and '"score": "NaN"' in payload["p"]
@@ -466,13 +468,7 @@ def test_numbers_a_double_cannot_hold_are_stored_digit_for_digit(fake_api, loade
             b' {"id": 22, "e": 1e400, "t": 1e-400}, {"id": 23, "p": 19.990, "q": 0.1, "r": 2.5e-3}]}')
     fake_api.route("/items", lambda request: Reply(body=body))
 
-    class Items(RestExtractor):
-        name = "items"
-        path = "/items"
-        records_path = "data"
-        primary_key = "id"
-
-    result = run(Pipeline("shop", streams=[Items(base_url=fake_api.url)]), loader)
+    result = run(Pipeline("shop", streams=[BodyItems(base_url=fake_api.url)]), loader)
     assert result.status == "success" and result.summary.rows_loaded == 3
     sent = json.loads(body, parse_float=decimal.Decimal)["data"]
     stored = [json.loads(r["p"], parse_float=decimal.Decimal) for r in
@@ -494,14 +490,7 @@ def test_a_record_nested_5000_levels_deep_is_dead_lettered_and_the_rest_of_the_p
             b' {"id": 3, "name": "[{\\"not\\": \\"nesting\\"}]"}]}')
     fake_api.route("/items", lambda request: Reply(body=body))
 
-    class Items(RestExtractor):
-        name = "items"
-        path = "/items"
-        records_path = "data"
-        primary_key = "id"
-        max_bad_ratio = 0.5
-
-    result = run(Pipeline("shop", streams=[Items(base_url=fake_api.url)]), loader)
+    result = run(Pipeline("shop", streams=[BodyItems(base_url=fake_api.url, max_bad_ratio=0.5)]), loader)
     assert result.status == "partial", result.summary.error_message
     assert (result.summary.rows_loaded, result.summary.rows_rejected) == (2, 1)
     assert len(fake_api.requests) == 1  # not retried as a broken body

@@ -39,7 +39,7 @@ class JsonLimits:
         if not self.holds_nul and b"\\u0000" in payload:
             return (f"record contains a NUL character (\\u0000), which {self.name} cannot store; remove it at the"
                     " source (or in the extractor) and read the record again")
-        if self._numbers_limited and _LONG_NUMBER.search(payload):
+        if self.limits_numbers and _LONG_NUMBER.search(payload):
             found = self._number_beyond(record, "")
             if found is not None:
                 path, value, why = found
@@ -53,13 +53,13 @@ class JsonLimits:
         """Whether ``payload`` (JSON text, e.g. a dead letter's copy) can go into the column unchanged."""
         if not self.holds_nul and b"\\u0000" in payload:
             return False
-        if not (self._numbers_limited and _LONG_NUMBER.search(payload)):
+        if not (self.limits_numbers and _LONG_NUMBER.search(payload)):
             return True
         # Parsed digit for digit (rare: only letters with a long number get here).
         return self._number_beyond(json.loads(payload, parse_float=exact_float), "") is None
 
     @property
-    def _numbers_limited(self) -> bool:
+    def limits_numbers(self) -> bool:
         return self.integers is not None or not self.exact_decimals
 
     def _number_beyond(self, value: Any, path: str) -> tuple[str, Any, str] | None:

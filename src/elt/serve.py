@@ -60,6 +60,11 @@ class Scheduler:
         # For each pipeline with `after`: how its upstreams finished in the current cycle.
         self._cycle: dict[str, dict[str, str]] = {name: {} for name, p in pipelines.items() if p.after}
         self._guard = threading.Lock()
+        # Timed-out runs being stopped: between the child closing its row as "interrupted" and this
+        # process writing the real cause, a health check would alert with the wrong reason, so
+        # checks wait for none to be in that window.
+        self._timeouts = 0
+        self._timeouts_done = threading.Condition(self._guard)
         self.started_at = dt.datetime.now(dt.UTC)
         self._validate()
 
@@ -163,13 +168,20 @@ class Scheduler:
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.log.error("run timed out; stopping it", pipeline=name, timeout_s=timeout, pid=child.pid)
-            child.send_signal(signal.SIGTERM)
+            with self._guard:
+                self._timeouts += 1
             try:
-                child.wait(timeout=min(self.stop_grace, 30.0))
-            except subprocess.TimeoutExpired:
-                child.kill()  # a hung source call ignores the polite request
-                child.wait(timeout=10)
-            self._close_rows(child.pid, f"timed out after {timeout:g} s", since=started)
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(timeout=min(self.stop_grace, 30.0))
+                except subprocess.TimeoutExpired:
+                    child.kill()  # a hung source call ignores the polite request
+                    child.wait(timeout=10)
+                self._close_rows(child.pid, f"timed out after {timeout:g} s", since=started)
+            finally:
+                with self._guard:
+                    self._timeouts -= 1
+                    self._timeouts_done.notify_all()
             return "failed"
         finally:
             with self._guard:
@@ -207,6 +219,8 @@ class Scheduler:
 
     def check(self) -> None:
         """Run the health checks and send what is new, due for a reminder, or resolved."""
+        with self._guard:  # bounded: a stop takes at most stop_grace (30 s) plus 10 s
+            self._timeouts_done.wait_for(lambda: self._timeouts == 0, timeout=60)
         try:
             loader = self._loader_factory()
             try:

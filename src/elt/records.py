@@ -15,7 +15,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -263,6 +263,18 @@ def coerce_cursor(value: Any, kind: str) -> Any:
         return str(value)
     except (TypeError, ValueError, decimal.InvalidOperation) as exc:
         raise CursorTypeError(f"cursor value {value!r} is not a valid {kind}") from exc
+
+
+def key_bytes_over(texts: Sequence[str], limit: int) -> list[int] | None:
+    """Each key field's size in UTF-8 bytes when together they exceed ``limit`` (what an index holds); else None.
+
+    Characters are counted first (at most 4 bytes each): nearly every key stops there.
+    """
+    if sum(map(len, texts)) * 4 <= limit:
+        return None
+    # A lone surrogate is counted as written; it is rejected later, as text PostgreSQL cannot hold.
+    sizes = [len(text.encode("utf-8", "surrogatepass")) for text in texts]
+    return sizes if sum(sizes) > limit else None
 
 
 def key_text(value: Any) -> str:

@@ -98,6 +98,10 @@ class StreamFigures:
     #: The stream read sample data, not its real source (Extractor.sample_data).
     sample: str | None = None
 
+    def not_applied(self) -> None:
+        """A stream-atomic read that did not reach its table: nothing loaded (what was read stays counted)."""
+        self.loaded = self.inserted = self.updated = self.unchanged = self.collapsed = 0
+
     def add(self, result: LoadResult) -> None:
         self.batches += 1
         self.loaded += result.loaded
@@ -516,12 +520,10 @@ class Runner:
             writer.finish_stream(target, run.run_id, final, complete, deferred_state)
             applied = True
             if atomic and not complete:
-                # The shadow was dropped, not swapped in: nothing of the read reached the table.
-                figures.loaded = figures.inserted = figures.updated = figures.unchanged = figures.collapsed = 0
+                figures.not_applied()  # the shadow was dropped, not swapped in
         finally:
             if not applied and atomic:
-                # Nothing of the read reached the table: its figures say so (what was read stays counted).
-                figures.loaded = figures.inserted = figures.updated = figures.unchanged = figures.collapsed = 0
+                figures.not_applied()
                 # A failed or stopped read of a stream-atomic strategy is not applied: drop its shadow.
                 try:
                     writer.finish_stream(target, run.run_id, None, False)

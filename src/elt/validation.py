@@ -20,6 +20,7 @@ from elt.records import (
     CursorTypeError,
     coerce_cursor,
     cursor_kind,
+    key_bytes_over,
     key_text,
     record_hash,
     to_json,
@@ -76,11 +77,8 @@ def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 def _key_too_long(extractor: Extractor, key_values: list[str], limit: int, why: str) -> str | None:
     """Why a key is too long for the destination to index (see ``RawWriter.max_key_bytes``), or None."""
-    if sum(map(len, key_values)) * 4 <= limit:  # at most 4 bytes a character: most keys stop here
-        return None
-    # Bytes, not characters (what the index holds); a lone surrogate is rejected later, as text PostgreSQL can't hold.
-    sizes = [len(value.encode("utf-8", "surrogatepass")) for value in key_values]
-    if sum(sizes) <= limit:
+    sizes = key_bytes_over(key_values, limit)
+    if sizes is None:
         return None
     parts = " + ".join(f"{name!r} {size:,} bytes" for name, size in zip(extractor.key_fields, sizes, strict=True))
     return (f"stream {extractor.name!r}: primary key {parts} is longer than the {limit:,} bytes a key may take here"
@@ -165,7 +163,7 @@ def prepare(extractor: Extractor, records: list[Any], kind: str | None,
         if missing is not None:
             rejected.append(Rejected(received, f"primary key field {missing!r} is missing or empty", index=index))
             continue
-        # The quick bound inline (at most 4 bytes a character): this runs for every keyed record.
+        # key_bytes_over's first bound, inline: this runs for every keyed record, and a call costs more.
         if (key_limit is not None and sum(map(len, key_values)) * 4 > key_limit
                 and (too_long := _key_too_long(extractor, key_values, key_limit, key_limit_why))):
             rejected.append(Rejected(received, too_long, index=index))

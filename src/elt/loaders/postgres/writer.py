@@ -32,7 +32,7 @@ from elt.loaders.postgres.connection import (
 from elt.loaders.postgres.raw import GENERATED_VIEW_MARK, KEY_TEXT, KIND_OF_TYPE, RawTable, short_identifier
 from elt.loaders.postgres.store import write_schema_changes, write_state
 from elt.logs import get_logger
-from elt.records import key_text, record_hash
+from elt.records import key_bytes_over, key_text, record_hash
 from elt.state import Watermark
 from elt.validation import PreparedBatch
 
@@ -192,7 +192,7 @@ class PostgresWriter(RawWriter):
     # the INSERT fails and with it the whole batch, every run. Long values are compressed in the index
     # first, so some longer keys fit, but whether one does depends on its content: 2,000 bytes before
     # compression always fits, with room for the key index's _row_seq, and no sane identifier is longer.
-    max_key_bytes = 2000
+    max_key_bytes: ClassVar[int] = 2000
     max_key_bytes_why = "PostgreSQL's btree index on the key holds about 2,700 bytes per entry"
 
     def __init__(self, url: str) -> None:
@@ -585,13 +585,12 @@ class PostgresWriter(RawWriter):
                 sql.SQL(", ").join(sql.SQL("{} text").format(s) for s in staged)))
             seen = 0
             fits_an_index = True
-            limit = self.max_key_bytes or 0
             with cur.copy(sql.SQL("COPY elt_source_keys FROM STDIN")) as copy:
                 for page in source_keys:
                     for key in page:
                         texts = [key_text(v) for v in key]
-                        if sum(map(len, texts)) * 4 > limit and fits_an_index:  # at most 4 bytes a character
-                            fits_an_index = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) <= limit
+                        if fits_an_index and key_bytes_over(texts, self.max_key_bytes) is not None:
+                            fits_an_index = False
                         copy.write_row(texts)
                     seen += len(page)
             stored = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()
